@@ -1,0 +1,99 @@
+"""All of edged's exceptions and warnings, in one place.
+
+One root, :class:`EdgedError`, with a family per layer. Leaves also inherit a builtin where one fits, so callers
+may catch by family (``except PluginError``) or by builtin (``except ValueError``).
+"""
+
+from __future__ import annotations
+
+
+class EdgedError(Exception):
+    """Root of every error edged raises on purpose."""
+
+
+# --- runtime / plugins -------------------------------------------------------------------------------------------
+
+
+class PluginError(EdgedError):
+    """A plugin failed to load or a call into it failed.
+
+    ``str(err)`` is the Extism-compatible message (for example ``"plugin ran out of fuel"`` or the plugin's own
+    ``error_set`` text).
+    """
+
+
+class PluginLoadError(PluginError, ValueError):
+    """The module or manifest could not be loaded: bad bytes, bad imports, bad exports or a hash mismatch."""
+
+
+class ManifestError(PluginLoadError):
+    """A manifest (Extism's or edged's extension block) is invalid."""
+
+
+class FunctionNotFound(PluginError, LookupError):
+    """The requested export does not exist (``"Function not found: NAME"``)."""
+
+
+class OutOfFuel(PluginError):
+    """The call used up its fuel budget (``"plugin ran out of fuel"``)."""
+
+
+class PluginTimeout(PluginError, TimeoutError):
+    """The call passed its wall-clock deadline (``"timeout"``)."""
+
+
+class OutOfMemory(PluginError, MemoryError):
+    """The plugin hit its memory limit (``"oom"``)."""
+
+
+class PluginTrap(PluginError):
+    """The plugin trapped (unreachable, out-of-bounds access, ...); the message keeps wasmtime's cause."""
+
+
+class OutputTooLarge(PluginError):
+    """The plugin's output exceeded the configured output limit."""
+
+
+class HostFunctionError(PluginError):
+    """A host function raised a Python exception; ``exception`` is the original, also chained as ``__cause__``."""
+
+    def __init__(self, message: str, exception: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.exception = exception
+
+
+class CapabilityDenied(PluginError, PermissionError):
+    """A plugin asked for something its granted capabilities do not allow."""
+
+
+# --- hardware ----------------------------------------------------------------------------------------------------
+
+
+class HardwareError(EdgedError):
+    """A hardware backend or device failed."""
+
+
+class BackendUnavailable(HardwareError, RuntimeError):
+    """The requested backend cannot run on this machine (for example ws281x on a Pi 5 or off a Pi)."""
+
+
+class ConfigError(EdgedError, ValueError):
+    """A configuration file or value is invalid; the message names the key (and line where known)."""
+
+
+# --- deploy ------------------------------------------------------------------------------------------------------
+
+
+class DeployError(EdgedError):
+    """A deployment step (bundle, signature, transfer, store) failed."""
+
+
+# --- warnings ----------------------------------------------------------------------------------------------------
+
+
+class EdgedWarning(Warning):
+    """Root of edged's warnings: a degraded state that still works."""
+
+
+class BackendFallback(EdgedWarning):
+    """A preferred backend could not be used and a fallback was chosen."""
