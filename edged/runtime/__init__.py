@@ -1,0 +1,55 @@
+"""edged's Extism-compatible WebAssembly plugin host, built directly on wasmtime.
+
+It knows nothing of LEDs: plugins are bytes in, bytes out, with a kernel for memory handles, a manifest and host
+functions. The API mirrors the official ``extism`` Python SDK::
+
+    from edged.runtime import Plugin
+    with Plugin("count_vowels.wasm", config={"thing": "x"}) as p:
+        print(p.call("count_vowels", "Hello"))
+"""
+
+from ..errors import (
+    FunctionNotFound,
+    HostFunctionError,
+    ManifestError,
+    OutOfFuel,
+    OutOfMemory,
+    OutputTooLarge,
+    PluginError,
+    PluginLoadError,
+    PluginTimeout,
+    PluginTrap,
+)
+from ._cache import ModuleCache, default_cache, default_cache_dir
+from ._host_fn import CurrentPlugin, HostFunction, Json, host_fn
+from ._manifest import EdgedBlock, Manifest, MemoryOptions, WasmData, WasmPath, WasmUrl, parse_manifest
+from ._plugin import CompiledPlugin, Plugin
+
+__all__ = [
+    "CompiledPlugin",
+    "CurrentPlugin",
+    "EdgedBlock",
+    "FunctionNotFound",
+    "HostFunction",
+    "HostFunctionError",
+    "Json",
+    "Manifest",
+    "ManifestError",
+    "MemoryOptions",
+    "ModuleCache",
+    "OutOfFuel",
+    "OutOfMemory",
+    "OutputTooLarge",
+    "Plugin",
+    "PluginError",
+    "PluginLoadError",
+    "PluginTimeout",
+    "PluginTrap",
+    "WasmData",
+    "WasmPath",
+    "WasmUrl",
+    "default_cache",
+    "default_cache_dir",
+    "host_fn",
+    "parse_manifest",
+]

@@ -1,0 +1,106 @@
+"""On-disk AOT cache of compiled modules, so that a second load skips compilation.
+
+Entries are keyed by the wasm's sha256, the engine configuration and the wasmtime version (a serialized module only
+loads into an identically configured engine). A corrupt or stale entry is discarded and rebuilt, never fatal.
+The cache directory must be trusted: deserializing a file runs native code compiled into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import wasmtime
+
+from ..errors import PluginLoadError
+from ._engine import ENGINE, ENGINE_FINGERPRINT
+
+log = logging.getLogger("edged.runtime.cache")
+
+try:
+    from importlib.metadata import version as _pkg_version
+
+    _WASMTIME_VERSION = _pkg_version("wasmtime")
+except Exception:  # pragma: no cover - metadata missing in odd installs
+    _WASMTIME_VERSION = "unknown"
+
+
+def default_cache_dir() -> Path:
+    """``$EDGED_CACHE_DIR``, else ``$XDG_CACHE_HOME/edged/modules``, else ``~/.cache/edged/modules``."""
+    env = os.environ.get("EDGED_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg or Path.home() / ".cache") / "edged" / "modules"
+
+
+def compile_module(wasm: bytes) -> wasmtime.Module:
+    """Compile without the cache; invalid bytes raise :class:`PluginLoadError` with wasmtime's reason."""
+    if wasm[:4] != b"\0asm":
+        raise PluginLoadError("not a WebAssembly module (missing the \\0asm magic header)")
+    try:
+        return wasmtime.Module(ENGINE, wasm)
+    except wasmtime.WasmtimeError as exc:
+        reason = str(exc).strip().splitlines()
+        raise PluginLoadError(
+            "invalid WebAssembly module: " + "; ".join(r.strip() for r in reason if r.strip())
+        ) from None
+
+
+class ModuleCache:
+    """A directory of serialized modules. ``ModuleCache(None)`` disables caching."""
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, wasm: bytes) -> str:
+        salt = f"{ENGINE_FINGERPRINT};wasmtime={_WASMTIME_VERSION};{platform.machine()}"
+        return hashlib.sha256(hashlib.sha256(wasm).digest() + salt.encode()).hexdigest()
+
+    def load(self, wasm: bytes) -> wasmtime.Module:
+        """Return the compiled module, from the cache when possible."""
+        if self.directory is None:
+            return compile_module(wasm)
+        path = self.directory / (self.key(wasm) + ".cwasm")
+        if path.exists():
+            try:
+                module = wasmtime.Module.deserialize_file(ENGINE, str(path))
+                self.hits += 1
+                return module
+            except (wasmtime.WasmtimeError, OSError) as exc:
+                log.warning(
+                    "discarding corrupt module cache entry", extra={"path": str(path), "error": str(exc)}
+                )
+                path.unlink(missing_ok=True)
+        self.misses += 1
+        module = compile_module(wasm)
+        self._store(path, module)
+        return module
+
+    def _store(self, path: Path, module: wasmtime.Module) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")
+            with os.fdopen(fd, "wb") as f:
+                f.write(module.serialize())
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only or full disk only costs speed
+            log.warning("cannot write module cache entry", extra={"path": str(path), "error": str(exc)})
+
+
+_default: ModuleCache | None = None
+
+
+def default_cache() -> ModuleCache:
+    """The process-wide cache in :func:`default_cache_dir` (``EDGED_CACHE_DIR=off`` disables it)."""
+    global _default
+    if _default is None:
+        d = os.environ.get("EDGED_CACHE_DIR")
+        _default = ModuleCache(None if d == "off" else default_cache_dir())
+    return _default

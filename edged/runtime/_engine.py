@@ -1,0 +1,72 @@
+"""The process-wide wasmtime engine and the shared epoch ticker that drives wall-clock deadlines."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import wasmtime
+
+log = logging.getLogger("edged.runtime")
+
+#: Milliseconds per epoch tick. A deadline of N ms is armed as N + 1 ticks, so it never fires early.
+TICK_MS = 1.0
+
+#: Fuel and epoch values that mean "no limit" (far beyond anything a call can use).
+UNLIMITED_FUEL = 2**62
+UNLIMITED_TICKS = 2**60
+
+
+def _config() -> wasmtime.Config:
+    cfg = wasmtime.Config()
+    cfg.consume_fuel = True  # fuel is armed per call only when a limit is set; otherwise UNLIMITED_FUEL
+    cfg.epoch_interruption = True
+    # The host caches raw pointers to kernel memory; with a full reservation memories never move.
+    cfg.memory_may_move = False
+    cfg.cranelift_opt_level = "speed"
+    return cfg
+
+
+#: Describes the engine configuration in AOT cache keys: a module compiled with other settings will not load.
+ENGINE_FINGERPRINT = "fuel=1;epoch=1;may_move=0;opt=speed"
+
+
+class EpochTicker:
+    """One thread for all deadlines: increments the engine epoch every :data:`TICK_MS` while any call is armed.
+
+    Calls wrap themselves in :meth:`arm`/:meth:`disarm`; when nothing is armed the thread sleeps on a condition,
+    so an idle daemon costs nothing.
+    """
+
+    def __init__(self, engine: wasmtime.Engine, tick_ms: float = TICK_MS) -> None:
+        self._engine = engine
+        self._tick = tick_ms / 1000.0
+        self._armed = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self) -> None:
+        with self._cond:
+            self._armed += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="edged-epoch-ticker", daemon=True)
+                self._thread.start()
+            elif self._armed == 1:
+                self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._armed -= 1
+
+    def _run(self) -> None:
+        wait = threading.Event().wait
+        while True:
+            with self._cond:
+                while self._armed <= 0:
+                    self._cond.wait()
+            wait(self._tick)
+            self._engine.increment_epoch()
+
+
+ENGINE = wasmtime.Engine(_config())
+TICKER = EpochTicker(ENGINE)

@@ -1,0 +1,177 @@
+"""The host side of ``extism:host/env``: vars, logging and HTTP, served from Python.
+
+The kernel serves everything else (memory, input/output, errors and config) inside wasm. Every handle passed to
+these functions is consumed, as Extism's PDKs expect.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import wasmtime
+
+from ..errors import PluginError
+
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
+
+#: Extism's defaults.
+DEFAULT_MAX_VAR_BYTES = 1024 * 1024
+DEFAULT_MAX_HTTP_RESPONSE_BYTES = 50 * 1024 * 1024
+#: Bookkeeping cost counted per var entry on top of its key and value (the size of a key and a value header).
+VAR_ENTRY_OVERHEAD = 48
+
+_I32, _I64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
+
+
+def extism_log_level(logger: logging.Logger) -> int:
+    """Map a logger's effective level onto Extism's: trace 0 .. error 4, i32::MAX when nothing would be logged."""
+    lvl = logger.getEffectiveLevel()
+    if lvl > logging.ERROR:
+        return 0x7FFFFFFF
+    for threshold, extism in ((TRACE, 0), (logging.DEBUG, 1), (logging.INFO, 2), (logging.WARNING, 3)):
+        if lvl <= threshold:
+            return extism
+    return 4
+
+
+class HostEnv:
+    """Per-plugin state behind the Python-served env functions. It outlives instances: vars persist when a plugin
+    is re-instantiated after a trap."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        max_var_bytes: int | None,
+        allowed_hosts: list[str] | None,
+        max_http_response_bytes: int | None,
+        kernel_ref: Callable[[], Any],
+    ) -> None:
+        self.logger = logger
+        self.vars: dict[bytes, bytes] = {}
+        self.var_bytes = 0
+        self.max_var_bytes = DEFAULT_MAX_VAR_BYTES if max_var_bytes is None else max_var_bytes
+        self.allowed_hosts = allowed_hosts
+        self.max_http = (
+            DEFAULT_MAX_HTTP_RESPONSE_BYTES if max_http_response_bytes is None else max_http_response_bytes
+        )
+        self.http_status = 0
+        self.http_headers: dict[str, str] | None = None
+        self._k = kernel_ref
+
+    # --- vars --------------------------------------------------------------------------------------------------
+
+    def var_get(self, key: int) -> int:
+        k = self._k()
+        name = k.take(key)
+        value = self.vars.get(name)
+        return k.alloc_bytes(value) if value else 0
+
+    def var_set(self, key: int, value: int) -> None:
+        k = self._k()
+        name = k.take(key)
+        data = k.take(value) if value else None
+        if self.max_var_bytes == 0:
+            raise PluginError("Vars are disabled by this host")
+        old = self.vars.get(name)
+        old_size = len(name) + len(old) + VAR_ENTRY_OVERHEAD if old is not None else 0
+        if data is None:
+            if old is not None:
+                del self.vars[name]
+                self.var_bytes -= old_size
+            return
+        new_size = len(name) + len(data) + VAR_ENTRY_OVERHEAD
+        if self.var_bytes - old_size + new_size > self.max_var_bytes:
+            raise PluginError("Variable store is full")
+        self.vars[name] = data
+        self.var_bytes += new_size - old_size
+
+    # --- logging -----------------------------------------------------------------------------------------------
+
+    def _log(self, level: int) -> Callable[[int], None]:
+        def log(handle: int) -> None:
+            msg = self._k().take(handle)
+            if self.logger.isEnabledFor(level):
+                self.logger.log(level, msg.decode("utf-8", errors="replace"))
+
+        return log
+
+    # --- HTTP --------------------------------------------------------------------------------------------------
+
+    def host_allowed(self, url: str) -> bool:
+        """Deny by default; otherwise the URL's host must match one of the ``allowed_hosts`` globs."""
+        if not self.allowed_hosts:
+            return False
+        host = urllib.parse.urlsplit(url).hostname or ""
+        return any(fnmatch.fnmatchcase(host, pattern) for pattern in self.allowed_hosts)
+
+    def http_request(self, req: int, body: int) -> int:
+        k = self._k()
+        raw = k.take(req)
+        payload = k.take(body) if body else None
+        try:
+            spec = json.loads(raw)
+            url = spec["url"]
+            method = str(spec.get("method") or ("POST" if payload else "GET")).upper()
+            headers = {str(a): str(b) for a, b in (spec.get("headers") or {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PluginError(f"invalid HTTP request: {exc}") from None
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https") or not self.host_allowed(url):
+            raise PluginError(f"HTTP request to {url} is not allowed")
+        request = urllib.request.Request(url, data=payload, headers=headers, method=method)
+        try:
+            resp = urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as err:  # a non-2xx status is not an error
+            resp = err
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise PluginError(f"HTTP request to {url} failed: {exc}") from None
+        with resp:
+            data = resp.read(self.max_http + 1)
+            self.http_status = resp.status
+            self.http_headers = {key.lower(): value for key, value in resp.headers.items()}
+        if len(data) > self.max_http:
+            raise PluginError(f"HTTP response exceeds the limit of {self.max_http} bytes")
+        return k.alloc_bytes(data)
+
+    def http_status_code(self) -> int:
+        return self.http_status
+
+    def http_headers_json(self) -> int:
+        if self.http_headers is None:
+            return 0
+        return self._k().alloc_bytes(json.dumps(self.http_headers).encode())
+
+    # --- linking -----------------------------------------------------------------------------------------------
+
+    def functions(self) -> dict[str, tuple[wasmtime.FuncType, Callable[..., Any]]]:
+        """The env functions this object serves, by name, with their wasm types."""
+        fns: dict[str, tuple[wasmtime.FuncType, Callable[..., Any]]] = {
+            "var_get": (wasmtime.FuncType([_I64], [_I64]), self.var_get),
+            "var_set": (wasmtime.FuncType([_I64, _I64], []), self.var_set),
+            "http_request": (wasmtime.FuncType([_I64, _I64], [_I64]), self.http_request),
+            "http_status_code": (wasmtime.FuncType([], [_I32]), self.http_status_code),
+            "http_headers": (wasmtime.FuncType([], [_I64]), self.http_headers_json),
+        }
+        levels = {"trace": TRACE, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
+        levels["error"] = logging.ERROR
+        for name, level in levels.items():
+            fns[f"log_{name}"] = (wasmtime.FuncType([_I64], []), self._log(level))
+        return fns
+
+
+#: Names served by :class:`HostEnv`, for import validation before anything is instantiated.
+ENV_HOST_FUNCTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "var_get": (("i64",), ("i64",)),
+    "var_set": (("i64", "i64"), ()),
+    "http_request": (("i64", "i64"), ("i64",)),
+    "http_status_code": ((), ("i32",)),
+    "http_headers": ((), ("i64",)),
+    **{f"log_{n}": (("i64",), ()) for n in ("trace", "debug", "info", "warn", "error")},
+}

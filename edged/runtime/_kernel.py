@@ -1,0 +1,181 @@
+"""The Python host's view of one kernel instance: direct memory access plus the few kernel exports it calls."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+import wasmtime
+
+from ..errors import OutputTooLarge, PluginError
+from . import _layout as L
+from ._rawcall import raw_caller
+
+#: The kernel functions a plugin may import from ``extism:host/env`` (and, with an ``extism_`` prefix, from ``env``).
+KERNEL_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "alloc": (("i64",), ("i64",)),
+    "free": (("i64",), ()),
+    "length": (("i64",), ("i64",)),
+    "length_unsafe": (("i64",), ("i64",)),
+    "load_u8": (("i64",), ("i32",)),
+    "load_u64": (("i64",), ("i64",)),
+    "store_u8": (("i64", "i32"), ()),
+    "store_u64": (("i64", "i64"), ()),
+    "input_length": ((), ("i64",)),
+    "input_offset": ((), ("i64",)),
+    "input_load_u8": (("i64",), ("i32",)),
+    "input_load_u64": (("i64",), ("i64",)),
+    "input_set": (("i64", "i64"), ()),
+    "output_set": (("i64", "i64"), ()),
+    "output_length": ((), ("i64",)),
+    "output_offset": ((), ("i64",)),
+    "error_set": (("i64",), ()),
+    "error_get": ((), ("i64",)),
+    "reset": ((), ()),
+    "memory_bytes": ((), ("i64",)),
+    "config_get": (("i64",), ("i64",)),
+    "get_log_level": ((), ("i32",)),
+}
+
+_U64 = struct.Struct("<Q")
+_I32 = struct.Struct("<i")
+
+
+def encode_config(config: dict[str, str]) -> bytes:
+    """The kernel's config table: u32 count, then u32 key_len, u32 value_len, key, value per entry."""
+    parts = [struct.pack("<I", len(config))]
+    for k, v in config.items():
+        kb, vb = k.encode(), v.encode()
+        parts.append(struct.pack("<II", len(kb), len(vb)) + kb + vb)
+    return b"".join(parts)
+
+
+class Kernel:
+    """One kernel instance in a store: resets and fills it before a call and reads the result after.
+
+    The hot path touches memory through a cached base pointer (memories never move: see ``_engine``) and calls no
+    kernel export; allocation and validation on behalf of host functions go through the kernel's own exports.
+    """
+
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        instance: wasmtime.Instance,
+        config: dict[str, str],
+        log_level: int,
+        memory_limit: int | None = None,
+    ) -> None:
+        ex = instance.exports(store)
+        self._store = store
+        self._memory_limit = memory_limit
+        self.memory: wasmtime.Memory = ex["memory"]  # type: ignore[assignment]
+        self.funcs = {name: ex[name] for name in KERNEL_EXPORTS}
+        self.base = ctypes.addressof(self.memory.data_ptr(store).contents)
+        ctl_addr = ex["edged_ctl"](store)  # type: ignore[operator]
+        heap_start = ex["edged_init"](store)  # type: ignore[operator]
+        self.ctl = (ctypes.c_char * L.CTL_SIZE).from_address(self.base + ctl_addr)
+        fields = L.CTL.unpack_from(self.ctl)
+        if fields[-1] != L.ABI_VERSION:
+            raise PluginError(f"kernel ABI {fields[-1]} does not match the host's {L.ABI_VERSION}")
+        self.size = self.memory.data_len(store)
+        self._length = raw_caller(store, self.funcs["length"], ("i64",), ("i64",))  # type: ignore[arg-type]
+        self._alloc = raw_caller(store, self.funcs["alloc"], ("i64",), ("i64",))  # type: ignore[arg-type]
+        self._free = raw_caller(store, self.funcs["free"], ("i64",), ())  # type: ignore[arg-type]
+
+        if config:  # the config table sits below the heap and survives every reset
+            table = encode_config(config)
+            self._ensure(heap_start + len(table))
+            ctypes.memmove(self.base + heap_start, table, len(table))
+            _U64.pack_into(self.ctl, L.CONFIG_OFFSET, heap_start)
+            heap_start = L.align(heap_start + len(table))
+        _U64.pack_into(self.ctl, L.HEAP_START, heap_start)
+        _U64.pack_into(self.ctl, L.HEAP_TOP, heap_start)
+        _I32.pack_into(self.ctl, L.LOG_LEVEL, log_level)
+        self.heap_start = heap_start
+
+    # --- memory ------------------------------------------------------------------------------------------------
+
+    def _ensure(self, end: int) -> None:
+        """Grow kernel memory so that ``end`` bytes exist. The store's per-memory limit (from max_pages) is meant
+        for the plugin's memory, so it is lifted for this host-side growth of the kernel's."""
+        self.size = self.memory.data_len(self._store)
+        if end <= self.size:
+            return
+        pages = (end - self.size + L.PAGE - 1) // L.PAGE
+        try:
+            self.memory.grow(self._store, pages)
+        except wasmtime.WasmtimeError:
+            limits = self._memory_limit
+            if limits is None:
+                raise PluginError(f"oom: cannot grow kernel memory to {end} bytes") from None
+            self._store.set_limits(memory_size=-1)
+            try:
+                self.memory.grow(self._store, pages)
+            finally:
+                self._store.set_limits(memory_size=limits)
+        self.size = self.memory.data_len(self._store)
+
+    def begin(self, data: bytes) -> None:
+        """``reset`` and place ``data`` as the input block at the start of the heap (no kernel call)."""
+        hs = self.heap_start
+        n = len(data)
+        if n:
+            end = hs + L.HEADER_SIZE + L.align(n)
+            if end > self.size:
+                self._ensure(end)
+            addr = self.base + hs
+            ctypes.memmove(addr, L.HEADER.pack(L.BLOCK_USED, L.align(n), n), L.HEADER_SIZE)
+            ctypes.memmove(addr + L.HEADER_SIZE, data, n)
+            L.RESET_AND_INPUT.pack_into(self.ctl, L.HEAP_TOP, end, hs + L.HEADER_SIZE, n, 0, 0, 0)
+        else:
+            L.RESET_AND_INPUT.pack_into(self.ctl, L.HEAP_TOP, hs, 0, 0, 0, 0, 0)
+        _U64.pack_into(self.ctl, L.FREE_BLOCKS, 0)
+
+    def result(self) -> tuple[int, int, int]:
+        """``(output_offset, output_length, error_handle)`` after a call."""
+        return L.RESULT.unpack_from(self.ctl, L.OUTPUT_OFFSET)  # type: ignore[return-value]
+
+    def output(self, offset: int, length: int, limit: int) -> bytes:
+        if length == 0:
+            return b""
+        if length > limit:
+            raise OutputTooLarge(f"output of {length} bytes exceeds the limit of {limit} bytes")
+        if offset + length > self.size:
+            self.size = self.memory.data_len(self._store)
+            if offset + length > self.size:
+                raise PluginError(f"output ({offset}, {length}) lies outside kernel memory")
+        return ctypes.string_at(self.base + offset, length)
+
+    def read(self, handle: int) -> bytes:
+        """The data of an active block; empty for 0 or anything that is not a block start."""
+        if not handle:
+            return b""
+        n = self._length(handle)
+        if not n:
+            return b""
+        return ctypes.string_at(self.base + handle, n)
+
+    def alloc_bytes(self, data: bytes) -> int:
+        """A new block holding ``data``; 0 for empty data. Raises "oom" when the kernel cannot grow."""
+        if not data:
+            return 0
+        h = self._alloc(len(data))
+        if not h:
+            raise PluginError(f"oom: the kernel cannot allocate {len(data)} bytes")
+        ctypes.memmove(self.base + h, data, len(data))
+        return int(h)
+
+    def free(self, handle: int) -> None:
+        if handle:
+            self._free(handle)
+
+    def take(self, handle: int) -> bytes:
+        """Read and free a block: the env functions consume the handles they are given."""
+        if not handle:
+            return b""
+        data = self.read(handle)
+        self._free(handle)
+        return data
+
+    def set_log_level(self, level: int) -> None:
+        _I32.pack_into(self.ctl, L.LOG_LEVEL, level)

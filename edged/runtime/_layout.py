@@ -1,0 +1,48 @@
+"""The kernel's memory layout, as the Python host sees it (mirrors ``kernel/kernel.c``).
+
+Only the control block and the block header are shared knowledge; everything else goes through kernel exports.
+"""
+
+from __future__ import annotations
+
+import struct
+
+#: Block header before every handle: u32 status, u32 capacity, u64 length.
+HEADER = struct.Struct("<IIQ")
+HEADER_SIZE = HEADER.size
+BLOCK_USED = 0x55534544
+ALIGN = 8
+
+#: Control block ``ctl_t``: heap_start, heap_top, input_offset, input_length, output_offset, output_length,
+#: error, config_offset, free_blocks (u64 each), log_level (i32), abi_version (u32).
+CTL = struct.Struct("<QQQQQQQQQiI")
+CTL_SIZE = CTL.size
+ABI_VERSION = 1
+
+# byte offsets of single fields inside the control block
+(
+    HEAP_START,
+    HEAP_TOP,
+    INPUT_OFFSET,
+    INPUT_LENGTH,
+    OUTPUT_OFFSET,
+    OUTPUT_LENGTH,
+    ERROR,
+    CONFIG_OFFSET,
+    FREE_BLOCKS,
+) = (8 * i for i in range(9))
+LOG_LEVEL = 72
+
+#: ``reset`` plus an input block placed at the start of the heap: heap_top, input_offset, input_length,
+#: output_offset, output_length, error, (config_offset untouched), free_blocks is written separately.
+RESET_AND_INPUT = struct.Struct("<QQQQQQ")
+
+#: Output and error, read in one go after a call: output_offset, output_length, error.
+RESULT = struct.Struct("<QQQ")
+
+PAGE = 65536
+
+
+def align(n: int) -> int:
+    """Round ``n`` up to the kernel's block alignment."""
+    return (n + ALIGN - 1) & ~(ALIGN - 1)

@@ -1,0 +1,441 @@
+"""Loading, linking and calling Extism plugins: :class:`CompiledPlugin` and :class:`Plugin`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from ..errors import (
+    FunctionNotFound,
+    OutOfFuel,
+    OutOfMemory,
+    PluginError,
+    PluginLoadError,
+    PluginTimeout,
+    PluginTrap,
+)
+from . import _layout as L
+from ._cache import ModuleCache, default_cache
+from ._engine import ENGINE, TICK_MS, TICKER, UNLIMITED_FUEL, UNLIMITED_TICKS
+from ._env import ENV_HOST_FUNCTIONS, HostEnv, extism_log_level
+from ._host_fn import HostFunction
+from ._kernel import KERNEL_EXPORTS, Kernel
+from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_manifest, read_module
+from ._rawcall import no_arg_caller
+
+ENV_MODULE = "extism:host/env"
+USER_MODULE = "extism:host/user"
+LEGACY_MODULE = "env"
+LEGACY_PREFIX = "extism_"
+WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
+
+#: Default cap on a call's output, so a runaway plugin cannot exhaust host memory through its output.
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+
+_KINDS = {str(wasmtime.ValType.i32()): "i32", str(wasmtime.ValType.i64()): "i64"}
+_KINDS |= {str(wasmtime.ValType.f32()): "f32", str(wasmtime.ValType.f64()): "f64"}
+_ENV_SIGS = {**KERNEL_EXPORTS, **ENV_HOST_FUNCTIONS}
+
+_kernel_module: wasmtime.Module | None = None
+
+
+def kernel_module() -> wasmtime.Module:
+    """The compiled kernel, shared by every plugin in the process."""
+    global _kernel_module
+    if _kernel_module is None:
+        wasm = resources.files("edged.runtime").joinpath("kernel/kernel.wasm").read_bytes()
+        _kernel_module = default_cache().load(wasm)
+    return _kernel_module
+
+
+def _sig(ft: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    params = tuple(_KINDS.get(str(p), str(p)) for p in ft.params)
+    return params, tuple(_KINDS.get(str(r), str(r)) for r in ft.results)
+
+
+def _fmt_sig(sig: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+    return f"({', '.join(sig[0])}) -> ({', '.join(sig[1])})"
+
+
+def _resolve(plugin: Any) -> tuple[Manifest, Path | None]:
+    """Turn a path, bytes, JSON text, dict or :class:`Manifest` into a manifest and its base directory."""
+    if isinstance(plugin, Manifest):
+        return plugin, None
+    if isinstance(plugin, dict):
+        return parse_manifest(plugin), None
+    if isinstance(plugin, bytes | bytearray | memoryview):
+        raw = bytes(plugin)
+        if raw.lstrip()[:1] == b"{":
+            return parse_manifest(raw), None
+        return Manifest(wasm=[WasmData(data=raw)]), None
+    if isinstance(plugin, str) and plugin.lstrip().startswith("{"):
+        return parse_manifest(plugin), None
+    if isinstance(plugin, str | Path):
+        p = Path(plugin)
+        if p.suffix == ".json":
+            return load_manifest_file(p)
+        if not p.exists():
+            raise PluginLoadError(f"no such plugin file: {p}")
+        return Manifest(wasm=[WasmPath(path=str(p.resolve()))]), None
+    raise TypeError(f"cannot load a plugin from {type(plugin).__name__}")
+
+
+class CompiledPlugin:
+    """A validated, compiled plugin that many :class:`Plugin` instances can share.
+
+    ``plugin`` is a path to a ``.wasm`` or manifest ``.json``, wasm bytes, an Extism manifest (dict or JSON text) or
+    a :class:`Manifest`. Loading fails with :class:`~edged.errors.PluginLoadError` for bad bytes, a hash mismatch,
+    imports nothing provides or a manifest error.
+    """
+
+    def __init__(
+        self,
+        plugin: Any,
+        *,
+        wasi: bool = False,
+        functions: Iterable[HostFunction] | None = (),
+        allow_urls: bool = False,
+        cache: ModuleCache | None = None,
+    ) -> None:
+        self.manifest, base_dir = _resolve(plugin)
+        self.wasi = wasi
+        self.functions = list(functions or ())
+        cache = cache if cache is not None else default_cache()
+        self.modules: dict[str, wasmtime.Module] = {}
+        for name, src in self.manifest.modules():
+            self.modules[name] = cache.load(read_module(src, base_dir, allow_urls))
+        self.main = self.modules["main"]
+        if self.manifest.edged:
+            self.name = self.manifest.edged.name
+        else:
+            src = self.manifest.wasm[-1]
+            self.name = (
+                src.name
+                if src.name and src.name != "main"
+                else (Path(src.path).stem if isinstance(src, WasmPath) else "plugin")
+            )
+        self._user = {(f.namespace, f.name): f for f in self.functions}
+        for name, module in self.modules.items():
+            self._check_imports(name, module)
+        self.exports: dict[str, bool] = {}  # callable export name -> returns i32
+        self.bad_exports: dict[str, str] = {}
+        for exp in self.main.exports:
+            if isinstance(exp.type, wasmtime.FuncType):
+                sig = _sig(exp.type)
+                if sig[0] == () and sig[1] in ((), ("i32",)):
+                    self.exports[exp.name] = sig[1] == ("i32",)
+                else:
+                    self.bad_exports[exp.name] = _fmt_sig(sig)
+
+    def _check_imports(self, module_name: str, module: wasmtime.Module) -> None:
+        where = f"module '{module_name}'"
+        for imp in module.imports:
+            mod, name, ty = imp.module, imp.name or "", imp.type
+            qualified = f"{mod}::{name}"
+            if mod in WASI_MODULES:
+                if not self.wasi:
+                    raise PluginLoadError(
+                        f"{where} imports WASI ({qualified}) but WASI is not enabled for it"
+                    )
+                continue
+            if mod in self.modules and mod != module_name:
+                continue  # linked from another module in the manifest; wasmtime checks the types
+            if not isinstance(ty, wasmtime.FuncType):
+                raise PluginLoadError(
+                    f"{where} imports a non-function {qualified}; only functions can be imported"
+                )
+            sig = _sig(ty)
+            user = self._user.get((mod, name))
+            if user is not None:
+                want = _sig(user.functype())
+                if sig != want:
+                    raise PluginLoadError(
+                        f"{where} imports {qualified} as {_fmt_sig(sig)} but the host function is {_fmt_sig(want)}"
+                    )
+                continue
+            env_name = name
+            if mod == LEGACY_MODULE and name.startswith(LEGACY_PREFIX):
+                env_name = name[len(LEGACY_PREFIX) :]
+            elif mod != ENV_MODULE:
+                raise PluginLoadError(
+                    f"{where} imports unknown function {qualified}: no host function provides it"
+                )
+            expected = _ENV_SIGS.get(env_name)
+            if expected is None:
+                raise PluginLoadError(f"Invalid function import from {mod}: {name}")
+            if sig != expected:
+                raise PluginLoadError(
+                    f"Invalid function import from {mod}: {name} has type {_fmt_sig(sig)}, "
+                    f"expected {_fmt_sig(expected)}"
+                )
+
+    def function_exists(self, name: str) -> bool:
+        """True if ``name`` is a callable export (``() -> i32`` or ``() -> ()``)."""
+        return name in self.exports
+
+    def instantiate(self, **kwargs: Any) -> Plugin:
+        """A new :class:`Plugin` sharing this compilation."""
+        return Plugin(self, **kwargs)
+
+
+class _Instance:
+    """One store with its kernel and plugin instances. Discarded after a trap; the next call makes a new one."""
+
+    __slots__ = ("callers", "kernel", "memory", "store")
+
+    def __init__(self, store: wasmtime.Store, kernel: Kernel, memory: wasmtime.Memory | None) -> None:
+        self.store = store
+        self.kernel = kernel
+        self.memory = memory
+        self.callers: dict[str, Callable[[], int]] = {}
+
+
+class Plugin:
+    """An Extism plugin, mirroring the official SDK's ``extism.Plugin``.
+
+    The instance is created on the first call and persists across calls, with its memory, globals and vars.
+    ``fuel`` limits each call's instructions, ``timeout_ms`` its wall-clock time (overriding the manifest's), and
+    ``max_output_bytes`` its output. Failures raise :class:`~edged.errors.PluginError` subclasses with Extism's
+    messages. After a trap (including fuel, timeout and oom) the instance is discarded and the next call gets a
+    fresh one; vars survive.
+    """
+
+    def __init__(
+        self,
+        plugin: Any,
+        *,
+        wasi: bool = False,
+        config: Mapping[str, str] | None = None,
+        functions: Iterable[HostFunction] | None = (),
+        fuel: int | None = None,
+        timeout_ms: int | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        allow_urls: bool = False,
+        logger: logging.Logger | None = None,
+        cache: ModuleCache | None = None,
+    ) -> None:
+        if isinstance(plugin, CompiledPlugin):
+            self.compiled = plugin
+        else:
+            self.compiled = CompiledPlugin(
+                plugin, wasi=wasi, functions=functions, allow_urls=allow_urls, cache=cache
+            )
+        m = self.compiled.manifest
+        self.name = self.compiled.name
+        self.config: dict[str, str] = {**m.config, **(config or {})}
+        if fuel is not None and fuel <= 0:
+            raise ValueError("fuel must be positive")
+        self.fuel = fuel
+        self.timeout_ms = timeout_ms if timeout_ms is not None else m.timeout_ms
+        if self.timeout_ms is not None and self.timeout_ms <= 0:
+            raise ValueError("timeout_ms must be positive")
+        self.max_output_bytes = max_output_bytes
+        self.memory_limit = m.memory.max_pages * L.PAGE if m.memory.max_pages else None
+        self.logger = logger or logging.getLogger(f"edged.plugin.{self.name}")
+        self._inst: _Instance | None = None
+        self.env = HostEnv(
+            self.logger,
+            m.memory.max_var_bytes,
+            m.allowed_hosts,
+            m.memory.max_http_response_bytes,
+            self._current_kernel,
+        )
+        self.last_fuel_used: int | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Plugin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the instance; safe to call twice. A later call instantiates again."""
+        self._inst = None
+
+    def _current_kernel(self) -> Kernel:
+        inst = self._inst
+        if inst is None:
+            raise PluginError("host function called outside a plugin call")
+        return inst.kernel
+
+    def function_exists(self, name: str) -> bool:
+        """True if ``name`` is a callable export."""
+        return self.compiled.function_exists(name)
+
+    @property
+    def vars(self) -> dict[bytes, bytes]:
+        """The plugin's persistent vars (read-only view intended; changes bypass max_var_bytes)."""
+        return self.env.vars
+
+    def _wasi_config(self) -> wasmtime.WasiConfig:
+        cfg = wasmtime.WasiConfig()
+        for host, guest in (self.compiled.manifest.allowed_paths or {}).items():
+            writable = not host.startswith("ro:")
+            path = host[3:] if not writable else host
+            if not Path(path).is_dir():
+                raise PluginLoadError(f"allowed_paths: {path} is not a directory")
+            cfg.preopen_dir(path, guest, writable)
+        out_logger = self.logger
+
+        def out(data: bytes) -> None:
+            out_logger.info(data.decode("utf-8", errors="replace").rstrip("\n"))
+
+        def err(data: bytes) -> None:
+            out_logger.warning(data.decode("utf-8", errors="replace").rstrip("\n"))
+
+        cfg.stdout_custom(out)
+        cfg.stderr_custom(err)
+        return cfg
+
+    def _instantiate(self) -> _Instance:
+        compiled = self.compiled
+        store = wasmtime.Store(ENGINE)
+        store.set_fuel(UNLIMITED_FUEL)
+        store.set_epoch_deadline(UNLIMITED_TICKS)
+        if self.memory_limit is not None:
+            store.set_limits(memory_size=self.memory_limit)
+        try:
+            kinst = wasmtime.Instance(store, kernel_module(), [])
+        except wasmtime.WasmtimeError as exc:
+            raise OutOfMemory("oom") if self.memory_limit else PluginError(str(exc)) from exc
+        kernel = Kernel(store, kinst, self.config, extism_log_level(self.logger), self.memory_limit)
+        linker = wasmtime.Linker(ENGINE)
+        for name in KERNEL_EXPORTS:
+            f = kernel.funcs[name]
+            linker.define(store, ENV_MODULE, name, f)
+            linker.define(store, LEGACY_MODULE, LEGACY_PREFIX + name, f)
+        for name, (ft, fn) in self.env.functions().items():
+            linker.define_func(ENV_MODULE, name, ft, fn)
+            linker.define_func(LEGACY_MODULE, LEGACY_PREFIX + name, ft, fn)
+        for hf in compiled.functions:
+            linker.define_func(hf.namespace, hf.name, hf.functype(), hf.bind(self._current_kernel, self.name))
+        if compiled.wasi:
+            linker.define_wasi()
+            store.set_wasi(self._wasi_config())
+        inst = _Instance(store, kernel, None)
+        self._inst = inst  # host functions called during init need it
+        try:
+            for name, module in compiled.modules.items():
+                if name == "main":
+                    continue
+                linker.define_instance(store, name, linker.instantiate(store, module))
+            main = linker.instantiate(store, compiled.main)
+        except wasmtime.WasmtimeError as exc:
+            self._inst = None
+            if self.memory_limit is not None and "memory" in str(exc) and "limit" in str(exc):
+                raise OutOfMemory("oom") from exc
+            raise PluginLoadError(f"cannot instantiate plugin: {str(exc).strip()}") from None
+        except (wasmtime.Trap, PluginError) as exc:
+            self._inst = None
+            raise self._classify(exc, store) from exc
+        exports = main.exports(store)
+        mem = exports.get("memory")
+        inst.memory = mem if isinstance(mem, wasmtime.Memory) else None
+        for name, returns_i32 in compiled.exports.items():
+            inst.callers[name] = no_arg_caller(store, exports[name], returns_i32)  # type: ignore[arg-type]
+        self._run_init(inst, exports)
+        return inst
+
+    def _run_init(self, inst: _Instance, exports: Any) -> None:
+        """Run-time initialisation, once per instance, in Extism's order."""
+        names = self.compiled.exports
+        steps: list[tuple[str, tuple[int, ...]]] = []
+        if "hs_init" in {e.name for e in self.compiled.main.exports}:
+            if "_initialize" in names:
+                steps.append(("_initialize", ()))
+            steps.append(("hs_init", (0, 0)))
+        elif "__wasm_call_ctors" in names:
+            steps.append(("__wasm_call_ctors", ()))
+        elif "_initialize" in names:
+            steps.append(("_initialize", ()))
+        for name, args in steps:
+            try:
+                exports[name](inst.store, *args)
+            except (wasmtime.Trap, wasmtime.WasmtimeError, PluginError) as exc:
+                self._inst = None
+                raise self._classify(exc, inst.store, f"plugin initialisation ({name}) failed: ") from exc
+
+    # --- calls -------------------------------------------------------------------------------------------------
+
+    def call(self, name: str, data: bytes | str = b"", parse: Callable[[bytes], Any] | None = None) -> Any:
+        """Call export ``name`` with ``data`` as input and return its output bytes (or ``parse(output)``)."""
+        if isinstance(data, str):
+            data = data.encode()
+        inst = self._inst or self._instantiate()
+        self._inst = inst
+        caller = inst.callers.get(name)
+        if caller is None:
+            if name in self.compiled.bad_exports:
+                raise FunctionNotFound(
+                    f"Function {name} has signature {self.compiled.bad_exports[name]}; "
+                    "Extism exports must be () -> i32 or () -> ()"
+                )
+            raise FunctionNotFound(f"Function not found: {name}")
+        store, kernel = inst.store, inst.kernel
+        fuel = self.fuel
+        if fuel is not None:
+            store.set_fuel(fuel)
+        kernel.begin(data)
+        timeout = self.timeout_ms
+        if timeout is not None:
+            store.set_epoch_deadline(int(timeout / TICK_MS) + 1)
+            TICKER.arm()
+        try:
+            rc = caller()
+        except wasmtime.ExitTrap as exc:  # WASI proc_exit: 0 with no error is a success
+            rc = exc.code
+        except (wasmtime.Trap, wasmtime.WasmtimeError, PluginError) as exc:
+            self._inst = None
+            raise self._classify(exc, store) from exc
+        finally:
+            if timeout is not None:
+                TICKER.disarm()
+                store.set_epoch_deadline(UNLIMITED_TICKS)
+        if fuel is not None:
+            self.last_fuel_used = fuel - store.get_fuel()
+        out_off, out_len, err = kernel.result()
+        if err:
+            msg = kernel.read(err).decode("utf-8", errors="replace")
+            raise PluginError(msg or f"Error code: {rc}")
+        if rc != 0:
+            raise PluginError(f"Error code: {rc}")
+        out = kernel.output(out_off, out_len, self.max_output_bytes)
+        return parse(out) if parse is not None else out
+
+    def call_json(self, name: str, data: Any = None) -> Any:
+        """Call with a JSON-encoded input and decode the JSON output."""
+        return self.call(name, b"" if data is None else json.dumps(data).encode(), parse=json.loads)
+
+    def _classify(self, exc: BaseException, store: wasmtime.Store, prefix: str = "") -> PluginError:
+        """Turn what wasmtime raised into the Extism-style error."""
+        if isinstance(exc, PluginError):
+            return exc
+        if isinstance(exc, wasmtime.Trap):
+            code = exc.trap_code
+            if code == wasmtime.TrapCode.OUT_OF_FUEL:
+                return OutOfFuel(prefix + "plugin ran out of fuel")
+            if code == wasmtime.TrapCode.INTERRUPT:
+                return PluginTimeout(prefix + "timeout")
+            if self._memory_exhausted(store):
+                return OutOfMemory(prefix + "oom")
+            return PluginTrap(prefix + str(exc).strip())
+        return PluginTrap(prefix + str(exc).strip())
+
+    def _memory_exhausted(self, store: wasmtime.Store) -> bool:
+        """After a trap: is the plugin's memory at its max_pages budget? (wasmtime-py cannot report a failed
+        ``memory.grow`` directly, so a trap at the limit is reported as "oom".)"""
+        inst = self._inst
+        if self.memory_limit is None or inst is None or inst.memory is None:
+            return False
+        try:
+            return inst.memory.data_len(store) + L.PAGE > self.memory_limit
+        except wasmtime.WasmtimeError:
+            return False

@@ -1,0 +1,104 @@
+"""Calling wasm functions from Python with one FFI crossing and no per-call type lookups.
+
+``wasmtime.Func.__call__`` looks up the function type and boxes every value on each call (~14 µs for a no-argument
+call on our 2-core machines); the checked ``wasmtime_func_call`` with preallocated value arrays costs ~2.5 µs.
+This module wraps that C entry point, keeps wasmtime-py's handling of traps and of Python exceptions raised by host
+functions (``enter_wasm``), and is covered by tests/runtime/test_rawcall.py. It uses wasmtime-py internals that are
+pinned by the ``wasmtime>=50,<51`` requirement; :func:`available` reports whether they are present, and callers
+fall back to ``Func.__call__`` if not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from ctypes import POINTER, byref
+from typing import Any
+
+import wasmtime
+
+try:  # wasmtime-py internals; see the module docstring
+    from wasmtime import _ffi as ffi
+    from wasmtime._func import maybe_raise_last_exn
+
+    _call = ffi.wasmtime_func_call
+    _I32, _I64 = ffi.WASMTIME_I32, ffi.WASMTIME_I64
+    _AVAILABLE = True
+except (ImportError, AttributeError):  # pragma: no cover - only on an unexpected wasmtime-py
+    _AVAILABLE = False
+
+
+def _raise(err: Any, trap: Any) -> None:
+    """Raise what wasmtime-py's ``enter_wasm`` would: a host function's own exception first, else the trap."""
+    if trap:
+        trap_obj = wasmtime.Trap._from_ptr(trap)
+        maybe_raise_last_exn()
+        raise trap_obj
+    maybe_raise_last_exn()
+    raise wasmtime.WasmtimeError._from_ptr(err)
+
+
+def available() -> bool:
+    """True when the fast path can be used with the installed wasmtime-py."""
+    return _AVAILABLE
+
+
+def raw_caller(
+    store: wasmtime.Store, func: wasmtime.Func, params: Sequence[str], results: Sequence[str]
+) -> Callable[..., Any]:
+    """A caller for ``func`` taking and returning plain ints.
+
+    ``params`` and ``results`` are sequences of ``"i32"``/``"i64"``. The caller returns ``None``, one int, or a
+    tuple. Traps raise ``wasmtime.Trap``; an exception raised by a Python host function during the call is
+    re-raised as itself.
+    """
+    if not _AVAILABLE:  # pragma: no cover
+        return lambda *a: func(store, *a)
+    ctx = store._context()
+    fptr = byref(func._func)
+    nparams, nresults = len(params), len(results)
+    args = (ffi.wasmtime_val_t * max(nparams, 1))()
+    for i, kind in enumerate(params):
+        args[i].kind = _I32 if kind == "i32" else _I64
+    res = (ffi.wasmtime_val_t * max(nresults, 1))()
+    arg_slots = [(args[i].of, "i32" if k == "i32" else "i64") for i, k in enumerate(params)]
+    res_fields = ["i32" if k == "i32" else "i64" for k in results]
+    args_ptr = args if nparams else None
+    trap_t = POINTER(ffi.wasm_trap_t)
+
+    def invoke(*values: int) -> Any:
+        for (slot, field), value in zip(arg_slots, values, strict=True):
+            setattr(slot, field, value)
+        trap = trap_t()
+        err = _call(ctx, fptr, args_ptr, nparams, res, nresults, byref(trap))
+        if err or trap:
+            _raise(err, trap)
+        if nresults == 0:
+            return None
+        if nresults == 1:
+            return getattr(res[0].of, res_fields[0])
+        return tuple(getattr(res[i].of, f) for i, f in enumerate(res_fields))
+
+    invoke._keep = (store, func, args, res)  # type: ignore[attr-defined]
+    return invoke
+
+
+def no_arg_caller(store: wasmtime.Store, func: wasmtime.Func, returns_i32: bool) -> Callable[[], int]:
+    """The fastest caller for an Extism export, ``() -> i32`` or ``() -> ()``: returns the rc (0 if none)."""
+    if not _AVAILABLE:  # pragma: no cover
+        return lambda: func(store) or 0
+    ctx = store._context()
+    fptr = byref(func._func)
+    res = (ffi.wasmtime_val_t * 1)()
+    nres = 1 if returns_i32 else 0
+    of = res[0].of
+    trap_t = POINTER(ffi.wasm_trap_t)
+
+    def invoke() -> int:
+        trap = trap_t()
+        err = _call(ctx, fptr, None, 0, res, nres, byref(trap))
+        if err or trap:
+            _raise(err, trap)
+        return of.i32 if returns_i32 else 0
+
+    invoke._keep = (store, func, res)  # type: ignore[attr-defined]
+    return invoke
