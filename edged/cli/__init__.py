@@ -1,0 +1,45 @@
+"""The ``edged`` command line: a thin consumer of the library. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from . import call as call_cmd
+
+#: Exit codes shared by every subcommand.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edged", description="IoT edge daemon for WebAssembly device plugins")
+    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["trace", "debug", "info", "warning", "error"],
+        help="log level for edged and plugin logs (default: warning)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    call_cmd.register(sub)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    lvl = 5 if level == "trace" else getattr(logging, level.upper())
+    logging.basicConfig(level=lvl, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edged`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

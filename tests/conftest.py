@@ -1,0 +1,35 @@
+"""Shared fixtures: built test plugins, WAT compilation and an isolated module cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_BUILD = ROOT / "tests" / "plugins" / "build"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test session gets its own module cache directory, so tests never depend on a user's cache."""
+    monkeypatch.setenv("EDGED_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "module-cache"))
+
+
+def wat(text: str) -> bytes:
+    """Compile WAT text to wasm bytes."""
+    return wasmtime.wat2wasm(text)
+
+
+@pytest.fixture(scope="session")
+def built_plugin():
+    """Path of a plugin built by ``plugins/build`` (the test command builds them first); missing ones fail loudly."""
+
+    def get(name: str) -> Path:
+        path = PLUGIN_BUILD / f"{name}.wasm"
+        if not path.exists():
+            pytest.fail(f"{path} is missing: run plugins/build before the tests (tests/run does)")
+        return path
+
+    return get
