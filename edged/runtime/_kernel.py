@@ -115,6 +115,10 @@ class Kernel:
                 self._store.set_limits(memory_size=limits)
         self.size = self.memory.data_len(self._store)
 
+    def reserve(self, size: int) -> None:
+        """Grow kernel memory to at least ``size`` bytes now."""
+        self._ensure(size)
+
     def begin(self, data: bytes) -> None:
         """``reset`` and place ``data`` as the input block at the start of the heap (no kernel call)."""
         hs = self.heap_start

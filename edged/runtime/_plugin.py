@@ -35,6 +35,9 @@ LEGACY_MODULE = "env"
 LEGACY_PREFIX = "extism_"
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 
+#: Kernel memory set aside before a max_pages limit is applied (see Plugin._instantiate).
+KERNEL_RESERVE_UNDER_LIMIT = 64 * 1024 * 1024
+
 #: Default cap on a call's output, so a runaway plugin cannot exhaust host memory through its output.
 DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 
@@ -300,13 +303,13 @@ class Plugin:
         store = wasmtime.Store(ENGINE)
         store.set_fuel(UNLIMITED_FUEL)
         store.set_epoch_deadline(UNLIMITED_TICKS)
-        if self.memory_limit is not None:
-            store.set_limits(memory_size=self.memory_limit)
-        try:
-            kinst = wasmtime.Instance(store, kernel_module(), [])
-        except wasmtime.WasmtimeError as exc:
-            raise OutOfMemory("oom") if self.memory_limit else PluginError(str(exc)) from exc
+        kinst = wasmtime.Instance(store, kernel_module(), [])
         kernel = Kernel(store, kinst, self.config, extism_log_level(self.logger), self.memory_limit)
+        if self.memory_limit is not None:
+            # wasmtime's store limit applies to every memory, but max_pages is meant for the plugin's alone:
+            # give the kernel its room first (untouched pages cost address space only), then set the limit.
+            kernel.reserve(KERNEL_RESERVE_UNDER_LIMIT)
+            store.set_limits(memory_size=self.memory_limit)
         linker = wasmtime.Linker(ENGINE)
         for name in KERNEL_EXPORTS:
             f = kernel.funcs[name]
@@ -335,7 +338,7 @@ class Plugin:
             raise PluginLoadError(f"cannot instantiate plugin: {str(exc).strip()}") from None
         except (wasmtime.Trap, PluginError) as exc:
             self._inst = None
-            raise self._classify(exc, store) from exc
+            raise self._classify(exc, inst) from exc
         exports = main.exports(store)
         mem = exports.get("memory")
         inst.memory = mem if isinstance(mem, wasmtime.Memory) else None
@@ -361,7 +364,7 @@ class Plugin:
                 exports[name](inst.store, *args)
             except (wasmtime.Trap, wasmtime.WasmtimeError, PluginError) as exc:
                 self._inst = None
-                raise self._classify(exc, inst.store, f"plugin initialisation ({name}) failed: ") from exc
+                raise self._classify(exc, inst, f"plugin initialisation ({name}) failed: ") from exc
 
     # --- calls -------------------------------------------------------------------------------------------------
 
@@ -393,8 +396,9 @@ class Plugin:
         except wasmtime.ExitTrap as exc:  # WASI proc_exit: 0 with no error is a success
             rc = exc.code
         except (wasmtime.Trap, wasmtime.WasmtimeError, PluginError) as exc:
+            error = self._classify(exc, inst)
             self._inst = None
-            raise self._classify(exc, store) from exc
+            raise error from exc
         finally:
             if timeout is not None:
                 TICKER.disarm()
@@ -414,7 +418,7 @@ class Plugin:
         """Call with a JSON-encoded input and decode the JSON output."""
         return self.call(name, b"" if data is None else json.dumps(data).encode(), parse=json.loads)
 
-    def _classify(self, exc: BaseException, store: wasmtime.Store, prefix: str = "") -> PluginError:
+    def _classify(self, exc: BaseException, inst: _Instance, prefix: str = "") -> PluginError:
         """Turn what wasmtime raised into the Extism-style error."""
         if isinstance(exc, PluginError):
             return exc
@@ -424,18 +428,17 @@ class Plugin:
                 return OutOfFuel(prefix + "plugin ran out of fuel")
             if code == wasmtime.TrapCode.INTERRUPT:
                 return PluginTimeout(prefix + "timeout")
-            if self._memory_exhausted(store):
+            if self._memory_exhausted(inst):
                 return OutOfMemory(prefix + "oom")
             return PluginTrap(prefix + str(exc).strip())
         return PluginTrap(prefix + str(exc).strip())
 
-    def _memory_exhausted(self, store: wasmtime.Store) -> bool:
+    def _memory_exhausted(self, inst: _Instance) -> bool:
         """After a trap: is the plugin's memory at its max_pages budget? (wasmtime-py cannot report a failed
         ``memory.grow`` directly, so a trap at the limit is reported as "oom".)"""
-        inst = self._inst
-        if self.memory_limit is None or inst is None or inst.memory is None:
+        if self.memory_limit is None or inst.memory is None:
             return False
         try:
-            return inst.memory.data_len(store) + L.PAGE > self.memory_limit
+            return inst.memory.data_len(inst.store) + L.PAGE > self.memory_limit
         except wasmtime.WasmtimeError:
             return False

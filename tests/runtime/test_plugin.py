@@ -1,0 +1,172 @@
+"""Call semantics of edged.runtime.Plugin, through WAT plugins written against the raw Extism ABI."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from edged.runtime import (
+    CompiledPlugin,
+    FunctionNotFound,
+    Plugin,
+    PluginError,
+    PluginTrap,
+)
+from tests.conftest import wat
+from tests.runtime.wats import ENV, KITCHEN
+
+
+def test_echo_and_str_input() -> None:
+    with Plugin(KITCHEN) as p:
+        assert p.call("echo", b"bytes in") == b"bytes in"
+        assert p.call("echo", "str in ☃") == "str in ☃".encode()
+        assert p.call("echo") == b""
+        assert p.call("hello", parse=bytes.decode) == "hello"
+
+
+def test_void_export_is_callable() -> None:
+    assert Plugin(KITCHEN).call("void_export") == b""
+
+
+def test_instance_is_lazy_and_persists_across_calls() -> None:
+    p = Plugin(KITCHEN)
+    assert p._inst is None
+    assert [p.call("counter") for _ in range(3)] == [b"1", b"2", b"3"]
+
+
+def test_init_runs_once_per_instance() -> None:
+    p = Plugin(KITCHEN)
+    assert p.call("inits") == b"1"
+    assert p.call("inits") == b"1"
+
+
+def test_error_set_fails_the_call_with_its_message() -> None:
+    p = Plugin(KITCHEN)
+    with pytest.raises(PluginError, match="^boom$"):
+        p.call("fail")
+    # an error with rc 0 still fails
+    with pytest.raises(PluginError, match="^soft error$"):
+        p.call("fail_rc0")
+    # and a clean error keeps the instance
+    assert p.call("counter") == b"1"
+    assert p.call("counter") == b"2"
+
+
+def test_nonzero_rc_without_message() -> None:
+    with pytest.raises(PluginError, match=r"^Error code: 7$"):
+        Plugin(KITCHEN).call("rc7")
+
+
+def test_missing_and_wrongly_typed_exports() -> None:
+    p = Plugin(KITCHEN)
+    with pytest.raises(FunctionNotFound, match="^Function not found: nope$"):
+        p.call("nope")
+    with pytest.raises(FunctionNotFound, match=r"wrong_sig has signature \(i32\) -> \(i32\)"):
+        p.call("wrong_sig")
+    assert p.function_exists("echo") and not p.function_exists("nope") and not p.function_exists("wrong_sig")
+
+
+def test_trap_reports_its_cause_and_the_next_call_gets_a_fresh_instance() -> None:
+    p = Plugin(KITCHEN)
+    assert p.call("counter") == b"1"
+    with pytest.raises(PluginTrap, match="unreachable"):
+        p.call("trap")
+    assert p.call("counter") == b"1"  # fresh instance after the trap
+
+
+def test_vars_persist_across_calls_and_instances() -> None:
+    p = Plugin(KITCHEN)
+    assert p.call("var_count") == b"1"
+    assert p.call("var_count") == b"2"
+    with pytest.raises(PluginTrap):
+        p.call("trap")
+    assert p.call("var_count") == b"3"  # vars outlive the instance
+    p.call("var_set_input", b"abc")
+    assert p.call("var_get_input", b"abc") == b"abc"
+    p.call("var_del_input", b"abc")
+    assert p.call("var_get_input", b"abc") == b""
+    assert p.vars[b"count"] == b"3"
+
+
+def test_vars_disabled_and_full() -> None:
+    manifest = {"wasm": [{"data": KITCHEN}], "memory": {"max_var_bytes": 0}}
+    with pytest.raises(PluginError, match="^Vars are disabled by this host$"):
+        Plugin(manifest).call("var_set_input", b"x")
+    p = Plugin({"wasm": [{"data": KITCHEN}], "memory": {"max_var_bytes": 200}})
+    p.call("var_set_input", b"k" * 40)  # 40 + 40 + overhead fits
+    with pytest.raises(PluginError, match="^Variable store is full$"):
+        p.call("var_set_input", b"z" * 100)
+    assert p.call("var_get_input", b"k" * 40) == b"k" * 40  # the failed set changed nothing
+    p.call("var_del_input", b"k" * 40)
+    p.call("var_set_input", b"z" * 70)  # room again after the delete
+
+
+def test_config_from_manifest_and_argument() -> None:
+    src = "(module" + ENV + r"""
+      (func (export "get") (result i32) (local $v i64)
+        (local.set $v (call $config_get (call $block (i32.const 1024) (i32.wrap_i64 (call $input_length)))))
+        (if (i64.eqz (local.get $v)) (then (return (i32.const 3))))
+        (call $output_block (local.get $v)) (i32.const 0))
+      (func (export "load_input") (result i32) (local $i i32)
+        (block $d (loop $n
+          (br_if $d (i64.ge_u (i64.extend_i32_u (local.get $i)) (call $input_length)))
+          (i32.store8 (i32.add (i32.const 1024) (local.get $i)) (call $input_load_u8 (i64.extend_i32_u (local.get $i))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $n)))
+        (i32.const 0))
+    )"""
+    # `get` reads its key from plugin memory at 1024, which load_input fills from the input first
+    p = Plugin({"wasm": [{"data": wat(src)}], "config": {"a": "from manifest", "b": "x"}}, config={"b": "override"})
+    for key, value in {"a": b"from manifest", "b": b"override"}.items():
+        p.call("load_input", key)
+        assert p.call("get", key) == value
+    p.call("load_input", "zz")
+    with pytest.raises(PluginError, match="Error code: 3"):
+        p.call("get", "zz")
+
+
+def test_logging_goes_to_a_per_plugin_logger(caplog: pytest.LogCaptureFixture) -> None:
+    p = Plugin(KITCHEN, logger=logging.getLogger("edged.plugin.kitchen"))
+    with caplog.at_level(logging.INFO, logger="edged.plugin.kitchen"):
+        p.close()  # the log level is read when the instance is made
+        level = p.call("log")
+    assert level == b"2"  # info
+    records = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("edged.plugin.kitchen", "INFO", "logged at info") in records
+    assert ("edged.plugin.kitchen", "ERROR", "boom") in records
+
+
+def test_log_level_off_when_the_logger_is_silent() -> None:
+    logger = logging.getLogger("edged.plugin.silent")
+    logger.setLevel(logging.CRITICAL + 10)
+    assert Plugin(KITCHEN, logger=logger).call("log") == bytes([48 + 0x7FFFFFFF & 0xFF])
+
+
+def test_compiled_plugin_is_shared_by_independent_instances() -> None:
+    compiled = CompiledPlugin(KITCHEN)
+    a, b = compiled.instantiate(), Plugin(compiled)
+    assert a.call("counter") == b"1"
+    assert a.call("counter") == b"2"
+    assert b.call("counter") == b"1"
+
+
+def test_close_is_safe_twice_and_the_plugin_can_be_used_again() -> None:
+    p = Plugin(KITCHEN)
+    p.call("counter")
+    p.close()
+    p.close()
+    assert p.call("counter") == b"1"
+
+
+def test_legacy_env_imports_run() -> None:
+    legacy = wat(r"""(module
+      (import "env" "extism_input_offset" (func $ioff (result i64)))
+      (import "env" "extism_input_length" (func $ilen (result i64)))
+      (import "env" "extism_output_set" (func $oset (param i64 i64)))
+      (import "env" "extism_log_info" (func $log (param i64)))
+      (import "env" "extism_alloc" (func $alloc (param i64) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "echo") (result i32)
+        (call $log (call $alloc (i64.const 0)))
+        (call $oset (call $ioff) (call $ilen)) (i32.const 0)))""")
+    assert Plugin(legacy).call("echo", "old plugin") == b"old plugin"
