@@ -38,7 +38,9 @@ def _manifest(args: argparse.Namespace) -> Manifest:
     if args.manifest or path.suffix == ".json":
         manifest, base = load_manifest_file(path)
         # resolve relative wasm paths against the manifest's directory, as Extism does
-        wasm = [w.model_copy(update={"path": str(base / w.path)}) if isinstance(w, WasmPath) else w for w in manifest.wasm]
+        wasm = [
+            w.model_copy(update={"path": str(base / w.path)}) if isinstance(w, WasmPath) else w for w in manifest.wasm
+        ]
         manifest = manifest.model_copy(update={"wasm": wasm})
     else:
         if not path.is_file():

@@ -74,9 +74,7 @@ class ModuleCache:
                 self.hits += 1
                 return module
             except (wasmtime.WasmtimeError, OSError) as exc:
-                log.warning(
-                    "discarding corrupt module cache entry", extra={"path": str(path), "error": str(exc)}
-                )
+                log.warning("discarding corrupt module cache entry", extra={"path": str(path), "error": str(exc)})
                 path.unlink(missing_ok=True)
         self.misses += 1
         module = compile_module(wasm)

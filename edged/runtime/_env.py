@@ -59,9 +59,7 @@ class HostEnv:
         self.var_bytes = 0
         self.max_var_bytes = DEFAULT_MAX_VAR_BYTES if max_var_bytes is None else max_var_bytes
         self.allowed_hosts = allowed_hosts
-        self.max_http = (
-            DEFAULT_MAX_HTTP_RESPONSE_BYTES if max_http_response_bytes is None else max_http_response_bytes
-        )
+        self.max_http = DEFAULT_MAX_HTTP_RESPONSE_BYTES if max_http_response_bytes is None else max_http_response_bytes
         self.http_status = 0
         self.http_headers: dict[str, str] | None = None
         self._k = kernel_ref

@@ -65,9 +65,7 @@ _VALTYPE = {
 
 def _kind(annotation: Any, where: str) -> str:
     if annotation is inspect.Parameter.empty:
-        raise TypeError(
-            f"{where} needs a type annotation (bytes, str, int, float, bool or Annotated[T, Json])"
-        )
+        raise TypeError(f"{where} needs a type annotation (bytes, str, int, float, bool or Annotated[T, Json])")
     if typing.get_origin(annotation) is typing.Annotated:
         if Json in typing.get_args(annotation)[1:]:
             return _JSON
@@ -144,9 +142,7 @@ class HostFunction:
             except EdgedError:
                 raise
             except Exception as exc:
-                raise HostFunctionError(
-                    f"host function {qualified} raised {type(exc).__name__}: {exc}", exc
-                ) from exc
+                raise HostFunctionError(f"host function {qualified} raised {type(exc).__name__}: {exc}", exc) from exc
             finally:
                 if current is not None:
                     current._kernel = None
@@ -180,9 +176,7 @@ def host_fn(
             ps = list(sig.parameters.values())
             if user_data is not None:
                 ps = ps[:-1]
-            params = [
-                _kind(hints.get(p.name, p.annotation), f"parameter '{p.name}' of {fn.__name__}") for p in ps
-            ]
+            params = [_kind(hints.get(p.name, p.annotation), f"parameter '{p.name}' of {fn.__name__}") for p in ps]
             ret = hints.get("return", sig.return_annotation)
             results = (
                 []

@@ -66,6 +66,17 @@ def _fmt_sig(sig: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
     return f"({', '.join(sig[0])}) -> ({', '.join(sig[1])})"
 
 
+def trap_message(text: str) -> str:
+    """wasmtime's multi-line trap text as one line: the cause first, then the wasm backtrace."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if "Caused by:" not in lines:
+        return " ".join(lines)
+    i = lines.index("Caused by:")
+    cause = " ".join(ln.removeprefix("wasm trap: ") for ln in lines[i + 1 :])
+    frames = [ln for ln in lines[:i] if ln[:1].isdigit()]
+    return f"{cause} (wasm backtrace: {'; '.join(frames)})" if frames else cause
+
+
 def _resolve(plugin: Any) -> tuple[Manifest, Path | None]:
     """Turn a path, bytes, JSON text, dict or :class:`Manifest` into a manifest and its base directory."""
     if isinstance(plugin, Manifest):
@@ -143,16 +154,12 @@ class CompiledPlugin:
             qualified = f"{mod}::{name}"
             if mod in WASI_MODULES:
                 if not self.wasi:
-                    raise PluginLoadError(
-                        f"{where} imports WASI ({qualified}) but WASI is not enabled for it"
-                    )
+                    raise PluginLoadError(f"{where} imports WASI ({qualified}) but WASI is not enabled for it")
                 continue
             if mod in self.modules and mod != module_name:
                 continue  # linked from another module in the manifest; wasmtime checks the types
             if not isinstance(ty, wasmtime.FuncType):
-                raise PluginLoadError(
-                    f"{where} imports a non-function {qualified}; only functions can be imported"
-                )
+                raise PluginLoadError(f"{where} imports a non-function {qualified}; only functions can be imported")
             sig = _sig(ty)
             user = self._user.get((mod, name))
             if user is not None:
@@ -166,9 +173,7 @@ class CompiledPlugin:
             if mod == LEGACY_MODULE and name.startswith(LEGACY_PREFIX):
                 env_name = name[len(LEGACY_PREFIX) :]
             elif mod != ENV_MODULE:
-                raise PluginLoadError(
-                    f"{where} imports unknown function {qualified}: no host function provides it"
-                )
+                raise PluginLoadError(f"{where} imports unknown function {qualified}: no host function provides it")
             expected = _ENV_SIGS.get(env_name)
             if expected is None:
                 raise PluginLoadError(f"Invalid function import from {mod}: {name}")
@@ -226,9 +231,7 @@ class Plugin:
         if isinstance(plugin, CompiledPlugin):
             self.compiled = plugin
         else:
-            self.compiled = CompiledPlugin(
-                plugin, wasi=wasi, functions=functions, allow_urls=allow_urls, cache=cache
-            )
+            self.compiled = CompiledPlugin(plugin, wasi=wasi, functions=functions, allow_urls=allow_urls, cache=cache)
         m = self.compiled.manifest
         self.name = self.compiled.name
         self.config: dict[str, str] = {**m.config, **(config or {})}
@@ -294,8 +297,8 @@ class Plugin:
         def err(data: bytes) -> None:
             out_logger.warning(data.decode("utf-8", errors="replace").rstrip("\n"))
 
-        cfg.stdout_custom(out)
-        cfg.stderr_custom(err)
+        cfg.stdout_custom = out
+        cfg.stderr_custom = err
         return cfg
 
     def _instantiate(self) -> _Instance:
@@ -395,7 +398,10 @@ class Plugin:
             rc = caller()
         except wasmtime.ExitTrap as exc:  # WASI proc_exit: 0 with no error is a success
             rc = exc.code
-        except (wasmtime.Trap, wasmtime.WasmtimeError, PluginError) as exc:
+        except PluginError:  # raised by a host function: already the right error, with its own cause
+            self._inst = None
+            raise
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             error = self._classify(exc, inst)
             self._inst = None
             raise error from exc
@@ -430,8 +436,8 @@ class Plugin:
                 return PluginTimeout(prefix + "timeout")
             if self._memory_exhausted(inst):
                 return OutOfMemory(prefix + "oom")
-            return PluginTrap(prefix + str(exc).strip())
-        return PluginTrap(prefix + str(exc).strip())
+            return PluginTrap(prefix + trap_message(str(exc)))
+        return PluginTrap(prefix + trap_message(str(exc)))
 
     def _memory_exhausted(self, inst: _Instance) -> bool:
         """After a trap: is the plugin's memory at its max_pages budget? (wasmtime-py cannot report a failed

@@ -103,7 +103,10 @@ def test_vars_disabled_and_full() -> None:
 
 
 def test_config_from_manifest_and_argument() -> None:
-    src = "(module" + ENV + r"""
+    src = (
+        "(module"
+        + ENV
+        + r"""
       (func (export "get") (result i32) (local $v i64)
         (local.set $v (call $config_get (call $block (i32.const 1024) (i32.wrap_i64 (call $input_length)))))
         (if (i64.eqz (local.get $v)) (then (return (i32.const 3))))
@@ -115,6 +118,7 @@ def test_config_from_manifest_and_argument() -> None:
           (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $n)))
         (i32.const 0))
     )"""
+    )
     # `get` reads its key from plugin memory at 1024, which load_input fills from the input first
     p = Plugin({"wasm": [{"data": wat(src)}], "config": {"a": "from manifest", "b": "x"}}, config={"b": "override"})
     for key, value in {"a": b"from manifest", "b": b"override"}.items():

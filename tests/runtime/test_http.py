@@ -1,0 +1,79 @@
+"""http_request: deny by default, allowed_hosts globs, non-2xx is not an error, response cap."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from edged.runtime import Plugin, PluginError
+from tests.runtime.wats import KITCHEN
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        status = 404 if self.path == "/missing" else 200
+        body = b"z" * 5000 if self.path == "/big" else f"path={self.path}".encode()
+        self.send_response(status)
+        self.send_header("X-Edged", "yes")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _req(url: str) -> bytes:
+    return json.dumps({"url": url, "method": "GET", "headers": {}}).encode()
+
+
+def test_denied_without_allowed_hosts(server: str) -> None:
+    with pytest.raises(PluginError, match=f"^HTTP request to {server}/x is not allowed$"):
+        Plugin(KITCHEN).call("http", _req(server + "/x"))
+
+
+def test_denied_when_no_glob_matches(server: str) -> None:
+    p = Plugin({"wasm": [{"data": KITCHEN}], "allowed_hosts": ["*.example.com"]})
+    with pytest.raises(PluginError, match="is not allowed"):
+        p.call("http", _req(server + "/x"))
+
+
+def test_allowed_by_glob_with_status_and_headers(server: str) -> None:
+    p = Plugin({"wasm": [{"data": KITCHEN}], "allowed_hosts": ["127.0.0.*"]})
+    assert p.call("http", _req(server + "/hello")) == b"path=/hello"
+    assert int.from_bytes(p.call("http_status"), "little") == 200
+    assert p.env.http_headers is not None and p.env.http_headers["x-edged"] == "yes"
+    # a non-2xx status is not an error
+    assert p.call("http", _req(server + "/missing")) == b"path=/missing"
+    assert int.from_bytes(p.call("http_status"), "little") == 404
+
+
+def test_response_cap(server: str) -> None:
+    p = Plugin(
+        {"wasm": [{"data": KITCHEN}], "allowed_hosts": ["127.0.0.1"], "memory": {"max_http_response_bytes": 1000}}
+    )
+    with pytest.raises(PluginError, match="exceeds the limit of 1000 bytes"):
+        p.call("http", _req(server + "/big"))
+    assert p.call("http", _req(server + "/ok")) == b"path=/ok"
+
+
+def test_bad_request_json_is_a_plugin_error() -> None:
+    p = Plugin({"wasm": [{"data": KITCHEN}], "allowed_hosts": ["*"]})
+    with pytest.raises(PluginError, match="invalid HTTP request"):
+        p.call("http", b"not json")
+    with pytest.raises(PluginError, match="is not allowed"):
+        p.call("http", _req("file:///etc/passwd"))
