@@ -132,7 +132,8 @@ def test_trap_during_initialisation_is_reported() -> None:
     p = Plugin(m)
     with pytest.raises(
         PluginTrap,
-        match=r"^plugin initialisation \(_initialize\) failed: wasm `unreachable` instruction executed \(wasm backtrace: 0: ",
+        match=r"^plugin initialisation \(_initialize\) failed: "
+        r"wasm `unreachable` instruction executed \(wasm backtrace: 0: ",
     ):
         p.call("f")
 
