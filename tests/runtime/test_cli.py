@@ -1,0 +1,83 @@
+"""``edged call``: output to stdout, --loop lines, and exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edged.cli import main
+from tests.runtime.wats import KITCHEN
+
+
+@pytest.fixture
+def kitchen(tmp_path: Path) -> Path:
+    path = tmp_path / "kitchen.wasm"
+    path.write_bytes(KITCHEN)
+    return path
+
+
+def test_output_goes_to_stdout(kitchen: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    assert main(["call", str(kitchen), "echo", "--input", "hello"]) == 0
+    assert capsysbinary.readouterr().out == b"hello"
+
+
+def test_input_file_and_loop(kitchen: Path, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    f = tmp_path / "in.txt"
+    f.write_bytes(b"abc")
+    assert main(["call", str(kitchen), "counter", "--loop", "3"]) == 0
+    assert capsysbinary.readouterr().out == b"1\n2\n3\n"
+    assert main(["call", str(kitchen), "echo", "--input-file", str(f)]) == 0
+    assert capsysbinary.readouterr().out == b"abc"
+
+
+def test_plugin_failure_exits_1_with_message(kitchen: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["call", str(kitchen), "fail"]) == 1
+    assert "edged call: boom" in capsys.readouterr().err
+    assert main(["call", str(kitchen), "nope"]) == 1
+    assert "Function not found: nope" in capsys.readouterr().err
+    assert main(["call", str(kitchen), "spin", "--fuel", "10000"]) == 1
+    assert "plugin ran out of fuel" in capsys.readouterr().err
+    assert main(["call", str(kitchen), "spin", "--timeout-ms", "20"]) == 1
+    assert "timeout" in capsys.readouterr().err
+
+
+def test_load_errors_and_bad_usage_exit_2(kitchen: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.wasm"
+    garbage.write_bytes(b"garbage")
+    assert main(["call", str(garbage), "echo"]) == 2
+    assert "not a WebAssembly module" in capsys.readouterr().err
+    assert main(["call", str(tmp_path / "missing.wasm"), "echo"]) == 2
+    assert main(["call", str(kitchen), "echo", "--config", "novalue"]) == 2
+    assert "--config expects K=V" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ei:
+        main(["call", str(kitchen)])
+    assert ei.value.code == 2
+
+
+def test_manifest_config_and_allow_host(
+    kitchen: Path, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    m = tmp_path / "plugin.json"
+    m.write_text(json.dumps({"wasm": [{"path": kitchen.name}], "memory": {"max_var_bytes": 0}}))
+    assert main(["call", str(m), "var_set_input", "--input", "x"]) == 1  # the manifest's limits apply
+    assert main(["call", str(m), "--manifest", "echo", "--input", "via manifest"]) == 0
+    assert capsysbinary.readouterr().out.endswith(b"via manifest")
+    req = json.dumps({"url": "http://127.0.0.1:9/", "headers": {}, "method": "GET"})
+    assert main(["call", str(kitchen), "http", "--input", req]) == 1
+    assert b"is not allowed" in capsysbinary.readouterr().err
+    # allowed now: the connection fails instead (nothing listens on port 9), which is a different error
+    assert main(["call", str(kitchen), "http", "--input", req, "--allow-host", "127.0.0.1"]) == 1
+    assert b"failed" in capsysbinary.readouterr().err
+
+
+def test_console_script_runs(kitchen: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "edged.cli", "call", str(kitchen), "echo", "--input", "via subprocess"],
+        capture_output=True,
+        check=True,
+    )
+    assert out.stdout == b"via subprocess"
