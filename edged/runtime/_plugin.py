@@ -27,7 +27,7 @@ from ._env import ENV_HOST_FUNCTIONS, HostEnv, extism_log_level
 from ._host_fn import HostFunction
 from ._kernel import KERNEL_EXPORTS, Kernel
 from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_manifest, read_module
-from ._rawcall import no_arg_caller
+from ._rawcall import define_raw_func, no_arg_caller
 
 ENV_MODULE = "extism:host/env"
 USER_MODULE = "extism:host/user"
@@ -319,10 +319,10 @@ class Plugin:
             linker.define(store, ENV_MODULE, name, f)
             linker.define(store, LEGACY_MODULE, LEGACY_PREFIX + name, f)
         for name, (ft, fn) in self.env.functions().items():
-            linker.define_func(ENV_MODULE, name, ft, fn)
-            linker.define_func(LEGACY_MODULE, LEGACY_PREFIX + name, ft, fn)
+            define_raw_func(linker, ENV_MODULE, name, ft, fn)
+            define_raw_func(linker, LEGACY_MODULE, LEGACY_PREFIX + name, ft, fn)
         for hf in compiled.functions:
-            linker.define_func(hf.namespace, hf.name, hf.functype(), hf.bind(self._current_kernel, self.name))
+            define_raw_func(linker, hf.namespace, hf.name, hf.functype(), hf.bind(self._current_kernel, self.name))
         if compiled.wasi:
             linker.define_wasi()
             store.set_wasi(self._wasi_config())

@@ -10,6 +10,8 @@ fall back to ``Func.__call__`` if not.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 from collections.abc import Callable, Sequence
 from ctypes import POINTER, byref
 from typing import Any
@@ -18,6 +20,7 @@ import wasmtime
 
 try:  # wasmtime-py internals; see the module docstring
     from wasmtime import _ffi as ffi
+    from wasmtime import _func as _wasmtime_func
     from wasmtime._func import maybe_raise_last_exn
 
     _call = ffi.wasmtime_func_call
@@ -102,3 +105,65 @@ def no_arg_caller(store: wasmtime.Store, func: wasmtime.Func, returns_i32: bool)
 
     invoke._keep = (store, func, res)  # type: ignore[attr-defined]
     return invoke
+
+
+# --- host functions ------------------------------------------------------------------------------------------------
+
+#: Live raw host functions by handle; entries are removed by wasmtime's finalizer when the linker item is dropped.
+_RAW_FUNCS: dict[int, tuple[Callable[..., Any], tuple[str, ...], str | None]] = {}
+_raw_ids = itertools.count(1)
+
+if _AVAILABLE:
+
+    @ffi.wasmtime_func_unchecked_callback_t
+    def _raw_trampoline(env: int | None, caller: Any, values: Any, n: int) -> int:
+        try:
+            fn, params, result = _RAW_FUNCS[env or 0]
+            out = fn(*[getattr(values[i], kind) for i, kind in enumerate(params)])
+            if result is not None:
+                setattr(values[0], result, out)
+            return 0
+        except BaseException as exc:  # handed to the caller of the wasm call, as wasmtime-py's own trampoline does
+            _wasmtime_func.LAST_EXCEPTION = exc  # type: ignore[assignment]
+            trap = wasmtime.Trap("python exception")._consume()
+            return ctypes.cast(trap, ctypes.c_void_p).value or 0
+
+    @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    def _raw_finalize(env: int | None) -> None:
+        _RAW_FUNCS.pop(env or 0, None)
+
+
+def define_raw_func(
+    linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.FuncType, fn: Callable[..., Any]
+) -> None:
+    """Define ``module::name`` in ``linker`` as ``fn``, called with plain ints/floats (no Caller, no boxing).
+
+    About 3x cheaper per call than ``Linker.define_func``. Exceptions from ``fn`` fail the wasm call and are
+    re-raised to whoever called into wasm, exactly as with ``define_func``.
+    """
+    if not _AVAILABLE:  # pragma: no cover
+        linker.define_func(module, name, ty, fn)
+        return
+    kinds = {str(wasmtime.ValType.i32()): "i32", str(wasmtime.ValType.i64()): "i64"}
+    kinds |= {str(wasmtime.ValType.f32()): "f32", str(wasmtime.ValType.f64()): "f64"}
+    params = tuple(kinds[str(p)] for p in ty.params)
+    results = [kinds[str(r)] for r in ty.results]
+    if len(results) > 1:
+        raise ValueError("raw host functions return at most one value")
+    idx = next(_raw_ids)
+    _RAW_FUNCS[idx] = (fn, params, results[0] if results else None)
+    mod, nm = module.encode(), name.encode()
+    err = ffi.wasmtime_linker_define_func_unchecked(
+        linker.ptr(),
+        ctypes.create_string_buffer(mod),
+        len(mod),
+        ctypes.create_string_buffer(nm),
+        len(nm),
+        ty.ptr(),
+        _raw_trampoline,
+        idx,
+        _raw_finalize,
+    )
+    if err:
+        _RAW_FUNCS.pop(idx, None)
+        raise wasmtime.WasmtimeError._from_ptr(err)

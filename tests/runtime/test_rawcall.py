@@ -71,3 +71,38 @@ def test_traps_and_host_exceptions_are_raised_as_wasmtime_would(env: tuple) -> N
         _rawcall.no_arg_caller(store, ex["via_host"], True)()
     # nothing stays behind for the next call
     assert _rawcall.no_arg_caller(store, ex["rc"], True)() == 42
+
+
+def test_raw_host_functions_pass_values_and_exceptions() -> None:
+    import gc
+
+    store = wasmtime.Store(ENGINE)
+    store.set_fuel(10**9)
+    store.set_epoch_deadline(10**9)
+    linker = wasmtime.Linker(ENGINE)
+    i32, i64, f64 = wasmtime.ValType.i32(), wasmtime.ValType.i64(), wasmtime.ValType.f64()
+    seen: list[tuple] = []
+
+    def cb(a: int, b: int, c: float) -> int:
+        seen.append((a, b, c))
+        if a < 0:
+            raise HostBoom("negative")
+        return a + b
+
+    before = len(_rawcall._RAW_FUNCS)
+    _rawcall.define_raw_func(linker, "host", "cb", wasmtime.FuncType([i32, i64, f64], [i64]), cb)
+    module = wasmtime.Module(
+        ENGINE,
+        wat("""(module (import "host" "cb" (func $cb (param i32 i64 f64) (result i64)))
+          (func (export "ok") (result i64) (call $cb (i32.const 2) (i64.const 40) (f64.const 0.5)))
+          (func (export "bad") (result i64) (call $cb (i32.const -1) (i64.const 0) (f64.const 0))))"""),
+    )
+    ex = linker.instantiate(store, module).exports(store)
+    assert ex["ok"](store) == 42
+    assert seen == [(2, 40, 0.5)]
+    with pytest.raises(HostBoom, match="negative"):
+        ex["bad"](store)
+    assert ex["ok"](store) == 42
+    del ex, linker, store, module
+    gc.collect()
+    assert len(_rawcall._RAW_FUNCS) == before  # the finalizer released the callback

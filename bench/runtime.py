@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Runtime benchmark: edged vs the official Extism Python SDK vs raw wasmtime-py, side by side in one process.
+
+Workloads are Extism's own: an empty call, count_vowels over 4096 x 'a' (which uses config and vars), consume,
+echo and reflect (a host function returning its input) at 64 KiB, 640 KiB and 6.25 MiB, and plugin creation
+(cold: compiled from scratch; warm: from the AOT cache / a CompiledPlugin). The same AssemblyScript plugins built
+with the official @extism/as-pdk run on both hosts. Rounds interleave the hosts, so machine noise hits all of them
+alike; the table shows per-call medians and the ratios against the SDK (the anchor) and the raw floor.
+
+Usage: python bench/runtime.py [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import extism
+import wasmtime
+
+from edged.runtime import CompiledPlugin, ModuleCache, Plugin, host_fn
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "tests" / "plugins" / "build"
+KITCHEN = BUILD / "kitchen.wasm"
+COUNT_VOWELS = BUILD / "count_vowels.wasm"
+SIZES = {"64 KiB": 64 * 1024, "640 KiB": 640 * 1024, "6.25 MiB": 6400 * 1024}
+
+
+def per_call(fn: Callable[[], object], calls: int) -> float:
+    """Seconds per call over one batch."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def measure(contenders: dict[str, Callable[[], object]], calls: int, rounds: int) -> dict[str, float]:
+    """Median seconds per call for each contender, with the contenders interleaved round by round."""
+    for fn in contenders.values():  # warm up
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            samples[name].append(per_call(fn, calls))
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def fmt(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (for a smoke run)")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args()
+    for f in (KITCHEN, COUNT_VOWELS):
+        if not f.exists():
+            print(f"missing {f}: run plugins/build first", file=sys.stderr)
+            return 2
+    rounds = 5 if args.quick else 15
+    kitchen = KITCHEN.read_bytes()
+    vowels = COUNT_VOWELS.read_bytes()
+    config = {"thing": "a config value"}
+
+    @host_fn(name="reflect")
+    def reflect(data: bytes) -> bytes:
+        return data
+
+    @extism.host_fn(name="reflect", namespace="extism:host/user")
+    def sdk_reflect(data: bytes) -> bytes:
+        return data
+
+    # a fixed one-page module for edged's other exports isn't needed: kitchen imports reflect, so both hosts need it
+    ours = Plugin(kitchen, functions=[reflect])
+    sdk = extism.Plugin(kitchen, functions=[sdk_reflect])
+    ours_v = Plugin(vowels, config=config)
+    sdk_v = extism.Plugin(vowels, config=config, functions=[])
+
+    # the floor: a no-argument export called through wasmtime-py's public API on a default engine
+    raw_store = wasmtime.Store()
+    raw_inst = wasmtime.Instance(
+        raw_store, wasmtime.Module(raw_store.engine, '(module (func (export "noop") (result i32) i32.const 0))'), []
+    )
+    raw_noop = raw_inst.exports(raw_store)["noop"]
+
+    rows: list[dict[str, object]] = []
+
+    def row(workload: str, res: dict[str, float]) -> None:
+        entry: dict[str, object] = {"workload": workload, **{k: v for k, v in res.items()}}
+        entry["speedup_vs_sdk"] = res["extism SDK"] / res["edged"]
+        if "raw wasmtime-py" in res:
+            entry["edged_vs_raw"] = res["edged"] / res["raw wasmtime-py"]
+        rows.append(entry)
+        print(f"  {workload:<22} done", file=sys.stderr)
+
+    row(
+        "empty call",
+        measure(
+            {
+                "edged": lambda: ours.call("noop", b""),
+                "extism SDK": lambda: sdk.call("noop", b""),
+                "raw wasmtime-py": lambda: raw_noop(raw_store),
+            },
+            2000,
+            rounds,
+        ),
+    )
+    a4096 = b"a" * 4096
+    row(
+        "count_vowels(4096)",
+        measure(
+            {
+                "edged": lambda: ours_v.call("count_vowels", a4096),
+                "extism SDK": lambda: sdk_v.call("count_vowels", a4096),
+            },
+            500,
+            rounds,
+        ),
+    )
+    for label, size in SIZES.items():
+        data = b"x" * size
+        calls = max(3, 300 * 64 * 1024 // size)
+        for export in ("consume", "echo", "reflect"):
+            row(
+                f"{export} {label}",
+                measure(
+                    {
+                        "edged": lambda e=export: ours.call(e, data),
+                        "extism SDK": lambda e=export: sdk.call(e, data),
+                    },
+                    calls,
+                    max(5, rounds // 2) if size > 1 << 20 else rounds,
+                ),
+            )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(10**9))
+
+        def edged_cold() -> None:
+            # a fresh cache directory each time: nothing cached, a real compile
+            Plugin(kitchen, functions=[reflect], cache=ModuleCache(Path(tmp) / str(next(counter)))).call("noop")
+
+        warm_cache = ModuleCache(Path(tmp) / "warm")
+        CompiledPlugin(kitchen, functions=[reflect], cache=warm_cache)
+        compiled = CompiledPlugin(kitchen, functions=[reflect], cache=warm_cache)
+        sdk_compiled = extism.CompiledPlugin(kitchen, functions=[sdk_reflect])
+        row(
+            "create plugin (cold)",
+            measure(
+                {
+                    "edged": edged_cold,
+                    "extism SDK": lambda: extism.Plugin(kitchen, functions=[sdk_reflect]).call("noop", b""),
+                },
+                5,
+                max(5, rounds // 2),
+            ),
+        )
+        row(
+            "create plugin (cached)",
+            measure(
+                {
+                    "edged": lambda: Plugin(kitchen, functions=[reflect], cache=warm_cache).call("noop"),
+                    "extism SDK": lambda: extism.Plugin(kitchen, functions=[sdk_reflect]).call("noop", b""),
+                },
+                20,
+                rounds,
+            ),
+        )
+        row(
+            "instance from compiled",
+            measure(
+                {
+                    "edged": lambda: Plugin(compiled).call("noop"),
+                    "extism SDK": lambda: extism.Plugin(sdk_compiled).call("noop", b""),
+                },
+                50,
+                rounds,
+            ),
+        )
+
+    print()
+    print("| workload | edged | extism SDK | raw wasmtime-py | edged speed-up vs SDK | edged / raw |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        raw = fmt(r["raw wasmtime-py"]) if "raw wasmtime-py" in r else "–"  # type: ignore[arg-type]
+        vs_raw = f"{r['edged_vs_raw']:.2f}×" if "edged_vs_raw" in r else "–"
+        print(
+            f"| {r['workload']} | {fmt(r['edged'])} | {fmt(r['extism SDK'])} | {raw} "  # type: ignore[arg-type]
+            f"| {r['speedup_vs_sdk']:.2f}× | {vs_raw} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
