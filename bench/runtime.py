@@ -135,8 +135,8 @@ def main() -> int:
                 f"{export} {label}",
                 measure(
                     {
-                        "edged": lambda e=export: ours.call(e, data),
-                        "extism SDK": lambda e=export: sdk.call(e, data),
+                        "edged": lambda e=export, d=data: ours.call(e, d),
+                        "extism SDK": lambda e=export, d=data: sdk.call(e, d),
                     },
                     calls,
                     max(5, rounds // 2) if size > 1 << 20 else rounds,
