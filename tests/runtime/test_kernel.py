@@ -177,3 +177,18 @@ def test_host_view_places_input_and_reads_output(k: K) -> None:
     assert k.view.output(off, n, 1 << 20) == b"result" and err == 0
     k.view.begin(b"")
     assert (k.input_length(), k.output_length()) == (0, 0)
+
+
+def test_new_blocks_are_zeroed_even_where_old_data_was(k: K) -> None:
+    h = k.put(b"\xff" * 64)
+    k.reset()
+    again = k.alloc(64)
+    assert again == h
+    assert k.get(again) == b"\0" * 64
+    a = k.alloc(256)
+    k.put(b"x")  # keep `a` from being the last block
+    for i in range(256):
+        k.store_u8(a + i, 0xAB)
+    k.free(a)
+    reused = k.alloc(200)
+    assert reused == a and k.get(reused) == b"\0" * 200

@@ -174,3 +174,11 @@ def test_legacy_env_imports_run() -> None:
         (call $log (call $alloc (i64.const 0)))
         (call $oset (call $ioff) (call $ilen)) (i32.const 0)))""")
     assert Plugin(legacy).call("echo", "old plugin") == b"old plugin"
+
+
+def test_fresh_output_blocks_read_as_zero() -> None:
+    import struct
+
+    p = Plugin(KITCHEN)
+    p.call("counter")  # leaves bytes behind in kernel memory
+    assert p.call("output_n", struct.pack("<I", 16)) == b"\0" * 16

@@ -109,6 +109,7 @@ EXPORT(alloc) uint64_t k_alloc(uint64_t n) {
                 }
                 b->status = BLOCK_USED;
                 b->length = n;
+                __builtin_memset((void *)(uintptr_t)(p + HDR), 0, n); /* blocks start zeroed, as in Extism */
                 return p + HDR;
             }
             p += HDR + b->capacity;
@@ -123,6 +124,7 @@ EXPORT(alloc) uint64_t k_alloc(uint64_t n) {
     b->capacity = (uint32_t)cap;
     b->length = n;
     ctl.heap_top = end;
+    __builtin_memset((void *)(uintptr_t)(p + HDR), 0, n);
     return p + HDR;
 }
 
