@@ -1,0 +1,101 @@
+"""The frame protocol between the host and animation plugins.
+
+An animation plugin exports ``frame``. Its input is a 32-byte tick record; its output is the whole frame, row-major
+from the top-left, as RGB888 (W×H×3 bytes) or RGBA (W×H×4 bytes, alpha used when layers are composited). An empty
+output means "done" (the playlist moves on). A Matricks plugin exports ``setup``/``update`` instead; ``update``
+returns JSON rows of BGRA pixels, or ``null`` when done. A frame of the wrong size or shape is an error for that
+plugin, never a crash. See docs/plugin-abi.md.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import PluginError
+
+#: u64 frame number, u64 time in µs since the plugin started, u32 dt in µs since its previous frame,
+#: u16 width, u16 height, u32 flags (bit 0: first frame after (re)start), u32 reserved.
+TICK = struct.Struct("<QQIHHII")
+TICK_SIZE = TICK.size  # 32
+FLAG_FIRST = 1
+
+
+class FrameError(PluginError):
+    """A plugin produced a frame the host cannot use (wrong size, malformed JSON, values out of range)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One frame's timing, as given to the plugin."""
+
+    frame: int
+    time_us: int
+    dt_us: int
+    width: int
+    height: int
+    first: bool = False
+
+    def pack(self) -> bytes:
+        return TICK.pack(
+            self.frame, self.time_us, self.dt_us, self.width, self.height, FLAG_FIRST if self.first else 0, 0
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Tick:
+        frame, t, dt, w, h, flags, _ = TICK.unpack(data)
+        return cls(frame, t, dt, w, h, bool(flags & FLAG_FIRST))
+
+
+def decode_frame(data: bytes, width: int, height: int) -> np.ndarray | None:
+    """Decode a ``frame`` output into an H×W×3 (RGB) or H×W×4 (RGBA) uint8 array; ``None`` means done."""
+    n = len(data)
+    if n == 0:
+        return None
+    pixels = width * height
+    if n == pixels * 3:
+        return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+    if n == pixels * 4:
+        return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 4)
+    raise FrameError(
+        f"frame has {n} bytes; expected {width}×{height}×3 = {pixels * 3} (RGB) or {width}×{height}×4 = {pixels * 4} "
+        "(RGBA), or 0 for done"
+    )
+
+
+def decode_matricks(data: bytes, width: int, height: int) -> np.ndarray | None:
+    """Decode a Matricks ``update`` output (JSON rows of BGRA pixels) into H×W×3 RGB; ``None`` means done.
+
+    The fourth byte is not an alpha: Matricks hands it to rpi_ws281x as the white channel, which RGB strips ignore,
+    so it is ignored here too. Unlike Matricks, sizes are checked: a larger or smaller array is an error for the
+    plugin, not a crash.
+    """
+    try:
+        rows = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FrameError(f"update returned invalid JSON: {exc}") from None
+    if rows is None:
+        return None
+    if not isinstance(rows, list) or len(rows) != height:
+        got = f"{len(rows)} rows" if isinstance(rows, list) else type(rows).__name__
+        raise FrameError(f"update returned {got}; expected {height} rows of {width} BGRA pixels")
+    try:
+        arr = np.array(rows, dtype=np.int64)
+    except (ValueError, TypeError, OverflowError):
+        raise FrameError(f"update returned ragged or non-numeric rows; expected {height}×{width} BGRA pixels") from None
+    if arr.shape != (height, width, 4):
+        raise FrameError(f"update returned shape {arr.shape}; expected ({height}, {width}, 4) BGRA pixels")
+    if arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
+        raise FrameError("update returned a pixel value outside 0-255")
+    return np.ascontiguousarray(arr[..., [2, 1, 0]].astype(np.uint8))  # BGR(A) -> RGB
+
+
+def to_rgb(frame: np.ndarray) -> np.ndarray:
+    """An RGB view of a frame: RGBA is composited over black by its alpha."""
+    if frame.shape[2] == 3:
+        return frame
+    alpha = frame[..., 3:4].astype(np.uint16)
+    return ((frame[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
