@@ -58,6 +58,8 @@ class ModuleCache:
         self.directory = Path(directory) if directory is not None else None
         self.hits = 0
         self.misses = 0
+        # compiled modules already loaded in this process, by key: a module can serve any number of stores
+        self._memo: dict[str, wasmtime.Module] = {}
 
     def key(self, wasm: bytes) -> str:
         salt = f"{ENGINE_FINGERPRINT};wasmtime={_WASMTIME_VERSION};{platform.machine()}"
@@ -67,11 +69,17 @@ class ModuleCache:
         """Return the compiled module, from the cache when possible."""
         if self.directory is None:
             return compile_module(wasm)
-        path = self.directory / (self.key(wasm) + ".cwasm")
+        key = self.key(wasm)
+        memo = self._memo.get(key)
+        if memo is not None:
+            self.hits += 1
+            return memo
+        path = self.directory / (key + ".cwasm")
         if path.exists():
             try:
                 module = wasmtime.Module.deserialize_file(ENGINE, str(path))
                 self.hits += 1
+                self._memo[key] = module
                 return module
             except (wasmtime.WasmtimeError, OSError) as exc:
                 log.warning("discarding corrupt module cache entry", extra={"path": str(path), "error": str(exc)})
@@ -79,6 +87,7 @@ class ModuleCache:
         self.misses += 1
         module = compile_module(wasm)
         self._store(path, module)
+        self._memo[key] = module
         return module
 
     def _store(self, path: Path, module: wasmtime.Module) -> None:

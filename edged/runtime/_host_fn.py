@@ -53,6 +53,7 @@ class CurrentPlugin:
 
 # kinds of values: handle-typed ones are converted through kernel memory
 _BYTES, _STR, _JSON, _I64, _F64, _BOOL, _CURRENT = "bytes", "str", "json", "i64", "f64", "bool", "current"
+_I32 = "i32"  # a raw i32, only through an explicit signature
 _VALTYPE = {
     _BYTES: wasmtime.ValType.i64(),
     _STR: wasmtime.ValType.i64(),
@@ -60,6 +61,7 @@ _VALTYPE = {
     _I64: wasmtime.ValType.i64(),
     _F64: wasmtime.ValType.f64(),
     _BOOL: wasmtime.ValType.i32(),
+    _I32: wasmtime.ValType.i32(),
 }
 
 
@@ -161,7 +163,8 @@ def host_fn(
     """Declare a host function; usable as ``@host_fn`` or ``@host_fn(name=..., namespace=...)``.
 
     ``signature=(params, results)`` overrides inference with kind names: ``"bytes"``, ``"str"``, ``"json"``,
-    ``"i64"``, ``"f64"``, ``"bool"``. ``user_data`` is passed as an extra last argument.
+    ``"i64"``, ``"i32"``, ``"f64"``, ``"bool"`` and ``"current"`` (a :class:`CurrentPlugin` argument).
+    ``user_data`` is passed as an extra last argument.
     """
 
     def wrap(fn: Callable[..., Any]) -> HostFunction:

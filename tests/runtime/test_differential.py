@@ -117,7 +117,9 @@ def test_count_vowels_output_is_what_it_should_be(built_plugin: Any) -> None:
 
 def test_timeout_matches(built_plugin: Any) -> None:
     ours, theirs = pair(built_plugin("kitchen"), timeout_ms=100)
-    assert _outcome(ours.call, "loop_forever", b"") == _outcome(theirs.call, "loop_forever", b"") == ("error", "timeout")
+    assert (
+        _outcome(ours.call, "loop_forever", b"") == _outcome(theirs.call, "loop_forever", b"") == ("error", "timeout")
+    )
     # both keep working afterwards
     assert _outcome(ours.call, "echo", b"after") == _outcome(theirs.call, "echo", b"after") == ("ok", b"after")
 

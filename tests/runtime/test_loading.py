@@ -167,13 +167,18 @@ def test_aot_cache_hits_on_the_second_load_and_survives_corruption(tmp_path: Pat
     cache = ModuleCache(tmp_path / "cache")
     CompiledPlugin(KITCHEN, cache=cache)
     assert (cache.hits, cache.misses) == (0, 1)
-    CompiledPlugin(KITCHEN, cache=cache)
+    CompiledPlugin(KITCHEN, cache=cache)  # same process: served from memory
     assert (cache.hits, cache.misses) == (1, 1)
+    # a new process (a fresh cache object on the same directory) loads the serialized module from disk
+    second = ModuleCache(tmp_path / "cache")
+    assert Plugin(KITCHEN, cache=second).call("echo", "from disk") == b"from disk"
+    assert (second.hits, second.misses) == (1, 0)
     (entry,) = (tmp_path / "cache").glob("*.cwasm")
     entry.write_bytes(b"garbage")
-    p = Plugin(KITCHEN, cache=cache)  # discarded, recompiled, still works
+    third = ModuleCache(tmp_path / "cache")
+    p = Plugin(KITCHEN, cache=third)  # discarded, recompiled, still works
     assert p.call("echo", "ok") == b"ok"
-    assert cache.misses == 2
+    assert (third.hits, third.misses) == (0, 1)
     assert entry.read_bytes() != b"garbage"
 
 

@@ -1,0 +1,187 @@
+"""A plugin loaded for this device: capabilities granted, host functions bound, frames decoded.
+
+:class:`DevicePlugin` is what the preview command, the frame engine and the deploy agent run. It reads the
+manifest's ``edged`` block, asks the device policy for a grant (refusing the plugin if it asks for more), refuses
+imports of host functions it was not granted, and drives the plugin through the frame protocol (``frame``, or
+Matricks' ``setup``/``update``), sensor ticks (``tick``) and GPIO events (``on_gpio``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import PluginError
+from ..runtime import CompiledPlugin, Manifest, ModuleCache, Plugin, default_cache
+from ..runtime._manifest import WasmPath, read_module
+from ..runtime._plugin import _resolve
+from .capabilities import Capabilities, DevicePolicy
+from .frames import Tick, decode_frame, decode_matricks
+from .functions import DeviceIO, DisplayInfo, HostContext, SharedValues, check_imports, host_functions
+
+Kind = Literal["animation", "sensor", "matricks", "service"]
+
+log = logging.getLogger("edged.host")
+
+
+def detect_kind(exports: set[str], declared: str | None) -> Kind:
+    """The declared kind, or the one the exports imply: ``frame`` → animation, ``update`` → matricks,
+    ``tick`` → sensor."""
+    if declared:
+        return declared  # type: ignore[return-value]
+    if "frame" in exports:
+        return "animation"
+    if "update" in exports:
+        return "matricks"
+    if "tick" in exports:
+        return "sensor"
+    return "service"
+
+
+class DevicePlugin:
+    """A plugin bound to this device's hardware, values and display.
+
+    ``source`` is anything :class:`edged.runtime.Plugin` accepts. ``policy`` decides what may be granted; a plugin
+    without an ``edged`` block (a released Matricks plugin, say) gets ``legacy_grant``. ``display`` sets the
+    Matricks config keys (``width``, ``height``, ``target_fps``, ``serpentine``, ``brightness``); ``config`` is
+    merged over the manifest's and those.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        policy: DevicePolicy | None = None,
+        io: DeviceIO | None = None,
+        values: SharedValues | None = None,
+        display: DisplayInfo | None = None,
+        config: Mapping[str, str] | None = None,
+        fuel: int | None = None,
+        timeout_ms: int | None = None,
+        legacy_grant: Capabilities | None = None,
+        cache: ModuleCache | None = None,
+        name: str | None = None,
+    ) -> None:
+        manifest, base_dir = _resolve(source)
+        policy = policy or DevicePolicy()
+        edged = manifest.edged
+        self.name = name or (edged.name if edged else _default_name(manifest))
+        self.version = edged.version if edged else "0.0.0"
+        if edged is not None:
+            requested = Capabilities.from_manifest_block(edged.capabilities)
+            self.grant = policy.grant(requested, self.name)
+        else:
+            self.grant = legacy_grant if legacy_grant is not None else Capabilities(led=True, wasi=True)
+        if not self.grant.http:
+            manifest = manifest.model_copy(update={"allowed_hosts": None})
+        if not self.grant.wasi:
+            manifest = manifest.model_copy(update={"allowed_paths": None})
+        if base_dir is not None:  # make relative wasm paths absolute before the manifest leaves its directory
+            manifest = manifest.model_copy(update={"wasm": [_absolute(w, base_dir) for w in manifest.wasm]})
+        cache = cache if cache is not None else default_cache()
+        main_src = dict(manifest.modules())["main"]
+        module = cache.load(read_module(main_src, None, allow_urls=False))
+        imports = [(i.module, i.name or "") for i in module.imports]
+        exports = {e.name for e in module.exports}
+        self.kind: Kind = detect_kind(exports, edged.kind if edged else None)
+        check_imports(imports, self.grant, self.name)
+
+        self.logger = logging.getLogger(f"edged.plugin.{self.name}")
+        self.display = display
+        self.ctx = HostContext(self.name, self.grant, io, values or SharedValues(), display, self.logger)
+        merged: dict[str, str] = {**(display.config() if display else {}), **manifest.config, **(config or {})}
+        self.compiled = CompiledPlugin(
+            manifest, wasi=self.grant.wasi, functions=host_functions(self.ctx, imports), cache=cache
+        )
+        self.plugin = Plugin(self.compiled, config=merged, fuel=fuel, timeout_ms=timeout_ms, logger=self.logger)
+        self._setup_done = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop the instance; safe to call twice."""
+        self.plugin.close()
+
+    def __enter__(self) -> DevicePlugin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def restart(self) -> None:
+        """Start over with a fresh instance (the next frame runs ``setup`` again for Matricks plugins)."""
+        self.plugin.close()
+        self._setup_done = False
+
+    # --- driving -----------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Matricks' ``setup``: called once per instance before the first ``update``; a failure is only logged."""
+        self._setup_done = True
+        if self.kind == "matricks" and self.plugin.function_exists("setup"):
+            try:
+                self.plugin.call("setup", b"")
+            except PluginError as exc:
+                self.logger.warning("setup failed: %s", exc, extra={"plugin": self.name})
+
+    def frame(self, tick: Tick) -> np.ndarray | None:
+        """Render one frame: H×W×3 RGB or H×W×4 RGBA, or ``None`` when the plugin says it is done.
+
+        Raises :class:`~edged.errors.PluginError` (a :class:`~edged.host.frames.FrameError` for a bad frame).
+        """
+        if self.display is None:
+            raise PluginError(f"{self.name}: no display to draw on")
+        self.deliver_events()
+        w, h = self.display.width, self.display.height
+        if self.kind == "matricks":
+            if not self._setup_done:
+                self.setup()
+            return decode_matricks(self.plugin.call("update", b""), w, h)
+        if self.kind != "animation":
+            raise PluginError(f"{self.name} is a {self.kind} plugin; it does not draw frames")
+        return decode_frame(self.plugin.call("frame", tick.pack()), w, h)
+
+    def tick(self, tick: Tick) -> bytes:
+        """A sensor plugin's periodic ``tick`` (after delivering pending GPIO events)."""
+        self.deliver_events()
+        return self.plugin.call("tick", tick.pack())
+
+    def deliver_events(self) -> int:
+        """Deliver queued GPIO edge events to the plugin's ``on_gpio`` export; returns how many were delivered.
+
+        Events are collected on gpiozero's threads and delivered here, on the caller's thread, because an
+        instance must only ever be used from one thread at a time.
+        """
+        events = self.ctx.events
+        if not events:
+            return 0
+        has_handler = self.plugin.function_exists("on_gpio")
+        n = 0
+        while events:
+            ev = events.popleft()
+            if has_handler:
+                self.plugin.call("on_gpio", json.dumps({"pin": ev.pin, "edge": ev.edge, "t": ev.t}).encode())
+                n += 1
+        return n
+
+    @property
+    def last_fuel_used(self) -> int | None:
+        return self.plugin.last_fuel_used
+
+
+def _default_name(manifest: Manifest) -> str:
+    src = manifest.wasm[-1]
+    if src.name and src.name != "main":
+        return src.name
+    return Path(src.path).stem if isinstance(src, WasmPath) else "plugin"
+
+
+def _absolute(w: Any, base: Path) -> Any:
+    if isinstance(w, WasmPath) and not Path(w.path).is_absolute():
+        return w.model_copy(update={"path": str(base / w.path)})
+    return w

@@ -1,0 +1,287 @@
+"""edged's host functions through real wasm plugins: granted calls work, ungranted ones never touch hardware."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from edged.errors import CapabilityDenied, PluginError
+from edged.host import Capabilities, DevicePolicy
+from edged.host.functions import SPECS, DisplayInfo, SharedValues
+from edged.host.plugin import DevicePlugin
+from tests.conftest import wat
+
+
+class FakeIO:
+    """Records every hardware access; the capability checks must stop ungranted calls before they get here."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.levels = {17: 1, 27: 0}
+        self.watchers: dict[int, Callable[[int, str, float], None]] = {}
+
+    def gpio_read(self, pin: int) -> int:
+        self.calls.append(("read", pin))
+        return self.levels.get(pin, 0)
+
+    def gpio_write(self, pin: int, value: int) -> None:
+        self.calls.append(("write", pin, value))
+
+    def gpio_pwm(self, pin: int, duty: float) -> None:
+        self.calls.append(("pwm", pin, duty))
+
+    def gpio_watch(self, pin: int, callback: Callable[[int, str, float], None]) -> None:
+        self.calls.append(("watch", pin))
+        self.watchers[pin] = callback
+
+    def sensor_read(self, name: str) -> tuple[float, str]:
+        self.calls.append(("sensor", name))
+        return {"distance": (0.42, "m"), "cpu_temperature": (51.5, "°C")}[name]
+
+
+# Probes: a plugin that calls one host function per export, with its input as the (JSON or string) argument.
+_ENV = """
+  (import "extism:host/env" "input_offset" (func $input_offset (result i64)))
+  (import "extism:host/env" "input_length" (func $input_length (result i64)))
+  (import "extism:host/env" "input_load_u8" (func $input_load_u8 (param i64) (result i32)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "length" (func $length (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "store_u64" (func $store_u64 (param i64 i64)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+"""
+_HELPERS = r"""
+  (memory (export "memory") 1)
+  (func $out (param $h i64) (call $output_set (local.get $h) (call $length (local.get $h))))
+  (func $out_i64 (param $v i64) (local $h i64)
+    (local.set $h (call $alloc (i64.const 8))) (call $store_u64 (local.get $h) (local.get $v))
+    (call $output_set (local.get $h) (i64.const 8)))
+  ;; a copy of the input in a new block, for functions that take a handle
+  (func $arg (result i64) (local $h i64) (local $i i64) (local $n i64)
+    (local.set $n (call $input_length)) (local.set $h (call $alloc (local.get $n)))
+    (block $d (loop $l (br_if $d (i64.ge_u (local.get $i) (local.get $n)))
+      (call $store_u8 (i64.add (local.get $h) (local.get $i)) (call $input_load_u8 (local.get $i)))
+      (local.set $i (i64.add (local.get $i) (i64.const 1))) (br $l)))
+    (local.get $h))
+  ;; raw-integer forms read their ints from the input: byte 0, then a u16 at byte 1
+  (func $int0 (result i32) (call $input_load_u8 (i64.const 0)))
+  (func $int1 (result i32)
+    (i32.or (call $input_load_u8 (i64.const 1)) (i32.shl (call $input_load_u8 (i64.const 2)) (i32.const 8))))
+"""
+_EXPORTS = {
+    "edged_display_info": "(call $out (call $edged_display_info))",
+    "edged_time_us": "(call $out_i64 (call $edged_time_us))",
+    "edged_gpio_read": "(call $out (call $edged_gpio_read (call $arg)))",
+    "edged_gpio_read_i": "(call $out_i64 (i64.extend_i32_u (call $edged_gpio_read_i (call $int0))))",
+    "edged_gpio_write": "(call $edged_gpio_write (call $arg))",
+    "edged_gpio_write_i": "(call $edged_gpio_write_i (call $int0) (call $int1))",
+    "edged_gpio_pwm": "(call $edged_gpio_pwm (call $arg))",
+    "edged_gpio_pwm_i": "(call $edged_gpio_pwm_i (call $int0) (call $int1))",
+    "edged_gpio_watch": "(call $edged_gpio_watch (call $arg))",
+    "edged_gpio_watch_i": "(call $edged_gpio_watch_i (call $int0) (call $int1))",
+    "edged_sensor_read": "(call $out (call $edged_sensor_read (call $arg)))",
+    "edged_sensor_read_f": "(call $out_i64 (i64.reinterpret_f64 (call $edged_sensor_read_f (call $arg))))",
+    "edged_value_set": "(call $edged_value_set (call $arg) (call $arg))",
+    "edged_value_get": """(local.set $h (call $edged_value_get (call $arg)))
+      (if (i64.ne (local.get $h) (i64.const 0)) (then (call $out (local.get $h))))""",
+}
+
+
+def probe(names: list[str], on_gpio: bool = False) -> bytes:
+    """A plugin importing exactly ``names``; export X calls host function edged_X."""
+    specs = {s.name: s for s in SPECS}
+    imports = "\n".join(
+        f'(import "extism:host/user" "{n}" (func ${n} (param {" ".join(specs[n].params)}) '
+        f"{'(result ' + ' '.join(specs[n].results) + ')' if specs[n].results else ''}))"
+        for n in names
+    )
+    exports = "\n".join(
+        f'(func (export "{n.removeprefix("edged_")}") (result i32) (local $h i64) {_EXPORTS[n]} (i32.const 0))'
+        for n in names
+    )
+    if on_gpio:  # publishes each event under the key "edge"
+        exports += """
+  (data (i32.const 4000) "edge")
+  (func (export "on_gpio") (result i32) (local $k i64) (local.set $k (call $alloc (i64.const 4)))
+    (call $store_u8 (local.get $k) (i32.const 101)) (call $store_u8 (i64.add (local.get $k) (i64.const 1)) (i32.const 100))
+    (call $store_u8 (i64.add (local.get $k) (i64.const 2)) (i32.const 103))
+    (call $store_u8 (i64.add (local.get $k) (i64.const 3)) (i32.const 101))
+    (call $edged_value_set (local.get $k) (call $arg)) (i32.const 0))"""
+    return wat("(module" + _ENV + imports + _HELPERS + exports + ")")
+
+
+ALL = probe([s.name for s in SPECS if not s.name.startswith("matricks_")])
+
+FULL = {
+    "led": True,
+    "gpio": {"read": [17, 27], "write": [22], "pwm": [12], "events": [17]},
+    "sensors": ["distance"],
+    "publish": ["distance"],
+    "subscribe": ["distance"],
+}
+POLICY = DevicePolicy(gpio_read=[17, 27], gpio_write=[22], gpio_pwm=[12], gpio_events=[17], sensors=["*"])
+
+
+def device(
+    caps: dict[str, Any],
+    io: FakeIO,
+    values: SharedValues | None = None,
+    policy: DevicePolicy = POLICY,
+    wasm: bytes = ALL,
+) -> DevicePlugin:
+    manifest = {"wasm": [{"data": wasm}], "edged": {"name": "probe", "capabilities": caps}}
+    return DevicePlugin(manifest, policy=policy, io=io, values=values, display=DisplayInfo(16, 8, fps=60))
+
+
+def test_granted_calls_reach_the_hardware() -> None:
+    io = FakeIO()
+    p = device(FULL, io).plugin
+    assert json.loads(p.call("display_info")) == {
+        "width": 16,
+        "height": 8,
+        "fps": 60,
+        "serpentine": False,
+        "brightness": 255,
+    }
+    assert json.loads(p.call("gpio_read", '{"pin": 17}')) == {"pin": 17, "value": 1}
+    assert struct.unpack("<q", p.call("gpio_read_i", bytes([27])))[0] == 0
+    p.call("gpio_write", '{"pin": 22, "value": 1}')
+    p.call("gpio_write_i", bytes([22, 0, 0]))
+    p.call("gpio_pwm", '{"pin": 12, "duty": 0.25}')
+    p.call("gpio_pwm_i", bytes([12]) + struct.pack("<H", 750))
+    p.call("gpio_watch", '{"pin": 17, "edges": "rising"}')
+    reading = json.loads(p.call("sensor_read", "distance"))
+    assert (reading["name"], reading["value"], reading["unit"]) == ("distance", 0.42, "m")
+    assert struct.unpack("<d", p.call("sensor_read_f", "distance"))[0] == 0.42
+    assert struct.unpack("<q", p.call("time_us"))[0] >= 0
+    assert io.calls == [
+        ("read", 17),
+        ("read", 27),
+        ("write", 22, 1),
+        ("write", 22, 0),
+        ("pwm", 12, 0.25),
+        ("pwm", 12, 0.75),
+        ("watch", 17),
+        ("sensor", "distance"),
+        ("sensor", "distance"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("export", "arg", "message"),
+    [
+        ("gpio_read", '{"pin": 22}', r"pin 22 is not granted for gpio.read \(granted: \[17, 27\]\)"),
+        ("gpio_read_i", bytes([5]), "pin 5 is not granted for gpio.read"),
+        ("gpio_write", '{"pin": 17, "value": 1}', "pin 17 is not granted for gpio.write"),
+        ("gpio_write_i", bytes([18, 1, 0]), "pin 18 is not granted for gpio.write"),
+        ("gpio_pwm", '{"pin": 22, "duty": 0.5}', "pin 22 is not granted for gpio.pwm"),
+        ("gpio_pwm_i", bytes([13, 1, 0]), "pin 13 is not granted for gpio.pwm"),
+        ("gpio_watch", '{"pin": 27}', "pin 27 is not granted for gpio.events"),
+        ("sensor_read", "cpu_temperature", "sensor 'cpu_temperature' is not granted"),
+        ("value_set", "other", "value 'other' is not granted for publish"),
+        ("value_get", "other", "value 'other' is not granted for subscribe"),
+    ],
+)
+def test_ungranted_pins_and_names_fail_the_call_and_touch_nothing(export: str, arg: Any, message: str) -> None:
+    io = FakeIO()
+    dp = device(FULL, io)
+    with pytest.raises(CapabilityDenied, match=message):
+        dp.plugin.call(export, arg)
+    assert io.calls == []
+    assert dp.plugin.call("display_info")  # the plugin keeps working
+
+
+@pytest.mark.parametrize(
+    ("export", "arg", "message"),
+    [
+        ("gpio_write", "not json", "argument is not JSON"),
+        ("gpio_write", "[1, 2]", "must be a JSON object"),
+        ("gpio_write", '{"pin": "22", "value": 1}', "'pin' must be an integer"),
+        ("gpio_pwm", '{"pin": 12, "duty": 1.5}', "duty must be a number from 0 to 1"),
+        ("gpio_pwm", '{"pin": 12, "duty": -0.1}', "duty must be a number from 0 to 1"),
+        ("gpio_pwm_i", bytes([12]) + struct.pack("<H", 1001), "duty must be 0-1000"),
+        ("gpio_watch", '{"pin": 17, "edges": "sideways"}', "edges must be"),
+        ("gpio_watch_i", bytes([17, 9, 0]), "edges must be 1"),
+    ],
+)
+def test_malformed_arguments_are_plugin_errors(export: str, arg: Any, message: str) -> None:
+    io = FakeIO()
+    with pytest.raises(PluginError, match=message):
+        device(FULL, io).plugin.call(export, arg)
+    assert io.calls == []
+
+
+@pytest.mark.parametrize(
+    ("caps", "function", "capability"),
+    [
+        ({}, "edged_display_info", "led"),
+        ({"led": True}, "edged_gpio_read", "gpio.read"),
+        ({"led": True, "gpio": {"read": [17]}}, "edged_gpio_write", "gpio.write"),
+    ],
+)
+def test_importing_an_ungranted_function_fails_to_load_naming_both(caps: dict, function: str, capability: str) -> None:
+    with pytest.raises(CapabilityDenied, match=f"imports extism:host/user::{function}, which needs the '{capability}'"):
+        device(caps, FakeIO())
+
+
+def test_asking_for_more_than_the_policy_allows_fails_to_load() -> None:
+    caps = {**FULL, "gpio": {"read": [17], "write": [18]}}
+    with pytest.raises(CapabilityDenied, match=r"does not allow: gpio.write pin 18 \(reserved by the device\)"):
+        device(caps, FakeIO())
+    with pytest.raises(CapabilityDenied, match="does not allow: .*sensor 'distance'"):
+        device(
+            FULL, FakeIO(), policy=DevicePolicy(gpio_read=[17, 27], gpio_write=[22], gpio_pwm=[12], gpio_events=[17])
+        )
+
+
+def test_wasi_and_http_stay_off_unless_granted() -> None:
+    wasi = wat(
+        '(module (import "wasi_snapshot_preview1" "random_get" (func (param i32 i32) (result i32)))'
+        ' (memory (export "memory") 1) (func (export "frame") (result i32) (i32.const 0)))'
+    )
+    manifest = {"wasm": [{"data": wasi}], "edged": {"name": "w", "capabilities": {"led": True}}}
+    with pytest.raises(PluginError, match="WASI is not enabled"):
+        DevicePlugin(manifest, policy=DevicePolicy(wasi=True))
+    with pytest.raises(CapabilityDenied, match="does not allow: wasi"):
+        DevicePlugin({**manifest, "edged": {"name": "w", "capabilities": {"led": True, "wasi": True}}})
+    ok = DevicePlugin(
+        {**manifest, "edged": {"name": "w", "capabilities": {"wasi": True}}}, policy=DevicePolicy(wasi=True)
+    )
+    assert ok.grant.wasi
+    http = {"wasm": [{"data": ALL}], "allowed_hosts": ["*"], "edged": {"name": "h", "capabilities": FULL}}
+    assert DevicePlugin(http, policy=POLICY, io=FakeIO()).plugin.compiled.manifest.allowed_hosts is None
+
+
+def test_shared_values_flow_from_a_sensor_plugin_to_an_animation() -> None:
+    values = SharedValues()
+    sensor = device({"publish": ["distance"]}, FakeIO(), values, wasm=probe(["edged_value_set"]))
+    display = device({"led": True, "subscribe": ["distance"]}, FakeIO(), values, wasm=probe(["edged_value_get"]))
+    assert display.plugin.call("value_get", "distance") == b""
+    sensor.plugin.call("value_set", "distance")  # key and value are both the input
+    assert display.plugin.call("value_get", "distance") == b"distance"
+
+
+def test_gpio_events_are_queued_and_delivered_on_the_callers_thread() -> None:
+    io = FakeIO()
+    values = SharedValues()
+    wasm = probe(["edged_gpio_watch", "edged_value_set"], on_gpio=True)
+    dp = device({"gpio": {"events": [17]}, "publish": ["edge"]}, io, values, wasm=wasm)
+    dp.plugin.call("gpio_watch", '{"pin": 17, "edges": "rising"}')
+    io.watchers[17](17, "rising", 1.5)
+    io.watchers[17](17, "falling", 1.6)  # filtered: only rising edges were asked for
+    assert len(dp.ctx.events) == 1 and values.get("edge") is None  # queued, not delivered on the io thread
+    assert dp.deliver_events() == 1
+    assert json.loads(values.get("edge") or b"") == {"pin": 17, "edge": "rising", "t": 1.5}
+    assert dp.deliver_events() == 0
+
+
+def test_legacy_grant_for_plugins_without_a_manifest() -> None:
+    dp = DevicePlugin(probe(["edged_display_info"]), io=FakeIO(), display=DisplayInfo(4, 4))
+    assert dp.grant == Capabilities(led=True, wasi=True)
+    assert json.loads(dp.plugin.call("display_info"))["width"] == 4
+    with pytest.raises(CapabilityDenied, match="edged_gpio_read, which needs the 'gpio.read' capability"):
+        DevicePlugin(probe(["edged_gpio_read"]), io=FakeIO())
