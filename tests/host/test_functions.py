@@ -105,9 +105,9 @@ def probe(names: list[str], on_gpio: bool = False) -> bytes:
     )
     if on_gpio:  # publishes each event under the key "edge"
         exports += """
-  (data (i32.const 4000) "edge")
   (func (export "on_gpio") (result i32) (local $k i64) (local.set $k (call $alloc (i64.const 4)))
-    (call $store_u8 (local.get $k) (i32.const 101)) (call $store_u8 (i64.add (local.get $k) (i64.const 1)) (i32.const 100))
+    (call $store_u8 (local.get $k) (i32.const 101))
+    (call $store_u8 (i64.add (local.get $k) (i64.const 1)) (i32.const 100))
     (call $store_u8 (i64.add (local.get $k) (i64.const 2)) (i32.const 103))
     (call $store_u8 (i64.add (local.get $k) (i64.const 3)) (i32.const 101))
     (call $edged_value_set (local.get $k) (call $arg)) (i32.const 0))"""
