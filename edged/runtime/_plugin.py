@@ -409,8 +409,8 @@ class Plugin:
             if timeout is not None:
                 TICKER.disarm()
                 store.set_epoch_deadline(UNLIMITED_TICKS)
-        if fuel is not None:
-            self.last_fuel_used = fuel - store.get_fuel()
+            if fuel is not None:  # also after a failure: a budget report needs what the failed call burnt
+                self.last_fuel_used = fuel - store.get_fuel()
         out_off, out_len, err = kernel.result()
         if err:
             msg = kernel.read(err).decode("utf-8", errors="replace")

@@ -1,0 +1,160 @@
+"""One display's frame loop: layers composited at a fixed rate, sensor plugins on their intervals."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..host.frames import Tick
+from .clock import Clock
+from .compose import Canvas
+from .playlist import PlaylistPlayer
+from .supervisor import Supervised
+from .timing import FrameGrid, IntervalStats
+
+log = logging.getLogger("edged.engine")
+
+
+class FrameSink(Protocol):
+    """Where finished frames go: the hardware pipeline and backend, or an emulated one."""
+
+    def show(self, frame: np.ndarray) -> None: ...
+
+
+@dataclass
+class Layer:
+    """A playlist drawn into a region of the display (x, y, width, height), bottom layers first."""
+
+    name: str
+    player: PlaylistPlayer
+    x: int = 0
+    y: int = 0
+    width: int = 0
+    height: int = 0
+    opacity: float = 1.0
+
+
+@dataclass
+class SensorTask:
+    """A sensor plugin run every ``interval_s`` between frames."""
+
+    slot: Supervised
+    interval_s: float
+    next_due: float = 0.0
+    ticks: int = 0
+
+
+@dataclass
+class DisplayStats:
+    frames: int = 0
+    dropped: int = 0
+    intervals: IntervalStats = field(default_factory=IntervalStats)
+    render_ms_max: float = 0.0
+
+
+class DisplayRunner:
+    """Drives one display. :meth:`step` renders and shows one frame; :meth:`run` loops on the frame grid until
+    stopped, sleeping (never spinning) until each deadline and dropping frames that are already late."""
+
+    def __init__(
+        self,
+        name: str,
+        width: int,
+        height: int,
+        fps: float,
+        layers: list[Layer],
+        sink: FrameSink,
+        clock: Clock,
+        sensors: list[SensorTask] | None = None,
+    ) -> None:
+        self.name = name
+        self.width, self.height, self.fps = width, height, fps
+        self.layers = layers
+        self.sink = sink
+        self.clock = clock
+        self.sensors = sensors or []
+        self.canvas = Canvas(width, height)
+        self.stats = DisplayStats()
+        self.frame_index = 0
+        self.started: float | None = None
+        self._last_tick: float | None = None
+        self.lock = threading.Lock()  # held while rendering; the control interface takes it to change layers
+
+    def _tick(self, now: float) -> Tick:
+        assert self.started is not None
+        dt = 0 if self._last_tick is None else int((now - self._last_tick) * 1e6)
+        self._last_tick = now
+        return Tick(
+            self.frame_index, int((now - self.started) * 1e6), dt, self.width, self.height, self.frame_index == 0
+        )
+
+    def render(self, now: float) -> np.ndarray:
+        """Composite every layer for the frame at ``now`` and return the display's RGB frame."""
+        if self.started is None:
+            self.started = now
+        tick = self._tick(now)
+        self.canvas.clear()
+        for layer in self.layers:
+            frame = layer.player.render(tick, now)
+            if frame is not None:
+                self.canvas.draw(frame, layer.x, layer.y, layer.opacity)
+        return self.canvas.rgb
+
+    def step(self, now: float | None = None) -> np.ndarray:
+        """Render and show one frame now."""
+        now = self.clock.now() if now is None else now
+        with self.lock:
+            start = self.clock.now()
+            frame = self.render(now)
+            self.sink.show(frame)
+            self.stats.render_ms_max = max(self.stats.render_ms_max, (self.clock.now() - start) * 1e3)
+        self.stats.intervals.mark(self.clock.now())
+        self.stats.frames += 1
+        self.frame_index += 1
+        return frame
+
+    def run_sensors(self, now: float, until: float) -> None:
+        """Run the sensor plugins that are due, while there is time before ``until``."""
+        for task in self.sensors:
+            if now >= task.next_due and self.clock.now() < until:
+                task.slot.tick(Tick(task.ticks, int(now * 1e6), int(task.interval_s * 1e6), 0, 0, task.ticks == 0))
+                task.ticks += 1
+                task.next_due = now + task.interval_s
+
+    def run(
+        self,
+        stop: threading.Event,
+        frames: int | None = None,
+        on_frame: Callable[[DisplayRunner], Any] | None = None,
+    ) -> None:
+        """Loop until ``stop`` is set (or ``frames`` frames were shown)."""
+        grid = FrameGrid.at_fps(self.fps, self.clock.now())
+        shown = 0
+        while not stop.is_set() and (frames is None or shown < frames):
+            self.clock.sleep_until(grid.deadline(), stop)
+            if stop.is_set():
+                break
+            self.step(grid.deadline())
+            shown += 1
+            if on_frame is not None:
+                on_frame(self)
+            nxt = grid.next_after(self.clock.now())
+            self.stats.dropped = grid.dropped
+            self.run_sensors(self.clock.now(), nxt)
+
+    def blank(self) -> None:
+        """Show an all-black frame (on exit and on SIGTERM)."""
+        self.canvas.clear()
+        self.sink.show(self.canvas.rgb)
+
+    def close(self) -> None:
+        for layer in self.layers:
+            for slot in layer.player.slots.values():
+                slot.close()
+        for task in self.sensors:
+            task.slot.close()
