@@ -17,7 +17,8 @@ _HEAD = """(module
     (i64.mul (i64.and (i64.shr_u (call $in64 (i64.const 16)) (i64.const 32)) (i64.const 0xffff))
              (i64.shr_u (call $in64 (i64.const 16)) (i64.const 48))))
   ;; output a frame of `pixels` pixels of (r, g, b[, a]) with `ch` channels
-  (func $solid (param $r i32) (param $g i32) (param $b i32) (param $a i32) (param $ch i32) (local $h i64) (local $i i64) (local $n i64)
+  (func $solid (param $r i32) (param $g i32) (param $b i32) (param $a i32) (param $ch i32)
+    (local $h i64) (local $i i64) (local $n i64)
     (local.set $n (i64.mul (call $pixels) (i64.extend_i32_u (local.get $ch))))
     (local.set $h (call $alloc (local.get $n)))
     (block $d (loop $l (br_if $d (i64.ge_u (local.get $i) (local.get $n)))
