@@ -89,6 +89,9 @@ class DevicePolicy(BaseModel):
     wasi: bool = False
     http: bool = False
     led: bool = True
+    #: the grant for plugins without an ``edged`` block (released Matricks plugins): drawing, and WASI for
+    #: clocks and random numbers (no files: without a manifest there are no allowed_paths)
+    legacy: Capabilities = Field(default_factory=lambda: Capabilities(led=True, wasi=True))
 
     _check = field_validator("gpio_read", "gpio_write", "gpio_pwm", "gpio_events", "reserved_pins")(
         classmethod(lambda cls, v: _pins(v))

@@ -29,7 +29,8 @@ LEGACY = "env"
 
 
 class DeviceIO(Protocol):
-    """What host functions need from the hardware layer. Pins are BCM numbers."""
+    """What host functions need from the hardware layer. Pins are BCM numbers; ``gpio_watch`` callbacks receive
+    (pin, "rising" | "falling", ``time.monotonic()`` of the edge) on any thread."""
 
     def gpio_read(self, pin: int) -> int: ...
     def gpio_write(self, pin: int, value: int) -> None: ...
@@ -239,7 +240,7 @@ def _watch(ctx: HostContext, pin: int, mask: int) -> None:
 
     def on_edge(p: int, edge: str, t: float) -> None:
         if _EDGES[edge] & mask:
-            ctx.events.append(GpioEvent(p, edge, t))
+            ctx.events.append(GpioEvent(p, edge, round(t - ctx.started, 6)))
 
     assert ctx.io is not None
     ctx.io.gpio_watch(pin, on_edge)

@@ -49,7 +49,8 @@ class DevicePlugin:
     ``source`` is anything :class:`edged.runtime.Plugin` accepts. ``policy`` decides what may be granted; a plugin
     without an ``edged`` block (a released Matricks plugin, say) gets ``legacy_grant``. ``display`` sets the
     Matricks config keys (``width``, ``height``, ``target_fps``, ``serpentine``, ``brightness``); ``config`` is
-    merged over the manifest's and those.
+    merged over the manifest's and those. ``legacy_grant`` overrides the policy's grant for plugins without an
+    ``edged`` block.
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class DevicePlugin:
             requested = Capabilities.from_manifest_block(edged.capabilities)
             self.grant = policy.grant(requested, self.name)
         else:
-            self.grant = legacy_grant if legacy_grant is not None else Capabilities(led=True, wasi=True)
+            self.grant = legacy_grant if legacy_grant is not None else policy.legacy
         if not self.grant.http:
             manifest = manifest.model_copy(update={"allowed_hosts": None})
         if not self.grant.wasi:

@@ -271,8 +271,8 @@ def test_gpio_events_are_queued_and_delivered_on_the_callers_thread() -> None:
     wasm = probe(["edged_gpio_watch", "edged_value_set"], on_gpio=True)
     dp = device({"gpio": {"events": [17]}, "publish": ["edge"]}, io, values, wasm=wasm)
     dp.plugin.call("gpio_watch", '{"pin": 17, "edges": "rising"}')
-    io.watchers[17](17, "rising", 1.5)
-    io.watchers[17](17, "falling", 1.6)  # filtered: only rising edges were asked for
+    io.watchers[17](17, "rising", dp.ctx.started + 1.5)
+    io.watchers[17](17, "falling", dp.ctx.started + 1.6)  # filtered: only rising edges were asked for
     assert len(dp.ctx.events) == 1 and values.get("edge") is None  # queued, not delivered on the io thread
     assert dp.deliver_events() == 1
     assert json.loads(values.get("edge") or b"") == {"pin": 17, "edge": "rising", "t": 1.5}
