@@ -47,7 +47,7 @@ class DevicePlugin:
     """A plugin bound to this device's hardware, values and display.
 
     ``source`` is anything :class:`edged.runtime.Plugin` accepts. ``policy`` decides what may be granted; a plugin
-    without an ``edged`` block (a released Matricks plugin, say) gets ``legacy_grant``. ``display`` sets the
+    without an ``edged`` block (a released Matricks plugin, say) gets ``policy.legacy``. ``display`` sets the
     Matricks config keys (``width``, ``height``, ``target_fps``, ``serpentine``, ``brightness``); ``config`` is
     merged over the manifest's and those. ``legacy_grant`` overrides the policy's grant for plugins without an
     ``edged`` block.
