@@ -1,0 +1,1 @@
+"""edged's hardware layer: LED displays, GPIO and sensors, real and emulated."""
