@@ -88,6 +88,68 @@ class DeployError(EdgedError):
     """A deployment step (bundle, signature, transfer, store) failed."""
 
 
+class BadSignature(DeployError, ValueError):
+    """A signature does not verify against the named key."""
+
+
+class UntrustedKey(DeployError, PermissionError):
+    """A key is not in the trust store, or not trusted for the role it signed in."""
+
+
+class MessageRejected(DeployError, ValueError):
+    """A signed message (command, desired state) was refused; ``reason`` is a stable code for status replies."""
+
+    reason = "rejected"
+
+
+class MalformedMessage(MessageRejected):
+    """Not JSON, or not a valid signed envelope."""
+
+    reason = "malformed"
+
+
+class MessageBadSignature(MessageRejected):
+    """The envelope's signature does not verify."""
+
+    reason = "bad_signature"
+
+
+class MessageUntrustedKey(MessageRejected):
+    """The envelope is signed by a key the device does not trust for this role."""
+
+    reason = "untrusted_key"
+
+
+class MessageExpired(MessageRejected):
+    """The envelope's ``expires_at`` has passed."""
+
+    reason = "expired"
+
+
+class MessageNotYetValid(MessageRejected):
+    """The envelope's ``issued_at`` lies in the future (beyond the allowed clock skew)."""
+
+    reason = "not_yet_valid"
+
+
+class MessageReplayed(MessageRejected):
+    """The envelope's nonce was already accepted once."""
+
+    reason = "replayed"
+
+
+class BundleRejected(DeployError, ValueError):
+    """A plugin bundle was refused; ``reason`` is a stable code (``hash_mismatch``, ``downgrade``, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreError(DeployError):
+    """The on-device plugin store cannot do what was asked (unknown plugin or version, nothing to roll back to)."""
+
+
 # --- warnings ----------------------------------------------------------------------------------------------------
 
 
