@@ -1,0 +1,167 @@
+"""Pydantic models of every payload on the deployment topics (see docs/mqtt.md). All refuse unknown fields.
+
+Desired-state documents and commands travel inside a signed envelope (:mod:`edged.deploy.trust`); the models here
+describe the envelope's ``payload``. Chunks travel as one JSON header line, a newline, then the raw bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .topics import check_id
+
+_STRICT = ConfigDict(extra="forbid")
+
+#: most chunk indices one request may ask for
+MAX_INDICES = 256
+
+State = Literal[
+    "downloading", "verifying", "installing", "activating", "healthy", "failed", "rejected", "removed", "rolled_back"
+]
+
+
+class PluginSpec(BaseModel):
+    """One plugin of a desired state: the signed bundle metadata and manifest, fetched in chunks by hash."""
+
+    model_config = _STRICT
+    name: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=64)
+    #: the bundle's signed metadata (``edged.deploy.bundle.BundleMeta`` as JSON)
+    meta: dict[str, Any]
+    #: the bundle's manifest (the digest in ``meta`` covers it)
+    manifest: dict[str, Any]
+    #: the marketplace signs this to allow going back to a lower version (a rollback)
+    allow_downgrade: bool = False
+
+
+class DesiredState(BaseModel):
+    """The plugin set (and playlist) a device or group should run. Newer ``seq`` wins; older ones are ignored."""
+
+    model_config = _STRICT
+    #: strictly increasing per target (the marketplace uses milliseconds since the epoch)
+    seq: int = Field(ge=0)
+    plugins: list[PluginSpec] = Field(default_factory=list, max_length=64)
+    playlist: list[str] = Field(default_factory=list, max_length=256)
+
+    @field_validator("plugins")
+    @classmethod
+    def _unique(cls, v: list[PluginSpec]) -> list[PluginSpec]:
+        names = [p.name for p in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate plugin names: {names}")
+        return v
+
+
+class Command(BaseModel):
+    """A one-off action with a correlation id, answered on the device's reply topic."""
+
+    model_config = _STRICT
+    id: str = Field(min_length=1, max_length=64)
+    op: Literal["install", "remove", "rollback", "restart", "identify"]
+    name: str | None = Field(default=None, max_length=64)
+    #: for ``install``: what to install
+    plugin: PluginSpec | None = None
+
+
+class Reply(BaseModel):
+    """The device's answer to a command (or to a message it could not even read, with ``id`` None)."""
+
+    model_config = _STRICT
+    id: str | None
+    device: str
+    ok: bool
+    #: stable reason code when not ok (``malformed``, ``bad_signature``, ``expired``, ``unknown_plugin``, ...)
+    error: str | None = None
+    detail: str = ""
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class Status(BaseModel):
+    """A progress or error event on the device's status topic."""
+
+    model_config = _STRICT
+    device: str
+    state: State
+    name: str | None = None
+    version: str | None = None
+    percent: float = Field(default=0.0, ge=0, le=100)
+    reason: str | None = None
+    detail: str = ""
+    #: the topic of the message that caused an error, if any
+    topic: str | None = None
+    ts: float = Field(default_factory=time.time)
+
+
+class ReportedPlugin(BaseModel):
+    model_config = _STRICT
+    version: str | None
+    state: State
+    reason: str | None = None
+    #: the version that was asked for when it differs from the running one (after a rollback or failure)
+    wanted: str | None = None
+
+
+class Reported(BaseModel):
+    """What the device actually runs (retained)."""
+
+    model_config = _STRICT
+    device: str
+    groups: list[str] = Field(default_factory=list)
+    plugins: dict[str, ReportedPlugin] = Field(default_factory=dict)
+    #: the ``seq`` of the last desired state applied, per source (``device`` or ``group:<g>``)
+    applied: dict[str, int] = Field(default_factory=dict)
+    ts: float = Field(default_factory=time.time)
+
+
+class Presence(BaseModel):
+    """``online`` on connect, ``offline`` as the last will (both retained)."""
+
+    model_config = _STRICT
+    device: str
+    state: Literal["online", "offline"]
+    groups: list[str] = Field(default_factory=list)
+    ts: float = Field(default_factory=time.time)
+
+
+class ChunkRequest(BaseModel):
+    """A device asks the marketplace for some chunks of one bundle's wasm."""
+
+    model_config = _STRICT
+    device: str
+    name: str = Field(max_length=64)
+    version: str = Field(max_length=64)
+    wasm_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    chunk_size: int = Field(ge=1024, le=4 * 1024 * 1024)
+    indices: list[int] = Field(min_length=1, max_length=MAX_INDICES)
+
+    _dev = field_validator("device")(classmethod(lambda cls, v: check_id(v)))
+
+
+class ChunkHeader(BaseModel):
+    """The JSON line in front of a chunk's bytes. ``error`` set means no bytes follow (``unknown_plugin``, ...)."""
+
+    model_config = _STRICT
+    name: str
+    version: str
+    wasm_sha256: str
+    index: int = Field(ge=0)
+    total: int = Field(ge=0)
+    chunk_size: int = Field(ge=1)
+    sha256: str = ""
+    error: str | None = None
+
+
+def pack_chunk(header: ChunkHeader, data: bytes) -> bytes:
+    """A chunk message: the header as one JSON line, then the raw bytes."""
+    return header.model_dump_json().encode() + b"\n" + data
+
+
+def unpack_chunk(raw: bytes) -> tuple[ChunkHeader, bytes]:
+    """Split and validate a chunk message; raises ``ValueError`` (a pydantic ``ValidationError``) when malformed."""
+    head, sep, data = raw.partition(b"\n")
+    if not sep:
+        raise ValueError("chunk message without a header line")
+    return ChunkHeader.model_validate_json(head), data
