@@ -3,8 +3,9 @@
 
 Workloads are Extism's own: an empty call, count_vowels over 4096 x 'a' (which uses config and vars), consume,
 echo and reflect (a host function returning its input) at 64 KiB, 640 KiB and 6.25 MiB, and plugin creation
-(cold: compiled from scratch; warm: from the AOT cache / a CompiledPlugin). The same AssemblyScript plugins built
-with the official @extism/as-pdk run on both hosts. Rounds interleave the hosts, so machine noise hits all of them
+(cold: compiled from scratch; warm: from the AOT cache / a CompiledPlugin). The same wasm runs on both hosts:
+count_vowels is the bundled AssemblyScript example (official @extism/as-pdk), the rest a C plugin built by
+plugins/build (tests/plugins/c/workloads.c). Rounds interleave the hosts, so machine noise hits all of them
 alike; the table shows per-call medians and the ratios against the SDK (the anchor) and the raw floor.
 
 Usage: python bench/runtime.py [--quick] [--json FILE]
@@ -28,8 +29,10 @@ from edged.runtime import CompiledPlugin, ModuleCache, Plugin, host_fn
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "tests" / "plugins" / "build"
-KITCHEN = BUILD / "kitchen.wasm"
-COUNT_VOWELS = BUILD / "count_vowels.wasm"
+#: noop/consume/echo/reflect in freestanding C (tests/plugins/c/workloads.c), as Extism's own benchmark plugins
+WORKLOADS = BUILD / "workloads.wasm"
+#: the bundled AssemblyScript example (official as-pdk): config, vars and a JSON output on every call
+COUNT_VOWELS = ROOT / "plugins" / "examples" / "count_vowels" / "count_vowels.wasm"
 SIZES = {"64 KiB": 64 * 1024, "640 KiB": 640 * 1024, "6.25 MiB": 6400 * 1024}
 
 
@@ -63,12 +66,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds (for a smoke run)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
-    for f in (KITCHEN, COUNT_VOWELS):
+    for f in (WORKLOADS, COUNT_VOWELS):
         if not f.exists():
             print(f"missing {f}: run plugins/build first", file=sys.stderr)
             return 2
     rounds = 5 if args.quick else 15
-    kitchen = KITCHEN.read_bytes()
+    workloads = WORKLOADS.read_bytes()
     vowels = COUNT_VOWELS.read_bytes()
     config = {"thing": "a config value"}
 
@@ -80,9 +83,9 @@ def main() -> int:
     def sdk_reflect(data: bytes) -> bytes:
         return data
 
-    # a fixed one-page module for edged's other exports isn't needed: kitchen imports reflect, so both hosts need it
-    ours = Plugin(kitchen, functions=[reflect])
-    sdk = extism.Plugin(kitchen, functions=[sdk_reflect])
+    # the workloads module imports reflect, so both hosts get it
+    ours = Plugin(workloads, functions=[reflect])
+    sdk = extism.Plugin(workloads, functions=[sdk_reflect])
     ours_v = Plugin(vowels, config=config)
     sdk_v = extism.Plugin(vowels, config=config, functions=[])
 
@@ -148,18 +151,18 @@ def main() -> int:
 
         def edged_cold() -> None:
             # a fresh cache directory each time: nothing cached, a real compile
-            Plugin(kitchen, functions=[reflect], cache=ModuleCache(Path(tmp) / str(next(counter)))).call("noop")
+            Plugin(workloads, functions=[reflect], cache=ModuleCache(Path(tmp) / str(next(counter)))).call("noop")
 
         warm_cache = ModuleCache(Path(tmp) / "warm")
-        CompiledPlugin(kitchen, functions=[reflect], cache=warm_cache)
-        compiled = CompiledPlugin(kitchen, functions=[reflect], cache=warm_cache)
-        sdk_compiled = extism.CompiledPlugin(kitchen, functions=[sdk_reflect])
+        CompiledPlugin(workloads, functions=[reflect], cache=warm_cache)
+        compiled = CompiledPlugin(workloads, functions=[reflect], cache=warm_cache)
+        sdk_compiled = extism.extism.CompiledPlugin(workloads, functions=[sdk_reflect])
         row(
             "create plugin (cold)",
             measure(
                 {
                     "edged": edged_cold,
-                    "extism SDK": lambda: extism.Plugin(kitchen, functions=[sdk_reflect]).call("noop", b""),
+                    "extism SDK": lambda: extism.Plugin(workloads, functions=[sdk_reflect]).call("noop", b""),
                 },
                 5,
                 max(5, rounds // 2),
@@ -169,8 +172,8 @@ def main() -> int:
             "create plugin (cached)",
             measure(
                 {
-                    "edged": lambda: Plugin(kitchen, functions=[reflect], cache=warm_cache).call("noop"),
-                    "extism SDK": lambda: extism.Plugin(kitchen, functions=[sdk_reflect]).call("noop", b""),
+                    "edged": lambda: Plugin(workloads, functions=[reflect], cache=warm_cache).call("noop"),
+                    "extism SDK": lambda: extism.Plugin(workloads, functions=[sdk_reflect]).call("noop", b""),
                 },
                 20,
                 rounds,

@@ -440,11 +440,16 @@ class Plugin:
         return PluginTrap(prefix + trap_message(str(exc)))
 
     def _memory_exhausted(self, inst: _Instance) -> bool:
-        """After a trap: is the plugin's memory at its max_pages budget? (wasmtime-py cannot report a failed
-        ``memory.grow`` directly, so a trap at the limit is reported as "oom".)"""
+        """After a trap: was it most likely a failed ``memory.grow`` against the max_pages budget?
+
+        wasmtime-py has no resource-limiter callback, so a failed grow is invisible (it returns -1 and the guest's
+        allocator then traps). Allocators grow by at least what they need and usually double (AssemblyScript,
+        dlmalloc), so a trap with the memory over half its budget is reported as "oom"; the trap stays the cause.
+        """
         if self.memory_limit is None or inst.memory is None:
             return False
         try:
-            return inst.memory.data_len(inst.store) + L.PAGE > self.memory_limit
+            size = inst.memory.data_len(inst.store)
+            return size + max(L.PAGE, size) > self.memory_limit
         except wasmtime.WasmtimeError:
             return False
