@@ -1,0 +1,144 @@
+"""The SPI backend, usable on a Pi 5: WS2812 bits encoded as SPI bits through ``spidev``, or raw pixels written to
+the kernel's ws2812-pio device (``/dev/leds0``).
+
+**spidev mode.** Each WS2812 data bit becomes ``bits_per_bit`` SPI bits, most significant first: with 3 (the
+default) at 2.4 MHz a 0 is ``100`` (417 ns high) and a 1 is ``110`` (833 ns high), inside the WS2812B's ±150 ns
+tolerance of 400/800 ns in a 1.25 µs bit; with 4 at 3.2 MHz a 0 is ``1000`` and a 1 is ``1110``. One zero byte
+goes first (the line is low before the first bit) and ``reset_us`` of zeros last (the latch). The whole frame goes
+in one ``writebytes2`` call; raise ``spidev.bufsiz`` (e.g. 32768) so the kernel does not split it.
+
+**leds0 mode.** The ws2812-pio overlay (``dtoverlay=ws2812-pio,gpio=N,num_leds=N``, add ``rgbw`` for RGBW) makes
+``/dev/leds0``, which takes 4 bytes per LED in R, G, B, W order and does the wire ordering itself; so the display's
+``color_order`` must be ``RGB`` or ``RGBW`` (3-byte buffers are padded with W = 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...errors import BackendUnavailable
+
+log = logging.getLogger("edged.hardware")
+
+#: SPI clock for each encoding, in Hz
+SPI_CLOCK = {3: 2_400_000, 4: 3_200_000}
+_PATTERN = {3: (0b100, 0b110), 4: (0b1000, 0b1110)}
+
+
+class SpiBackendConfig(BaseModel):
+    """``type = "spi"``: WS2812 over SPI (``mode = "spidev"``) or the ws2812-pio device (``mode = "leds0"``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["spi"] = "spi"
+    mode: Literal["spidev", "leds0"] = "spidev"
+    bus: int = Field(0, ge=0, le=6)
+    device: int = Field(0, ge=0, le=3)
+    bits_per_bit: Literal[3, 4] = 3
+    reset_us: int = Field(300, ge=50, le=10_000, description="low time after a frame; WS2812B needs > 280 µs")
+    path: str = Field("/dev/leds0", description="leds0 mode: the ws2812-pio device")
+
+    @property
+    def speed_hz(self) -> int:
+        return SPI_CLOCK[self.bits_per_bit]
+
+
+def _encode_table(bits_per_bit: int) -> np.ndarray:
+    zero, one = _PATTERN[bits_per_bit]
+    table = np.zeros((256, bits_per_bit), dtype=np.uint8)
+    for value in range(256):
+        word = 0
+        for bit in range(7, -1, -1):
+            word = (word << bits_per_bit) | (one if value >> bit & 1 else zero)
+        table[value] = list(word.to_bytes(bits_per_bit, "big"))
+    return table
+
+
+_TABLES = {k: _encode_table(k) for k in _PATTERN}
+
+
+def encode_ws2812(buffer: np.ndarray, bits_per_bit: Literal[3, 4] = 3, reset_bytes: int = 90) -> bytes:
+    """The SPI byte stream for one frame: a zero byte, the encoded wire bytes, then ``reset_bytes`` zeros."""
+    body = _TABLES[bits_per_bit][buffer.reshape(-1)].reshape(-1)
+    return b"\x00" + body.tobytes() + bytes(reset_bytes)
+
+
+class SpiBackend:
+    """WS2812 over SPI through ``spidev`` (``spi_factory`` makes the ``SpiDev``; injectable for tests), or the
+    ws2812-pio character device."""
+
+    def __init__(self, cfg: SpiBackendConfig, *, spi_factory: Callable[[], Any] | None = None) -> None:
+        self.cfg = cfg
+        self._factory = spi_factory
+        self._spi: Any = None
+        self._fd: int | None = None
+        self._seekable = False
+        self.leds = 0
+        self.channels = 3
+        self._reset_bytes = -(-cfg.reset_us * cfg.speed_hz // 8_000_000)
+
+    def open(self, leds: int, channels: int) -> None:
+        self.leds, self.channels = leds, channels
+        if self.cfg.mode == "leds0":
+            self._open_leds0()
+            return
+        factory = self._factory
+        if factory is None:
+            try:
+                import spidev  # only here: Pi-only, in the `pi` extra
+            except ImportError:
+                raise BackendUnavailable("the spi backend needs spidev: pip install 'edged[pi]'") from None
+            factory = spidev.SpiDev
+        spi = factory()
+        try:
+            spi.open(self.cfg.bus, self.cfg.device)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot open /dev/spidev{self.cfg.bus}.{self.cfg.device}: {exc.strerror or exc} (enable SPI with "
+                "dtparam=spi=on and add the user to the spi group)"
+            ) from None
+        spi.max_speed_hz = self.cfg.speed_hz
+        spi.mode = 0
+        self._spi = spi
+        log.info("spi open", extra={"bus": self.cfg.bus, "device": self.cfg.device, "hz": self.cfg.speed_hz})
+
+    def _open_leds0(self) -> None:
+        try:
+            fd = os.open(self.cfg.path, os.O_WRONLY)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot open {self.cfg.path}: {exc.strerror} (add dtoverlay=ws2812-pio,gpio=N,num_leds=N to "
+                "config.txt on a Pi 5)"
+            ) from None
+        self._seekable = stat.S_ISREG(os.fstat(fd).st_mode)
+        self._fd = fd
+
+    def write(self, buffer: np.ndarray) -> None:
+        if self._fd is not None:
+            data = buffer if buffer.shape[1] == 4 else np.pad(buffer, ((0, 0), (0, 1)))
+            if self._seekable:  # a plain file (tests) keeps only the latest frame
+                os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, np.ascontiguousarray(data, dtype=np.uint8).tobytes())
+            return
+        if self._spi is None:
+            raise RuntimeError("spi backend is not open")
+        self._spi.writebytes2(encode_ws2812(buffer, self.cfg.bits_per_bit, self._reset_bytes))
+
+    def blank(self) -> None:
+        if self._fd is not None or self._spi is not None:
+            self.write(np.zeros((self.leds, self.channels), dtype=np.uint8))
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        spi, self._spi = self._spi, None
+        if spi is not None:
+            spi.close()
