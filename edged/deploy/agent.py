@@ -1,0 +1,770 @@
+"""The device agent: reconciles this device toward the marketplace's desired state over MQTT.
+
+It subscribes to its own desired state, its groups' desired states, its commands and its chunk replies; it
+downloads bundles chunk by chunk into the store's resumable transfers, verifies them against the signed metadata and
+the device policy, installs and activates them atomically, runs the health check and rolls back by itself when a new
+version fails it. Everything it does is reported on its status topic (progress, errors) and its retained reported
+state. All MQTT input is untrusted: a bad message gets an error status and changes nothing.
+
+Network callbacks only enqueue; one worker thread does all the work, so the store and the target see one caller.
+Run one from the command line with ``python -m edged.deploy.agent`` (an :class:`EmulatedTarget` behind it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import BundleRejected, DeployError, EdgedError, MessageRejected, PluginError, StoreError
+from ..host.capabilities import Capabilities, DevicePolicy
+from . import topics
+from .bundle import BundleMeta, verify_bundle
+from .messages import (
+    ChunkRequest,
+    Command,
+    DesiredState,
+    PluginSpec,
+    Presence,
+    Reply,
+    Reported,
+    ReportedPlugin,
+    State,
+    Status,
+    unpack_chunk,
+)
+from .store import PluginStore
+from .target import DeployTarget, EmulatedTarget
+from .trust import NonceCache, TrustStore, open_envelope
+
+log = logging.getLogger("edged.deploy.agent")
+
+#: AWS IoT's message limit is 128 KB; a chunk plus its header line stays below it
+DEFAULT_CHUNK_SIZE = 96 * 1024
+
+
+class BrokerConfig(BaseModel):
+    """Where and how the agent connects. TLS is on when ``ca_file`` is set."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive: int = Field(default=30, ge=5)
+
+
+@dataclass
+class _Job:
+    spec: PluginSpec
+    meta: BundleMeta
+    source: str
+    cmd_id: str | None = None
+    transfer: Any = None
+    total: int = 0
+    chunk_size: int = 0
+    requested: set[int] = field(default_factory=set)
+    retries: dict[int, int] = field(default_factory=dict)
+    last_progress: float = 0.0
+    last_percent: float = -100.0
+    state: str = "downloading"
+    deadline: float = 0.0
+
+
+class DeviceAgent:
+    """One device's deployment agent. ``start()`` connects and returns; ``stop()`` disconnects and joins.
+
+    ``health_frames`` frames without a strike within ``health_timeout_s`` seconds make a new version healthy;
+    anything else rolls it back. ``window`` chunks are in flight at a time; a transfer that makes no progress for
+    ``stall_s`` seconds asks again for what is missing (this is also how it resumes after a broker restart).
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        broker: BrokerConfig,
+        store: PluginStore,
+        trust: TrustStore,
+        target: DeployTarget,
+        policy: DevicePolicy | None = None,
+        groups: Sequence[str] = (),
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        window: int = 16,
+        health_frames: int = 30,
+        health_timeout_s: float = 10.0,
+        max_bundle_size: int = 16 * 1024 * 1024,
+        stall_s: float = 3.0,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.device_id = topics.check_id(device_id)
+        self.groups = [topics.check_id(g, "group id") for g in groups]
+        self.broker = broker
+        self.store = store
+        self.trust = trust
+        self.target = target
+        self.policy = policy or DevicePolicy()
+        self.chunk_size = chunk_size
+        self.window = window
+        self.health_frames = health_frames
+        self.health_timeout_s = health_timeout_s
+        self.max_bundle_size = max_bundle_size
+        self.stall_s = stall_s
+        self._state_file = (state_dir or Path(store.root)) / "agent-state.json"
+        self._queue: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._desired: dict[str, DesiredState] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._failed: dict[tuple[str, str], str] = {}
+        self._report: dict[str, ReportedPlugin] = {}
+        self._applied: dict[str, int] = {}
+        self._origin: dict[str, str] = {}
+        self._seen: set[str] = set()
+        self.connected = threading.Event()
+        self.errors = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._load_state()
+        self._nonces = NonceCache(self._state_file.with_name("agent-nonces.json"))
+        self.client = self._make_client()
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"edged-{self.device_id}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        b = self.broker
+        if b.username is not None:
+            c.username_pw_set(b.username, b.password)
+        if b.ca_file is not None:
+            c.tls_set(
+                ca_certs=str(b.ca_file),
+                certfile=str(b.cert_file) if b.cert_file else None,
+                keyfile=str(b.key_file) if b.key_file else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        offline = Presence(device=self.device_id, state="offline", groups=self.groups)
+        c.will_set(topics.presence(self.device_id), offline.model_dump_json(), qos=1, retain=True)
+        c.reconnect_delay_set(min_delay=0.2, max_delay=2)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_disconnect = self._on_disconnect
+        return c
+
+    def start(self) -> None:
+        """Restore what the store says is active, connect, and start the worker."""
+        self.store.recover()
+        for name in self._active_names():
+            self._start_active(name)
+        self._worker = threading.Thread(target=self._work, name=f"agent-{self.device_id}", daemon=True)
+        self._worker.start()
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect cleanly (presence ``offline``) and stop the worker. Running plugins keep their state."""
+        self._stop.set()
+        if self.connected.is_set():
+            info = self._publish(
+                topics.presence(self.device_id),
+                Presence(device=self.device_id, state="offline", groups=self.groups).model_dump_json(),
+                retain=True,
+            )
+            info.wait_for_publish(timeout=5)
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+
+    # --- MQTT callbacks (network thread: enqueue only) ---------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.warning("connect refused", extra={"device": self.device_id, "reason": str(reason)})
+            return
+        subs = [
+            (topics.desired(self.device_id), 1),
+            (topics.cmd(self.device_id), 1),
+            (topics.chunks(self.device_id), 1),
+            *[(topics.group_desired(g), 1) for g in self.groups],
+        ]
+        client.subscribe(subs)
+        self._queue.put(("connected", "", b""))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self.connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.bytes_in += len(msg.payload) + len(msg.topic)
+        self._queue.put(("msg", msg.topic, bytes(msg.payload)))
+
+    # --- worker ------------------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                kind, topic, payload = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                kind = ""
+            try:
+                if kind == "connected":
+                    self._connected()
+                elif kind == "msg":
+                    self._dispatch(topic, payload)
+                self._tick()
+            except Exception as exc:  # the agent must survive anything a message or a plugin does
+                self.errors += 1
+                log.exception("agent error", extra={"device": self.device_id, "topic": topic})
+                self._status("failed", reason="internal_error", detail=f"{type(exc).__name__}: {exc}", topic=topic)
+
+    def wait_idle(self, timeout: float = 20.0) -> bool:
+        """True once no job is in progress and the queue is empty (for tests and benchmarks)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self._jobs and self._queue.empty():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _connected(self) -> None:
+        self.connected.set()
+        online = Presence(device=self.device_id, state="online", groups=self.groups)
+        self._publish(topics.presence(self.device_id), online.model_dump_json(), retain=True)
+        self._publish_reported()
+        for job in self._jobs.values():  # resume: ask again for everything still missing
+            if job.state == "downloading":
+                job.requested.clear()
+                self._request_more(job)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        if topic == topics.chunks(self.device_id):
+            self._on_chunk(payload)
+        elif topic == topics.cmd(self.device_id):
+            self._on_command(payload)
+        elif topic == topics.desired(self.device_id):
+            self._on_desired("device", topic, payload)
+        elif (g := topics.group_of(topic)) is not None and g in self.groups:
+            self._on_desired(f"group:{g}", topic, payload)
+        else:
+            self._reject(topic, "unexpected_topic", f"not a topic this agent handles: {topic}")
+
+    # --- desired state -----------------------------------------------------------------------------------------
+
+    def _on_desired(self, source: str, topic: str, payload: bytes) -> None:
+        self._seen.add(source)
+        if not payload:  # retained message cleared: this source no longer asks for anything
+            if self._desired.pop(source, None) is not None:
+                self._reconcile()
+            return
+        try:
+            data = open_envelope(payload, self.trust, role="marketplace")
+            doc = DesiredState.model_validate(data)
+        except MessageRejected as exc:
+            self._reject(topic, exc.reason, str(exc))
+            return
+        except ValidationError as exc:
+            self._reject(topic, "wrong_schema", _short(exc))
+            return
+        last = self._applied.get(source, -1)
+        if doc.seq < last:
+            self._reject(topic, "stale", f"desired seq {doc.seq} is older than the applied {last}")
+            return
+        if doc.seq == last and source in self._desired:
+            return  # a repeat: harmless
+        self._desired[source] = doc
+        self._applied[source] = doc.seq
+        self._save_state()
+        self._reconcile()
+
+    def _wanted(self) -> dict[str, tuple[PluginSpec, str]]:
+        out: dict[str, tuple[PluginSpec, str]] = {}
+        for source in sorted(s for s in self._desired if s.startswith("group:")):
+            for spec in self._desired[source].plugins:
+                out[spec.name] = (spec, source)
+        if "device" in self._desired:  # the device's own desired state wins over its groups'
+            for spec in self._desired["device"].plugins:
+                out[spec.name] = (spec, "device")
+        return out
+
+    def _reconcile(self) -> None:
+        wanted = self._wanted()
+        for name, (spec, source) in wanted.items():
+            if self._failed.get((name, spec.version)):
+                continue
+            job = self._jobs.get(name)
+            if job is not None:
+                if job.spec.version == spec.version:
+                    continue
+                self._abandon(job)
+            if self._active_version(name) == spec.version:
+                self._origin[name] = source
+                continue
+            self._begin(spec, source)
+        for name, source in list(self._origin.items()):
+            # only once that source has spoken in this session: a group's retained state may arrive after the
+            # device's own, and must not make the device drop the group's plugins in between
+            if name not in wanted and source in self._seen:
+                self._remove(name)
+        self._save_state()
+        self._publish_reported()
+
+    # --- commands ----------------------------------------------------------------------------------------------
+
+    def _on_command(self, payload: bytes) -> None:
+        topic = topics.cmd(self.device_id)
+        try:
+            data = open_envelope(payload, self.trust, role="marketplace", nonces=self._nonces)
+        except MessageRejected as exc:
+            self._reply(None, False, exc.reason, str(exc))
+            self._reject(topic, exc.reason, str(exc))
+            return
+        cmd_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+        try:
+            cmd = Command.model_validate(data)
+        except ValidationError as exc:
+            self._reply(cmd_id, False, "wrong_schema", _short(exc))
+            self._reject(topic, "wrong_schema", _short(exc))
+            return
+        try:
+            self._execute(cmd)
+        except (StoreError, PluginError, DeployError) as exc:
+            reason = getattr(exc, "reason", None) or ("unknown_plugin" if isinstance(exc, StoreError) else "failed")
+            self._reply(cmd.id, False, reason, str(exc))
+
+    def _execute(self, cmd: Command) -> None:
+        if cmd.op == "identify":
+            log.warning("identify requested", extra={"device": self.device_id})
+            self._reply(cmd.id, True, result={"groups": self.groups, "plugins": self._running_versions()})
+            return
+        if cmd.op == "install":
+            if cmd.plugin is None:
+                self._reply(cmd.id, False, "wrong_schema", "install needs 'plugin'")
+                return
+            self._failed.pop((cmd.plugin.name, cmd.plugin.version), None)
+            if self._active_version(cmd.plugin.name) == cmd.plugin.version:
+                self._reply(cmd.id, True, result={"version": cmd.plugin.version, "state": "healthy"})
+                return
+            if (job := self._jobs.get(cmd.plugin.name)) is not None:
+                self._abandon(job)
+            self._begin(cmd.plugin, f"cmd:{cmd.id}", cmd_id=cmd.id)
+            return
+        name = cmd.name
+        if not name or (self._active_version(name) is None and name not in self._jobs):
+            self._reply(cmd.id, False, "unknown_plugin", f"no plugin {name!r} on this device")
+            return
+        if cmd.op == "remove":
+            self._remove(name)
+            self._reply(cmd.id, True)
+        elif cmd.op == "restart":
+            self._start_active(name)
+            self._reply(cmd.id, True, result={"version": self._active_version(name)})
+        elif cmd.op == "rollback":
+            failed = self._active_version(name)
+            self.store.rollback(name)
+            now = self._active_version(name)
+            if failed:
+                self._failed[(name, failed)] = "rolled back by command"
+            self._start_active(name)
+            self._set_report(name, now, "rolled_back", "command", wanted=None)
+            self._status("rolled_back", name=name, version=now, reason="command")
+            self._reply(cmd.id, True, result={"version": now})
+        self._publish_reported()
+
+    # --- install ------------------------------------------------------------------------------------------------
+
+    def _begin(self, spec: PluginSpec, source: str, cmd_id: str | None = None) -> None:
+        topic = topics.cmd(self.device_id) if cmd_id else topics.desired(self.device_id)
+        try:
+            meta = BundleMeta.model_validate(spec.meta)
+        except ValidationError as exc:
+            self._fail_early(spec, source, cmd_id, "wrong_schema", f"bundle meta: {_short(exc)}", topic)
+            return
+        if meta.name != spec.name or meta.version != spec.version:
+            self._fail_early(spec, source, cmd_id, "wrong_schema", "bundle meta names another plugin", topic)
+            return
+        if meta.wasm_size > self.max_bundle_size:
+            self._fail_early(
+                spec, source, cmd_id, "oversize", f"{meta.wasm_size} bytes > limit {self.max_bundle_size}", topic
+            )
+            return
+        excess = self._policy_excess(spec.manifest)
+        if excess:
+            self._fail_early(spec, source, cmd_id, "policy_violation", excess, topic)
+            return
+        job = _Job(spec=spec, meta=meta, source=source, cmd_id=cmd_id, last_progress=time.monotonic())
+        self._jobs[spec.name] = job
+        if any(iv.version == spec.version for iv in self._installed(spec.name)):
+            self._activate_installed(job)
+            return
+        job.chunk_size = self.chunk_size
+        job.total = max(1, math.ceil(meta.wasm_size / self.chunk_size))
+        job.transfer = self.store.transfer(meta, self.chunk_size, job.total)
+        self._progress(job, force=True)
+        if not job.transfer.missing():
+            self._finish_download(job)
+        else:
+            self._request_more(job)
+
+    def _policy_excess(self, manifest: dict[str, Any]) -> str:
+        block = manifest.get("edged") if isinstance(manifest, dict) else None
+        if not isinstance(block, dict):
+            return ""
+        try:
+            caps = Capabilities.from_manifest_block(block.get("capabilities"))
+        except EdgedError:
+            return ""  # verify_bundle reports an invalid manifest with its own reason
+        excess = self.policy.excess(caps)
+        return "the device policy does not allow: " + ", ".join(excess) if excess else ""
+
+    def _request_more(self, job: _Job) -> None:
+        missing = [i for i in job.transfer.missing() if i not in job.requested]
+        inflight = len(job.requested)
+        want = missing[: max(0, self.window - inflight)]
+        if not want:
+            return
+        job.requested.update(want)
+        req = ChunkRequest(
+            device=self.device_id,
+            name=job.meta.name,
+            version=job.meta.version,
+            wasm_sha256=job.meta.wasm_sha256,
+            chunk_size=job.chunk_size,
+            indices=want,
+        )
+        self._publish(topics.chunk_request(self.device_id), req.model_dump_json())
+
+    def _on_chunk(self, payload: bytes) -> None:
+        try:
+            header, data = unpack_chunk(payload)
+        except (ValueError, ValidationError) as exc:
+            self._reject(topics.chunks(self.device_id), "malformed", _short(exc))
+            return
+        job = self._jobs.get(header.name)
+        if job is None or job.state != "downloading" or job.meta.wasm_sha256 != header.wasm_sha256:
+            return  # a late duplicate of a finished or abandoned transfer
+        if header.error:
+            self._fail(job, "unknown_plugin" if header.error == "unknown_bundle" else header.error, "marketplace")
+            return
+        if header.chunk_size != job.chunk_size or header.total != job.total or header.index >= job.total:
+            self._reject(topics.chunks(self.device_id), "wrong_schema", "chunk does not fit the transfer")
+            return
+        job.requested.discard(header.index)
+        try:
+            job.transfer.put_chunk(header.index, data, header.sha256)
+        except DeployError as exc:
+            n = job.retries[header.index] = job.retries.get(header.index, 0) + 1
+            reason = getattr(exc, "reason", "hash_mismatch")
+            if n > 3:
+                self._fail(job, reason, f"chunk {header.index}: {exc}")
+                return
+            self._status("downloading", name=job.meta.name, version=job.meta.version, reason=reason, detail=str(exc))
+        job.last_progress = time.monotonic()
+        self._progress(job)
+        if not job.transfer.missing():
+            self._finish_download(job)
+        elif len(job.requested) <= self.window // 2:
+            self._request_more(job)
+
+    def _progress(self, job: _Job, force: bool = False) -> None:
+        pct = float(job.transfer.progress())
+        pct = pct * 100 if pct <= 1.0 and job.total and len(job.transfer.missing()) < job.total else pct
+        pct = max(0.0, min(100.0, pct))
+        if force or pct - job.last_percent >= 10 or (pct >= 100 and job.last_percent < 100):
+            job.last_percent = pct
+            self._status("downloading", name=job.meta.name, version=job.meta.version, percent=pct)
+
+    def _finish_download(self, job: _Job) -> None:
+        name, version = job.meta.name, job.meta.version
+        job.state = "verifying"
+        self._status("verifying", name=name, version=version, percent=100)
+        try:
+            wasm = job.transfer.assemble()
+            if isinstance(wasm, Path):
+                wasm = wasm.read_bytes()
+        except DeployError as exc:
+            job.transfer.discard()
+            self._fail(job, getattr(exc, "reason", "hash_mismatch"), str(exc))
+            return
+        installed = None if job.spec.allow_downgrade else self._active_version(name)
+        try:
+            verify_bundle(job.meta, job.spec.manifest, wasm, self.trust, self.policy, installed)
+        except BundleRejected as exc:
+            job.transfer.discard()
+            self._fail(job, exc.reason, str(exc))
+            return
+        job.state = "installing"
+        self._status("installing", name=name, version=version, percent=100)
+        self.store.install(job.meta, job.spec.manifest, wasm)
+        job.transfer.discard()
+        self._activate_installed(job)
+
+    def _activate_installed(self, job: _Job) -> None:
+        name, version = job.meta.name, job.meta.version
+        job.state = "activating"
+        self._status("activating", name=name, version=version, percent=100)
+        self.store.activate(name, version)
+        try:
+            self._start_active(name, raise_errors=True)
+        except (PluginError, DeployError, ValueError) as exc:
+            self._rollback(job, "activation_failed", str(exc))
+            return
+        job.deadline = time.monotonic() + self.health_timeout_s
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for job in list(self._jobs.values()):
+            if job.state == "downloading" and now - job.last_progress > self.stall_s and self.connected.is_set():
+                job.requested.clear()  # lost or dropped: ask again
+                job.last_progress = now
+                self._request_more(job)
+            elif job.state == "activating":
+                h = self.target.health(job.meta.name)
+                if h.strikes > 0 or not h.running:
+                    self._rollback(job, "health_check", f"{h.strikes} strike(s): {h.last_error}")
+                elif h.frames >= self.health_frames:
+                    self._healthy(job)
+                elif now > job.deadline:
+                    self._rollback(
+                        job, "health_check", f"only {h.frames}/{self.health_frames} frames in {self.health_timeout_s}s"
+                    )
+
+    def _healthy(self, job: _Job) -> None:
+        name, version = job.meta.name, job.meta.version
+        del self._jobs[name]
+        if job.source in ("device",) or job.source.startswith("group:"):
+            self._origin[name] = job.source
+        self._save_state()
+        self._set_report(name, version, "healthy", None)
+        self._status("healthy", name=name, version=version, percent=100)
+        if job.cmd_id:
+            self._reply(job.cmd_id, True, result={"version": version, "state": "healthy"})
+        self._publish_reported()
+        log.info("plugin healthy", extra={"device": self.device_id, "plugin": name, "version": version})
+
+    def _rollback(self, job: _Job, reason: str, detail: str) -> None:
+        name, version = job.meta.name, job.meta.version
+        try:
+            self.store.rollback(name)
+        except StoreError:
+            self.store.remove(name)
+        prev = self._active_version(name)
+        if prev is None:
+            self.target.deactivate(name)
+        else:
+            try:
+                self._start_active(name, raise_errors=True)
+            except (PluginError, DeployError, ValueError):
+                log.exception("previous version failed to start", extra={"plugin": name, "version": prev})
+        self._jobs.pop(name, None)
+        self._failed[(name, version)] = reason
+        self._set_report(name, prev, "rolled_back" if prev else "failed", reason, wanted=version)
+        self._status("rolled_back" if prev else "failed", name=name, version=version, reason=reason, detail=detail)
+        if job.cmd_id:
+            self._reply(job.cmd_id, False, reason, detail)
+        self._publish_reported()
+        log.warning("rolled back", extra={"plugin": name, "version": version, "reason": reason, "detail": detail})
+
+    def _fail(self, job: _Job, reason: str, detail: str) -> None:
+        name, version = job.meta.name, job.meta.version
+        self._jobs.pop(name, None)
+        self._failed[(name, version)] = reason
+        self._set_report(name, self._active_version(name), "failed", reason, wanted=version)
+        self._status("failed", name=name, version=version, reason=reason, detail=detail)
+        if job.cmd_id:
+            self._reply(job.cmd_id, False, reason, detail)
+        self._publish_reported()
+
+    def _fail_early(
+        self, spec: PluginSpec, source: str, cmd_id: str | None, reason: str, detail: str, topic: str
+    ) -> None:
+        self._failed[(spec.name, spec.version)] = reason
+        self._set_report(spec.name, self._active_version(spec.name), "failed", reason, wanted=spec.version)
+        self._status("failed", name=spec.name, version=spec.version, reason=reason, detail=detail, topic=topic)
+        if cmd_id:
+            self._reply(cmd_id, False, reason, detail)
+        self.errors += 1
+
+    def _abandon(self, job: _Job) -> None:
+        self._jobs.pop(job.meta.name, None)
+        if job.state == "activating":
+            return  # the new version runs already; the reconcile that replaces it decides what next
+
+    def _remove(self, name: str) -> None:
+        if (job := self._jobs.pop(name, None)) is not None and job.transfer is not None and job.state == "downloading":
+            job.transfer.discard()
+        self.target.deactivate(name)
+        with contextlib.suppress(StoreError):
+            self.store.remove(name)
+        self._origin.pop(name, None)
+        self._report.pop(name, None)
+        self._status("removed", name=name)
+        self._save_state()
+
+    # --- store / target helpers --------------------------------------------------------------------------------
+
+    def _installed(self, name: str) -> list[Any]:
+        return [iv for iv in self.store.installed() if iv.name == name]
+
+    def _active_names(self) -> list[str]:
+        return sorted({iv.name for iv in self.store.installed() if self.store.active(iv.name) is not None})
+
+    def _active_version(self, name: str) -> str | None:
+        iv = self.store.active(name)
+        return iv.version if iv is not None else None
+
+    def _running_versions(self) -> dict[str, str]:
+        return {n: v for n in self._active_names() if (v := self._active_version(n)) is not None}
+
+    def _start_active(self, name: str, raise_errors: bool = False) -> None:
+        iv = self.store.active(name)
+        if iv is None:
+            return
+        try:
+            self.target.activate(name, iv.version, self.store.wasm_path(iv), iv.manifest)
+            self._report.setdefault(name, ReportedPlugin(version=iv.version, state="healthy"))
+        except (PluginError, DeployError, ValueError) as exc:
+            if raise_errors:
+                raise
+            log.error("cannot start stored plugin", extra={"plugin": name, "error": str(exc)})
+            self._set_report(name, iv.version, "failed", "activation_failed")
+
+    # --- reporting ---------------------------------------------------------------------------------------------
+
+    def _publish(self, topic: str, payload: str | bytes, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        data = payload.encode() if isinstance(payload, str) else payload
+        self.bytes_out += len(data) + len(topic)
+        return self.client.publish(topic, data, qos=1, retain=retain)
+
+    def _set_report(
+        self, name: str, version: str | None, state: State, reason: str | None, wanted: str | None = None
+    ) -> None:
+        self._report[name] = ReportedPlugin(version=version, state=state, reason=reason, wanted=wanted)
+
+    def _publish_reported(self) -> None:
+        plugins = dict(self._report)
+        for name, version in self._running_versions().items():
+            if name not in plugins or plugins[name].version != version:
+                plugins[name] = ReportedPlugin(version=version, state="healthy")
+        for name, job in self._jobs.items():
+            cur = plugins.get(name)
+            plugins[name] = ReportedPlugin(
+                version=cur.version if cur else None,
+                state=job.state,
+                wanted=job.meta.version,  # type: ignore[arg-type]
+            )
+        rep = Reported(device=self.device_id, groups=self.groups, plugins=plugins, applied=dict(self._applied))
+        self._publish(topics.reported(self.device_id), rep.model_dump_json(), retain=True)
+
+    def _status(self, state: State, **kw: Any) -> None:
+        st = Status(device=self.device_id, state=state, **kw)
+        self._publish(topics.status(self.device_id), st.model_dump_json())
+
+    def _reject(self, topic: str, reason: str, detail: str) -> None:
+        self.errors += 1
+        log.warning("message rejected", extra={"device": self.device_id, "topic": topic, "reason": reason})
+        self._status("rejected", reason=reason, detail=detail[:500], topic=topic)
+
+    def _reply(self, cmd_id: str | None, ok: bool, error: str | None = None, detail: str = "", **kw: Any) -> None:
+        r = Reply(id=cmd_id, device=self.device_id, ok=ok, error=error, detail=detail[:500], **kw)
+        self._publish(topics.reply(self.device_id), r.model_dump_json())
+
+    # --- persistent agent state (applied seqs, origins) --------------------------------------------------------
+
+    def _load_state(self) -> None:
+        try:
+            raw = json.loads(self._state_file.read_text())
+            self._applied = {str(k): int(v) for k, v in raw.get("applied", {}).items()}
+            self._origin = {str(k): str(v) for k, v in raw.get("origin", {}).items()}
+        except FileNotFoundError:
+            pass
+        except (ValueError, AttributeError) as exc:
+            log.warning("agent state unreadable, starting afresh", extra={"error": str(exc)})
+
+    def _save_state(self) -> None:
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump({"applied": self._applied, "origin": self._origin}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._state_file)
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
+    return str(exc)[:500]
+
+
+# --- command line: one agent over an emulated target ----------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m edged.deploy.agent``: run one agent with an :class:`EmulatedTarget` until SIGTERM/SIGINT."""
+    p = argparse.ArgumentParser(prog="python -m edged.deploy.agent", description=main.__doc__)
+    p.add_argument("--device", required=True)
+    p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
+    p.add_argument("--username")
+    p.add_argument("--password")
+    p.add_argument("--store", required=True, type=Path, help="store directory")
+    p.add_argument("--trust", required=True, type=Path, help="trust store JSON")
+    p.add_argument("--policy", type=Path, help="device policy JSON (default: deny all but LEDs)")
+    p.add_argument("--group", action="append", default=[])
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    p.add_argument("--health-frames", type=int, default=30)
+    p.add_argument("--health-timeout", type=float, default=10.0)
+    p.add_argument("--fps", type=float, default=60.0)
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, _, port = args.broker.rpartition(":")
+    policy = DevicePolicy.model_validate_json(args.policy.read_text()) if args.policy else DevicePolicy()
+    target = EmulatedTarget(fps=args.fps, policy=policy)
+    agent = DeviceAgent(
+        args.device,
+        BrokerConfig(host=host or "127.0.0.1", port=int(port), username=args.username, password=args.password),
+        PluginStore(args.store),
+        TrustStore.from_file(args.trust),
+        target,
+        policy,
+        args.group,
+        chunk_size=args.chunk_size,
+        health_frames=args.health_frames,
+        health_timeout_s=args.health_timeout,
+    )
+    import signal
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    agent.start()
+    done.wait()
+    agent.stop()
+    target.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
