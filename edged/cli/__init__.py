@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from .. import __version__
 from . import call as call_cmd
+from . import ctl as ctl_cmd
+from . import run as run_cmd
 
 #: Exit codes shared by every subcommand.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -19,12 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
     parser.add_argument(
         "--log-level",
-        default="warning",
+        default=None,
         choices=["trace", "debug", "info", "warning", "error"],
-        help="log level for edged and plugin logs (default: warning)",
+        help="log level for edged and plugin logs (default: warning; `edged run` takes it from its config)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     call_cmd.register(sub)
+    run_cmd.register(sub)
+    ctl_cmd.register(sub)
     return parser
 
 
@@ -37,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edged`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    args.log_level_explicit = args.log_level is not None
+    _setup_logging(args.log_level or "warning")
     return int(args.handler(args))
 
 

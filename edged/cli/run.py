@@ -1,0 +1,131 @@
+"""``edged run``: drive the displays and plugins of a config until stopped.
+
+Without ``--config`` it runs the embedded default: the bundled demo plugins on an emulated 16×16 matrix. SIGTERM and
+SIGINT stop cleanly (LEDs blanked, state flushed); SIGHUP reloads plugins and config without touching displays
+whose setup did not change. Exit code 0 after a clean stop, 2 for a config or hardware that cannot start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..daemon.config import DaemonConfig, load_config
+from ..daemon.control import ControlServer
+from ..daemon.daemon import Daemon
+from ..daemon.hardware import DeviceHardware
+from ..errors import EdgedError
+
+log = logging.getLogger("edged.daemon")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the daemon", description=__doc__)
+    p.add_argument("--config", metavar="FILE", help="edged.toml (default: the embedded demo config)")
+    p.add_argument("--emulate", action="store_true", help="emulated LEDs and mock GPIO; no hardware needed")
+    p.add_argument("--profile", metavar="NAME", help="hardware profile (name or path), overriding the config's")
+    p.add_argument("--frames", type=int, metavar="N", help="stop after N frames on every display")
+    p.add_argument("--stats", metavar="FILE", help="write frame and plugin statistics as JSON on exit")
+    p.add_argument(
+        "--render",
+        choices=["terminal", "headless"],
+        help="with --emulate: draw the displays live in this terminal (default when stdout is a terminal)",
+    )
+    p.add_argument("--no-control", action="store_true", help="do not open the control socket")
+    p.set_defaults(handler=run)
+
+
+def _configure_logging(cfg: DaemonConfig, explicit: bool) -> None:
+    if explicit:  # --log-level on the command line wins
+        return
+    logging.getLogger("edged").setLevel(cfg.logging.level.upper())
+    logging.getLogger("edged.plugin").setLevel(cfg.logging.plugin_level.upper())
+    if cfg.logging.format == "json":
+        from ..daemon.logs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write atomically: a reader (or a power cut) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except EdgedError as exc:
+        print(f"edged run: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(cfg, explicit=args.log_level_explicit)
+    render = args.render or ("terminal" if args.emulate and sys.stdout.isatty() else "headless")
+    try:
+        hardware = DeviceHardware(args.profile or cfg.daemon.hardware, emulate=args.emulate, renderer=render)
+    except EdgedError as exc:
+        print(f"edged run: {exc}", file=sys.stderr)
+        return 2
+    daemon = Daemon(cfg, hardware, config_path=Path(args.config) if args.config else None, frames=args.frames)
+
+    stop = threading.Event()
+    reload_requested = threading.Event()
+
+    def on_stop(signum: int, _frame: object) -> None:
+        log.info("stopping on %s", signal.Signals(signum).name)
+        stop.set()
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        reload_requested.set()
+
+    previous = {s: signal.signal(s, on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
+
+    def poll() -> None:
+        if reload_requested.is_set():
+            reload_requested.clear()
+            log.warning("SIGHUP: reloading", extra={"report": daemon.reload()})
+
+    control: ControlServer | None = None
+    try:
+        try:
+            daemon.start()
+        except EdgedError as exc:
+            print(f"edged run: {exc}", file=sys.stderr)
+            return 2
+        if not args.no_control:
+            try:
+                control = ControlServer(daemon, cfg.control_socket)
+                control.start()
+            except OSError as exc:
+                print(f"edged run: control socket {cfg.control_socket}: {exc}", file=sys.stderr)
+                return 2
+        daemon.wait(stop, poll)
+    finally:
+        if control is not None:
+            control.close()
+        daemon.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        stats = daemon.stats()
+        if args.stats:
+            _write_json(Path(args.stats), stats)
+        try:
+            _write_json(cfg.state_dir / "state.json", {"stopped": "clean", "stats": stats})
+        except OSError as exc:
+            log.warning("could not write state: %s", exc)
+    for problem in daemon.problems:
+        print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)
+    return 0
