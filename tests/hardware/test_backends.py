@@ -1,0 +1,329 @@
+"""LED backends: emulated, ws281x (refusals only: PixelStrip is never constructed off a Pi), SPI against a fake
+SpiDev and a temp file standing in for /dev/leds0, and LedOutput's shutdown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from edged.errors import BackendUnavailable, ConfigError
+from edged.hardware.backends import (
+    BackendConfig,
+    EmulatedBackend,
+    EmulatedBackendConfig,
+    LedBackend,
+    SpiBackend,
+    SpiBackendConfig,
+    Ws281xBackend,
+    Ws281xBackendConfig,
+    create_backend,
+    encode_ws2812,
+)
+from edged.hardware.geometry import DisplayConfig
+from edged.hardware.output import LedOutput, open_led_output
+
+# --- emulated ----------------------------------------------------------------------------------------------------
+
+
+def test_emulated_keeps_bounded_history_with_timestamps() -> None:
+    times = iter(range(100))
+    be = EmulatedBackend(history=3, clock=lambda: float(next(times)))
+    be.open(2, 3)
+    for i in range(5):
+        be.write(np.full((2, 3), i, dtype=np.uint8))
+    assert be.frame_count == 5
+    frames = be.frames()
+    assert [f.t for f in frames] == [2.0, 3.0, 4.0]
+    assert [int(f.data[0, 0]) for f in frames] == [2, 3, 4]
+    latest = be.latest()
+    assert latest is not None and latest.data.tolist() == [[4, 4, 4], [4, 4, 4]]
+
+
+def test_emulated_copies_the_buffer() -> None:
+    be = EmulatedBackend()
+    be.open(1, 3)
+    buf = np.zeros((1, 3), dtype=np.uint8)
+    be.write(buf)
+    buf[:] = 9
+    latest = be.latest()
+    assert latest is not None and latest.data.tolist() == [[0, 0, 0]]
+
+
+def test_emulated_is_thread_safe() -> None:
+    be = EmulatedBackend(history=50)
+    be.open(4, 3)
+
+    def writer() -> None:
+        for _ in range(500):
+            be.write(np.ones((4, 3), dtype=np.uint8))
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(200):
+        assert len(be.frames()) <= 50
+    for t in threads:
+        t.join()
+    assert be.frame_count == 2000 and len(be.frames()) == 50
+
+
+def test_emulated_refuses_wrong_buffers() -> None:
+    be = EmulatedBackend()
+    with pytest.raises(RuntimeError, match="not open"):
+        be.write(np.zeros((1, 3), dtype=np.uint8))
+    be.open(4, 3)
+    with pytest.raises(ValueError, match="expected a 4×3 buffer"):
+        be.write(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_backends_satisfy_the_protocol() -> None:
+    assert isinstance(EmulatedBackend(), LedBackend)
+    assert isinstance(SpiBackend(SpiBackendConfig()), LedBackend)
+
+
+# --- ws281x ------------------------------------------------------------------------------------------------------
+
+
+def test_importing_hardware_never_imports_rpi_ws281x() -> None:
+    code = (
+        "import sys, edged.hardware, edged.hardware.backends, edged.hardware.output, edged.hardware.profile, "
+        "edged.hardware.render, edged.cli; "
+        "print('rpi_ws281x' in sys.modules, 'spidev' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_ws281x_refuses_off_a_pi(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="needs a Raspberry Pi 3/4"):
+        Ws281xBackend(Ws281xBackendConfig(), model_path=tmp_path / "no-such-model")
+    pc = tmp_path / "model"
+    pc.write_bytes(b"QEMU Virtual Machine\x00")
+    with pytest.raises(BackendUnavailable, match="QEMU Virtual Machine"):
+        Ws281xBackend(Ws281xBackendConfig(), model_path=pc)
+    assert "rpi_ws281x" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    "model", ["Raspberry Pi 5 Model B Rev 1.0", "Raspberry Pi Compute Module 5 Rev 1.0", "Raspberry Pi 500 Rev 1.0"]
+)
+def test_ws281x_on_a_pi5_points_to_spi(tmp_path: Path, model: str) -> None:
+    path = tmp_path / "model"
+    path.write_bytes(model.encode() + b"\x00")
+    with pytest.raises(BackendUnavailable) as err:
+        Ws281xBackend(Ws281xBackendConfig(), model_path=path)
+    msg = str(err.value)
+    assert model in msg and "not support" in msg and 'type = "spi"' in msg and "/dev/leds0" in msg
+    assert "rpi_ws281x" not in sys.modules
+
+
+def test_ws281x_on_a_pi4_is_accepted_without_touching_the_library(tmp_path: Path) -> None:
+    path = tmp_path / "model"
+    path.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
+    be = Ws281xBackend(Ws281xBackendConfig(gpio=13), model_path=path)
+    assert be.model.startswith("Raspberry Pi 4") and be.cfg.channel == 1
+    be.close()  # never opened: nothing to clean up
+    assert "rpi_ws281x" not in sys.modules
+
+
+def test_ws281x_config_checks() -> None:
+    with pytest.raises(ValidationError, match="DMA channel 5"):
+        Ws281xBackendConfig(dma=5)
+    with pytest.raises(ValidationError, match="gpio"):
+        Ws281xBackendConfig(gpio=17)
+
+
+# --- spi: spidev -------------------------------------------------------------------------------------------------
+
+
+class FakeSpiDev:
+    """Stands in for spidev.SpiDev: records what the backend does to it."""
+
+    instances: ClassVar[list[FakeSpiDev]] = []
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.writes: list[bytes] = []
+        self.closed = False
+        FakeSpiDev.instances.append(self)
+
+    def open(self, bus: int, device: int) -> None:
+        self.calls.append(("open", (bus, device)))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("max_speed_hz", "mode"):
+            self.calls.append((name, value))
+        object.__setattr__(self, name, value)
+
+    def writebytes2(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def decode_spi(stream: bytes, bits_per_bit: int) -> list[int]:
+    """Decode SPI bytes back to WS2812 data bytes: each run of `bits_per_bit` bits is one data bit, and its second
+    bit tells 0 (`100`/`1000`) from 1 (`110`/`1110`)."""
+    bits = "".join(f"{b:08b}" for b in stream)
+    start = bits.index("1")  # skip the leading low time
+    bits = bits[start:].rstrip("0")
+    bits += "0" * (-len(bits) % bits_per_bit)
+    symbols = [bits[i : i + bits_per_bit] for i in range(0, len(bits), bits_per_bit)]
+    zero, one = ("100", "110") if bits_per_bit == 3 else ("1000", "1110")
+    assert set(symbols) <= {zero, one}, set(symbols)
+    data = "".join("1" if s == one else "0" for s in symbols)
+    return [int(data[i : i + 8], 2) for i in range(0, len(data), 8)]
+
+
+@pytest.mark.parametrize("bits_per_bit", [3, 4])
+def test_spi_encodes_ws2812_bits(bits_per_bit: int) -> None:
+    FakeSpiDev.instances.clear()
+    cfg = SpiBackendConfig(bus=0, device=1, bits_per_bit=bits_per_bit)
+    display = DisplayConfig(width=3, height=1, color_order="GRB")
+    with LedOutput(display, SpiBackend(cfg, spi_factory=FakeSpiDev)) as out:
+        out.show(np.array([[[255, 0, 0], [0, 255, 1], [0x12, 0x34, 0x56]]], dtype=np.uint8))
+        spi = FakeSpiDev.instances[0]
+        assert spi.calls == [("open", (0, 1)), ("max_speed_hz", 2_400_000 if bits_per_bit == 3 else 3_200_000),
+                             ("mode", 0)]  # fmt: skip
+        frame = spi.writes[0]
+        # GRB on the wire (the last value ends in 0 bits, which the decoder trims; compare on what it returns)
+        expected = [0, 255, 0, 255, 0, 1, 0x34, 0x12, 0x56]
+        decoded = decode_spi(frame, bits_per_bit)
+        assert decoded == expected[: len(decoded)] and len(decoded) >= len(expected) - 1
+        reset = 90 if bits_per_bit == 3 else 120  # 300 µs of zeros at 2.4 / 3.2 MHz
+        assert frame[0] == 0 and frame[-reset:] == bytes(reset)
+        assert len(frame) == 1 + 9 * bits_per_bit + reset
+    # close() blanked (all-zero data bits) and closed the device
+    assert decode_spi(spi.writes[-1], bits_per_bit) == [0] * 9
+    assert spi.closed
+
+
+def test_encode_is_exact_per_byte() -> None:
+    # 0xA5 = 10100101 -> 110 100 110 100 100 110 100 110
+    enc = encode_ws2812(np.array([[0xA5]], dtype=np.uint8), 3, reset_bytes=0)
+    assert enc == b"\x00" + int("110100110100100110100110", 2).to_bytes(3, "big")
+
+
+def test_spi_open_failure_is_backend_unavailable() -> None:
+    class NoDevice(FakeSpiDev):
+        def open(self, bus: int, device: int) -> None:
+            raise FileNotFoundError(2, "No such file or directory")
+
+    be = SpiBackend(SpiBackendConfig(), spi_factory=NoDevice)
+    with pytest.raises(BackendUnavailable, match=r"/dev/spidev0\.0.*dtparam=spi=on"):
+        be.open(10, 3)
+
+
+def test_spi_without_spidev_installed_says_how_to_get_it() -> None:
+    if "spidev" in sys.modules or _importable("spidev"):
+        pytest.fail("spidev is importable on this machine; this test checks the message when it is not")
+    with pytest.raises(BackendUnavailable, match=r"edged\[pi\]"):
+        SpiBackend(SpiBackendConfig()).open(10, 3)
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+# --- spi: leds0 --------------------------------------------------------------------------------------------------
+
+
+def test_leds0_writes_rgbw_bytes(tmp_path: Path) -> None:
+    dev = tmp_path / "leds0"
+    dev.touch()
+    cfg = SpiBackendConfig(mode="leds0", path=str(dev))
+    display = DisplayConfig(width=2, height=1, color_order="RGB")
+    out = open_led_output(display, cfg)
+    out.show(np.array([[[1, 2, 3], [4, 5, 6]]], dtype=np.uint8))
+    assert dev.read_bytes() == bytes([1, 2, 3, 0, 4, 5, 6, 0])
+    out.show(np.array([[[7, 8, 9], [10, 11, 12]]], dtype=np.uint8))
+    assert dev.read_bytes() == bytes([7, 8, 9, 0, 10, 11, 12, 0])  # each frame replaces the last
+    out.close()
+    assert dev.read_bytes() == bytes(8)  # blanked on close
+
+
+def test_leds0_rgbw(tmp_path: Path) -> None:
+    dev = tmp_path / "leds0"
+    dev.touch()
+    out = open_led_output(
+        DisplayConfig(width=1, height=1, color_order="RGBW"), SpiBackendConfig(mode="leds0", path=str(dev))
+    )
+    out.show(np.array([[[200, 150, 100]]], dtype=np.uint8))
+    assert dev.read_bytes() == bytes([100, 50, 0, 100])
+    out.close()
+
+
+def test_leds0_missing_device(tmp_path: Path) -> None:
+    cfg = SpiBackendConfig(mode="leds0", path=str(tmp_path / "nope"))
+    with pytest.raises(BackendUnavailable, match="dtoverlay=ws2812-pio"):
+        open_led_output(DisplayConfig(width=2, height=1, color_order="RGB"), cfg)
+
+
+def test_leds0_refuses_a_wire_colour_order(tmp_path: Path) -> None:
+    cfg = SpiBackendConfig(mode="leds0", path=str(tmp_path / "leds0"))
+    with pytest.raises(ConfigError, match="color_order to RGB or RGBW"):
+        open_led_output(DisplayConfig(width=2, height=1, color_order="GRB"), cfg)
+
+
+# --- config union, factory and LedOutput --------------------------------------------------------------------------
+
+
+def test_backend_config_union() -> None:
+    ta: TypeAdapter[Any] = TypeAdapter(BackendConfig)
+    assert isinstance(ta.validate_python({"type": "spi", "mode": "leds0"}), SpiBackendConfig)
+    assert isinstance(ta.validate_python({"type": "emulated"}), EmulatedBackendConfig)
+    with pytest.raises(ValidationError, match="type"):
+        ta.validate_python({"type": "neopixel"})
+    with pytest.raises(ValidationError, match="baud"):
+        ta.validate_python({"type": "spi", "baud": 1})
+    assert isinstance(create_backend(EmulatedBackendConfig(history=4)), EmulatedBackend)
+
+
+def test_emulate_always_uses_the_emulated_backend(tmp_path: Path) -> None:
+    out = open_led_output(DisplayConfig(width=4, height=4), Ws281xBackendConfig(), emulate=True)
+    assert isinstance(out.backend, EmulatedBackend)
+    out.close()
+
+
+def test_led_output_shows_blanks_and_closes() -> None:
+    be = EmulatedBackend()
+    display = DisplayConfig(width=2, height=2, color_order="GRB", max_ma=50)
+    with LedOutput(display, be) as out:
+        out.show(np.full((2, 2, 3), 255, dtype=np.uint8))
+        rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+        rgba[..., 0], rgba[..., 3] = 255, 255
+        out.show(rgba)  # RGBA is composited over black
+        latest = be.latest()
+        assert latest is not None and latest.data[:, 1].min() > 0 and latest.data[:, 0].max() == 0  # red is byte 1
+        assert out.stats.frames == 2 and out.stats.limited >= 1
+        assert out.last_current_ma <= 50
+    assert be.closed and out.closed
+    latest = be.latest()
+    assert latest is not None and latest.data.max() == 0  # blanked before closing
+    n = be.frame_count
+    out.close()  # twice is fine
+    assert be.frame_count == n
+    with pytest.raises(RuntimeError, match="closed"):
+        out.show(np.zeros((2, 2, 3), dtype=np.uint8))
+
+
+def test_close_closes_the_backend_even_when_blank_fails() -> None:
+    class Failing(EmulatedBackend):
+        def blank(self) -> None:
+            raise OSError("bus error")
+
+    be = Failing()
+    out = LedOutput(DisplayConfig(width=1, height=1), be)
+    with pytest.raises(OSError, match="bus error"):
+        out.close()
+    assert be.closed  # the backend was closed anyway
