@@ -1,0 +1,288 @@
+"""The marketplace on the broker: signs and publishes desired state and commands, serves chunks, tracks devices.
+
+:class:`Marketplace` is both what ``edged market serve`` runs (chunk requests in, device state into the catalog)
+and what ``deploy``/``rollback`` use to publish. Every device message is validated; a bad one is logged and
+dropped, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from ..deploy import topics
+from ..deploy.agent import BrokerConfig, make_client
+from ..deploy.bundle import Bundle
+from ..deploy.messages import (
+    ChunkHeader,
+    ChunkRequest,
+    Command,
+    DesiredState,
+    PluginSpec,
+    Presence,
+    Reply,
+    Reported,
+    Status,
+    pack_chunk,
+)
+from ..deploy.trust import sign_envelope
+from .catalog import Catalog, CatalogError, DesiredEntry, latest_before
+
+log = logging.getLogger("edged.market")
+
+#: retained desired state must outlive a device's longest time offline; commands are for now
+DESIRED_TTL_S = 90 * 24 * 3600.0
+COMMAND_TTL_S = 300.0
+
+Listener = Callable[[str, str, Any], None]
+
+
+def target_topic(target: str) -> str:
+    """The desired-state topic of ``device:<id>`` or ``group:<g>``."""
+    kind, _, ident = target.partition(":")
+    if kind == "device":
+        return topics.desired(topics.check_id(ident))
+    if kind == "group":
+        return topics.group_desired(topics.check_id(ident, "group id"))
+    raise ValueError(f"a target is 'device:<id>' or 'group:<g>', not {target!r}")
+
+
+class Marketplace:
+    """A connected marketplace. ``serve=True`` answers chunk requests; device state always lands in the catalog.
+
+    ``add_listener(fn)`` gets ``fn(device_id, kind, message)`` for every valid ``presence``, ``reported``,
+    ``status`` and ``reply`` message (on the network thread; keep it short).
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        key: Ed25519PrivateKey,
+        broker: BrokerConfig,
+        *,
+        serve: bool = True,
+        client_id: str | None = None,
+        desired_ttl_s: float = DESIRED_TTL_S,
+        command_ttl_s: float = COMMAND_TTL_S,
+    ) -> None:
+        self.catalog = catalog
+        self.key = key
+        self.broker = broker
+        self.serve = serve
+        self.desired_ttl_s = desired_ttl_s
+        self.command_ttl_s = command_ttl_s
+        self.client = make_client(broker, client_id or f"edged-market-{secrets.token_hex(4)}", clean_session=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._listeners: list[Listener] = []
+        self._wasm_cache: dict[tuple[str, str, str], bytes] = {}
+        self._lock = threading.Lock()
+        self.replies: dict[str, Reply] = {}
+        self.chunks_served = 0
+        self.bytes_served = 0
+        self.last_device_message = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Connect and subscribe; raises ``TimeoutError`` if the broker does not answer in time."""
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            self.client.loop_stop()
+            raise TimeoutError(f"no connection to the MQTT broker at {self.broker.host}:{self.broker.port}")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def settle(self, quiet_s: float = 0.3, timeout: float = 5.0) -> None:
+        """Wait until retained device messages stop arriving (so group membership is known)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and time.monotonic() - self.last_device_message < quiet_s:
+            time.sleep(0.05)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the marketplace", extra={"reason": str(reason)})
+            return
+        self.connected.set()
+        subs = [(topics.ALL_PRESENCE, 1), (topics.ALL_REPORTED, 1), (topics.ALL_STATUS, 1), (topics.ALL_REPLIES, 1)]
+        if self.serve:
+            subs.append((topics.CHUNK_REQUESTS, 1))
+        self.last_device_message = time.monotonic()
+        client.subscribe(subs)
+        self._subscribed.set()
+
+    # --- inbound -----------------------------------------------------------------------------------------------
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        device = topics.device_of(msg.topic)
+        if device is None:
+            return
+        leaf = msg.topic.rsplit("/", 1)[-1]
+        self.last_device_message = time.monotonic()
+        try:
+            if msg.topic == topics.chunk_request(device):
+                self._serve_chunks(device, ChunkRequest.model_validate_json(msg.payload))
+            elif leaf == "presence" and msg.payload:
+                p = Presence.model_validate_json(msg.payload)
+                self._check_device(device, p.device)
+                self.catalog.update_device(device, presence=p.state, groups=p.groups, last_seen=time.time())
+                self._emit(device, "presence", p)
+            elif leaf == "reported" and msg.payload:
+                r = Reported.model_validate_json(msg.payload)
+                self._check_device(device, r.device)
+                self.catalog.update_device(
+                    device, reported=r.model_dump(mode="json"), groups=r.groups, last_seen=time.time()
+                )
+                self._emit(device, "reported", r)
+            elif leaf == "status":
+                s = Status.model_validate_json(msg.payload)
+                self._check_device(device, s.device)
+                if s.name:
+                    self.catalog.set_plugin_status(device, s.name, s.model_dump(mode="json"))
+                self.catalog.update_device(device, last_seen=time.time())
+                self._emit(device, "status", s)
+            elif leaf == "reply":
+                rep = Reply.model_validate_json(msg.payload)
+                self._check_device(device, rep.device)
+                if rep.id:
+                    with self._lock:
+                        self.replies[rep.id] = rep
+                self._emit(device, "reply", rep)
+        except (ValidationError, ValueError) as exc:
+            log.warning("bad device message", extra={"topic": msg.topic, "error": str(exc)[:300]})
+
+    @staticmethod
+    def _check_device(topic_device: str, claimed: str) -> None:
+        if topic_device != claimed:
+            raise ValueError(f"message on {topic_device}'s topic claims to be from {claimed}")
+
+    def _emit(self, device: str, kind: str, message: Any) -> None:
+        for fn in self._listeners:
+            try:
+                fn(device, kind, message)
+            except Exception:
+                log.exception("listener failed")
+
+    def _serve_chunks(self, device: str, req: ChunkRequest) -> None:
+        self._check_device(device, req.device)
+        key = (req.name, req.version, req.wasm_sha256)
+        wasm = self._wasm_cache.get(key)
+        if wasm is None:
+            bundle = self.catalog.find_bundle(*key)
+            if bundle is not None:
+                wasm = self._wasm_cache[key] = bundle.wasm
+        total = max(1, -(-len(wasm) // req.chunk_size)) if wasm is not None else 0
+        out = topics.chunks(device)
+        for i in req.indices:
+            header = ChunkHeader(
+                name=req.name,
+                version=req.version,
+                wasm_sha256=req.wasm_sha256,
+                index=i,
+                total=total,
+                chunk_size=req.chunk_size,
+            )
+            if wasm is None:
+                header.error = "unknown_bundle"
+                data = b""
+            elif i >= total:
+                header.error = "bad_index"
+                data = b""
+            else:
+                data = wasm[i * req.chunk_size : (i + 1) * req.chunk_size]
+                header.sha256 = hashlib.sha256(data).hexdigest()
+            payload = pack_chunk(header, data)
+            self.client.publish(out, payload, qos=1)
+            self.chunks_served += 1
+            self.bytes_served += len(payload)
+            if wasm is None:
+                break
+
+    # --- outbound ----------------------------------------------------------------------------------------------
+
+    def desired_state(self, target: str) -> DesiredState:
+        """The desired-state document of ``target`` built from the catalog."""
+        entries, seq = self.catalog.get_desired(target)
+        specs = []
+        for name, entry in sorted(entries.items()):
+            bundle = self.catalog.get_bundle(name, entry.version)
+            if bundle is None:
+                raise CatalogError(f"{name}@{entry.version} is not in the catalog")
+            specs.append(_spec(bundle, entry.allow_downgrade))
+        return DesiredState(seq=seq, plugins=specs)
+
+    def publish_desired(self, target: str, timeout: float = 20.0) -> None:
+        """Sign ``target``'s desired state and publish it retained; waits for the broker's acknowledgement."""
+        doc = self.desired_state(target)
+        env = sign_envelope(doc.model_dump(mode="json"), self.key, self.desired_ttl_s)
+        info = self.client.publish(target_topic(target), env.model_dump_json(), qos=1, retain=True)
+        info.wait_for_publish(timeout)
+
+    def set_desired(self, target: str, name: str, version: str | None, allow_downgrade: bool = False) -> None:
+        """Set (or with ``version=None`` drop) one plugin of ``target``'s desired state, and publish it."""
+        target_topic(target)
+        entries, seq = self.catalog.get_desired(target)
+        if version is None:
+            entries.pop(name, None)
+        else:
+            if self.catalog.get_bundle(name, version) is None:
+                raise CatalogError(f"{name}@{version} is not published")
+            entries[name] = DesiredEntry(version=version, allow_downgrade=allow_downgrade)
+        self.catalog.set_desired(target, entries, max(seq + 1, int(time.time() * 1000)))
+        self.publish_desired(target)
+
+    def rollback(self, name: str, target: str) -> str:
+        """Point ``target`` back at the version of ``name`` before its current desired one; returns that version."""
+        entries, _ = self.catalog.get_desired(target)
+        if name not in entries:
+            raise CatalogError(f"{target} has no desired version of {name} to roll back from")
+        prev = latest_before(self.catalog.bundles(name), entries[name].version)
+        if prev is None:
+            raise CatalogError(f"no published version of {name} before {entries[name].version}")
+        self.set_desired(target, name, prev.version, allow_downgrade=True)
+        return prev.version
+
+    def command(self, device: str, op: str, name: str | None = None, plugin: PluginSpec | None = None) -> str:
+        """Send a signed command to one device; returns its correlation id (the reply lands in ``replies``)."""
+        cmd = Command(id=secrets.token_hex(8), op=op, name=name, plugin=plugin)  # type: ignore[arg-type]
+        env = sign_envelope(cmd.model_dump(mode="json"), self.key, self.command_ttl_s)
+        self.client.publish(topics.cmd(topics.check_id(device)), env.model_dump_json(), qos=1).wait_for_publish(20)
+        return cmd.id
+
+    def spec(self, name: str, version: str, allow_downgrade: bool = False) -> PluginSpec:
+        """The :class:`PluginSpec` of a published bundle (for ``install`` commands)."""
+        bundle = self.catalog.get_bundle(name, version)
+        if bundle is None:
+            raise CatalogError(f"{name}@{version} is not published")
+        return _spec(bundle, allow_downgrade)
+
+    def group_members(self, group: str) -> list[str]:
+        """Devices known (from presence or reported state) to be in ``group``."""
+        return [d.id for d in self.catalog.devices() if group in d.groups]
+
+
+def _spec(bundle: Bundle, allow_downgrade: bool) -> PluginSpec:
+    return PluginSpec(
+        name=bundle.meta.name,
+        version=bundle.meta.version,
+        meta=bundle.meta.model_dump(mode="json"),
+        manifest=bundle.manifest,
+        allow_downgrade=allow_downgrade,
+    )
