@@ -1,0 +1,112 @@
+"""Hardware profiles: every shipped profile loads, and bad ones name the key and the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edged.errors import ConfigError
+from edged.hardware.backends import EmulatedBackendConfig, SpiBackendConfig, Ws281xBackendConfig
+from edged.hardware.output import open_led_output
+from edged.hardware.profile import HardwareProfile, list_profiles, load_profile
+
+HARDWARE = Path(__file__).resolve().parents[2] / "hardware"
+SHIPPED = sorted(p.stem for p in HARDWARE.glob("*.toml"))
+
+
+def test_the_expected_profiles_ship() -> None:
+    expected = {"emulated-16x16", "pi4-ws2812b-16x16", "pi5-spi-strip-60", "pi4-ws2812b-32x8", "pi4-ws2812b-8x8"}
+    assert expected <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_profile_loads_and_runs_emulated(name: str) -> None:
+    profile = load_profile(HARDWARE / f"{name}.toml")
+    assert isinstance(profile, HardwareProfile) and profile.name == name
+    for dp in profile.displays.values():
+        with open_led_output(dp.display, dp.backend, emulate=True) as out:
+            out.show(np.full((dp.display.height, dp.display.width, 3), 255, dtype=np.uint8))
+            if dp.display.max_ma:
+                assert out.last_current_ma <= dp.display.max_ma
+
+
+def test_load_by_name_and_list(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    p = load_profile("pi4-ws2812b-16x16")
+    main = p.displays["main"]
+    assert isinstance(main.backend, Ws281xBackendConfig) and main.backend.gpio == 18
+    assert main.display.wiring == "serpentine" and main.display.max_ma == 3500
+    assert "level shifter" in p.notes
+    strip = load_profile("pi5-spi-strip-60").displays["strip"]
+    assert isinstance(strip.backend, SpiBackendConfig) and strip.display.physical_size == (60, 1)
+    # $EDGED_HARDWARE_DIR comes first
+    (tmp_path / "mine.toml").write_text('name = "mine"\n[displays.a.display]\nwidth = 2\nheight = 2\n')
+    monkeypatch.setenv("EDGED_HARDWARE_DIR", str(tmp_path))
+    assert "mine" in list_profiles()
+    mine = load_profile("mine")
+    assert isinstance(mine.displays["a"].backend, EmulatedBackendConfig)
+
+
+def test_unknown_profile_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"no hardware profile 'pi9'.*emulated-16x16"):
+        load_profile("pi9")
+
+
+BAD = """name = "bad"
+
+[displays.main.display]
+width = 16
+height = 16
+rotation = 45
+
+[displays.main.backend]
+type = "ws281x"
+gpio = 18
+"""
+
+
+def test_bad_value_names_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD)
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    assert f"{path}:6: displays.main.display.rotation" in str(err.value)
+
+
+def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD.replace("rotation = 45", "colour_order = 'GRB'"))
+    with pytest.raises(ConfigError, match=r":6: displays\.main\.display\.colour_order: unknown key"):
+        load_profile(path)
+
+
+def test_unknown_backend_type(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD.replace("rotation = 45\n", "").replace('"ws281x"', '"neopixel"'))
+    with pytest.raises(ConfigError, match=r":7: displays\.main\.backend: Input tag 'neopixel'"):
+        load_profile(path)
+
+
+def test_too_many_leds_for_one_pwm_string(tmp_path: Path) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text(BAD.replace("rotation = 45\n", "").replace("16", "64"))
+    with pytest.raises(ConfigError, match=r"4096 LEDs exceed the ~2700"):
+        load_profile(path)
+
+
+def test_leds0_needs_rgb_order(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'name = "x"\n[displays.s.display]\nwidth = 60\nheight = 1\ncolor_order = "GRB"\n'
+        '[displays.s.backend]\ntype = "spi"\nmode = "leds0"\n'
+    )
+    with pytest.raises(ConfigError, match="color_order to RGB or RGBW"):
+        load_profile(path)
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("name = \n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_profile(path)
