@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import OutOfFuel, PluginError, PluginTimeout
+from ..errors import PluginError
 from ..host.frames import Tick
 from ..host.plugin import DevicePlugin
 from .clock import Clock
@@ -206,7 +206,3 @@ class Supervised:
     def close(self) -> None:
         self.plugin.close()
 
-
-def is_budget_error(exc: BaseException) -> bool:
-    """Did the call fail because it blew its budget (rather than trapping or misbehaving)?"""
-    return isinstance(exc, OutOfFuel | PluginTimeout)

@@ -1,0 +1,198 @@
+"""The daemon's TOML config: displays and their layers, playlists, plugins, sensors, device policy, logging.
+
+Validated by pydantic with errors that name the key and the line (see :mod:`edged.tomlconfig`). Relative paths
+are relative to the config file. Without a config file the daemon runs :data:`DEFAULT_CONFIG`: the bundled demo
+plugins on an emulated 16×16 matrix, with no broker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..engine.playlist import PlaylistItem
+from ..engine.supervisor import StrikePolicy
+from ..host.capabilities import DevicePolicy
+from ..tomlconfig import load_toml
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+#: The repository's plugin folder, used by the embedded default (present in a source checkout / editable install).
+BUNDLED_PLUGINS = Path(__file__).resolve().parents[2] / "plugins" / "gallery"
+
+
+def default_state_dir() -> Path:
+    """``$EDGED_STATE_DIR``, else ``/var/lib/edged`` for root, else ``~/.local/state/edged``."""
+    if env := os.environ.get("EDGED_STATE_DIR"):
+        return Path(env)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/edged")
+    return Path.home() / ".local" / "state" / "edged"
+
+
+class LoggingConfig(BaseModel):
+    model_config = _STRICT
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: level for plugins' own log lines (logger ``edged.plugin.*``)
+    plugin_level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class PluginConfig(BaseModel):
+    """One plugin the daemon may run. ``path`` is a manifest (JSON) or a bare ``.wasm`` (legacy grant)."""
+
+    model_config = _STRICT
+    path: Path
+    #: Extism config merged over the manifest's (strings)
+    config: dict[str, str] = Field(default_factory=dict)
+    #: per-call budget in ms; default: the engine's share of the frame period
+    budget_ms: float | None = Field(default=None, gt=0)
+
+
+class LayerConfig(BaseModel):
+    """A region of a display (x, y, width, height; 0 = to the edge) running a playlist, bottom layers first."""
+
+    model_config = _STRICT
+    name: str
+    playlist: str
+    x: int = Field(default=0, ge=0)
+    y: int = Field(default=0, ge=0)
+    width: int = Field(default=0, ge=0)
+    height: int = Field(default=0, ge=0)
+    opacity: float = Field(default=1.0, ge=0, le=1)
+
+
+class DisplaySection(BaseModel):
+    """A display: its geometry and output come from the hardware profile's display of the same name."""
+
+    model_config = _STRICT
+    name: str
+    #: frames per second; default: the hardware profile's rate for this display
+    fps: float | None = Field(default=None, gt=0, le=240)
+    layers: list[LayerConfig] = Field(min_length=1)
+    #: fraction of the frame period the plugins of this display may use together (split across layers)
+    budget_fraction: float = Field(default=0.6, gt=0, le=1)
+
+
+class PlaylistConfig(BaseModel):
+    model_config = _STRICT
+    loop: bool = True
+    items: list[PlaylistItem] = Field(min_length=1)
+
+
+class SensorSection(BaseModel):
+    """A sensor plugin run every ``interval_s`` seconds between the frames of ``display``."""
+
+    model_config = _STRICT
+    plugin: str
+    interval_s: float = Field(default=0.5, gt=0)
+    display: str | None = None
+    budget_ms: float = Field(default=5.0, gt=0)
+
+
+class DaemonSection(BaseModel):
+    model_config = _STRICT
+    state_dir: Path | None = None
+    #: folders scanned for plugins (``NAME/NAME.manifest.json`` or ``NAME/manifest.json`` or ``NAME/NAME.wasm``)
+    plugins_dir: list[Path] = Field(default_factory=list)
+    #: hardware profile: a name from the ``hardware/`` folder or a path to a TOML profile
+    hardware: str = "emulated-16x16"
+    #: local control socket; default ``<state_dir>/control.sock``
+    control_socket: Path | None = None
+    #: measure fuel per ms at start-up so budgets in ms become fuel (else only the wall-clock deadline applies)
+    calibrate_fuel: bool = True
+    strikes: StrikePolicy = Field(default_factory=StrikePolicy)
+
+
+class DaemonConfig(BaseModel):
+    """The whole ``edged.toml``."""
+
+    model_config = _STRICT
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    policy: DevicePolicy = Field(default_factory=DevicePolicy)
+    plugins: dict[str, PluginConfig] = Field(default_factory=dict)
+    playlists: dict[str, PlaylistConfig] = Field(default_factory=dict)
+    displays: list[DisplaySection] = Field(default_factory=list)
+    sensors: list[SensorSection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> DaemonConfig:
+        names = [d.name for d in self.displays]
+        if len(set(names)) != len(names):
+            raise ValueError(f"display names must be unique: {names}")
+        for d in self.displays:
+            for layer in d.layers:
+                if layer.playlist not in self.playlists:
+                    raise ValueError(
+                        f"display '{d.name}' layer '{layer.name}' uses unknown playlist '{layer.playlist}' "
+                        f"(known: {sorted(self.playlists)})"
+                    )
+        for s in self.sensors:
+            if s.display is not None and s.display not in names:
+                raise ValueError(f"sensor '{s.plugin}' names unknown display '{s.display}' (known: {names})")
+        return self
+
+    def resolve_paths(self, base: Path) -> DaemonConfig:
+        """Make relative paths absolute against ``base`` (the config file's folder)."""
+
+        def fix(p: Path) -> Path:
+            p = p.expanduser()
+            return p if p.is_absolute() else (base / p).resolve()
+
+        daemon = self.daemon.model_copy(
+            update={
+                "state_dir": fix(self.daemon.state_dir) if self.daemon.state_dir else None,
+                "plugins_dir": [fix(p) for p in self.daemon.plugins_dir],
+                "control_socket": fix(self.daemon.control_socket) if self.daemon.control_socket else None,
+            }
+        )
+        plugins = {k: v.model_copy(update={"path": fix(v.path)}) for k, v in self.plugins.items()}
+        return self.model_copy(update={"daemon": daemon, "plugins": plugins})
+
+    @property
+    def state_dir(self) -> Path:
+        return self.daemon.state_dir or default_state_dir()
+
+    @property
+    def control_socket(self) -> Path:
+        return self.daemon.control_socket or self.state_dir / "control.sock"
+
+
+DEFAULT_CONFIG = """\
+# edged's embedded default: the bundled demo plugins on an emulated 16x16 matrix, no broker.
+[daemon]
+hardware = "emulated-16x16"
+plugins_dir = ["{plugins}"]
+
+[[displays]]
+name = "main"
+layers = [{{ name = "main", playlist = "demo" }}]
+
+[playlists.demo]
+loop = true
+items = [
+  {{ plugin = "rainbow", duration_s = 6, transition = "crossfade" }},
+  {{ plugin = "plasma", duration_s = 6, transition = "crossfade" }},
+  {{ plugin = "fire", duration_s = 6, transition = "crossfade" }},
+  {{ plugin = "life", duration_s = 10, transition = "crossfade" }},
+  {{ plugin = "matrix_rain", duration_s = 6, transition = "crossfade" }},
+]
+"""
+
+
+def default_config() -> DaemonConfig:
+    """The embedded default config (see :data:`DEFAULT_CONFIG`)."""
+    text = DEFAULT_CONFIG.format(plugins=BUNDLED_PLUGINS.as_posix())
+    return load_toml(DaemonConfig, text=text)
+
+
+def load_config(path: str | Path | None) -> DaemonConfig:
+    """Load ``path`` (or the embedded default when None), with paths resolved against the file's folder."""
+    if path is None:
+        return default_config()
+    cfg = load_toml(DaemonConfig, path)
+    return cfg.resolve_paths(Path(path).resolve().parent)

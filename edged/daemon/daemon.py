@@ -1,0 +1,463 @@
+"""The daemon: displays driven by their own threads on fixed frame grids, plugins supervised under budgets,
+live reload, a control interface, and a clean stop that blanks the LEDs.
+
+Everything slow (reading config, compiling and instantiating plugins) happens off the frame threads: a reload or a
+playlist switch builds the new display state on the caller's thread, then swaps it in between two frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..engine.calibration import fuel_per_ms
+from ..engine.clock import Clock, RealClock
+from ..engine.display import DisplayRunner, Layer, SensorTask
+from ..engine.playlist import PlaylistItem, PlaylistPlayer
+from ..engine.supervisor import Budget, Supervised
+from ..errors import ConfigError, EdgedError
+from ..host.functions import DeviceIO, DisplayInfo, SharedValues
+from ..host.plugin import DevicePlugin
+from .config import DaemonConfig, DisplaySection, PluginConfig, SensorSection
+from .plugins import discover, fingerprint
+
+log = logging.getLogger("edged.daemon")
+
+
+class Sink(Protocol):
+    """A display's output: the hardware pipeline and backend (or its emulation)."""
+
+    def show(self, frame: np.ndarray) -> None: ...
+    def blank(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DisplayGeometry:
+    """What the daemon needs to know of a display from the hardware profile."""
+
+    width: int
+    height: int
+    serpentine: bool = False
+    brightness: int = 255
+
+
+class Hardware(Protocol):
+    """The device's hardware as the daemon uses it (see :mod:`edged.daemon.hardware`)."""
+
+    io: DeviceIO | None
+
+    def geometry(self, display: str) -> DisplayGeometry: ...
+    def fps(self, display: str) -> float: ...
+    def open_sink(self, display: str) -> Sink: ...
+    def advance(self, t: float) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Problem:
+    """Something the daemon refused (a plugin that would not load, a bad reload), kept for ``edged ctl``."""
+
+    where: str
+    message: str
+    t: float = field(default_factory=time.time)
+
+
+@dataclass
+class RunningDisplay:
+    section: DisplaySection
+    runner: DisplayRunner
+    sink: Sink
+    geometry: DisplayGeometry
+    key: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Daemon:
+    """Runs a :class:`DaemonConfig` on some :class:`Hardware`.
+
+    ``frames`` stops each display after that many frames. ``clock`` is injectable for tests. Use :meth:`start`,
+    then :meth:`wait` (or :meth:`run` for both), and :meth:`stop` (idempotent) to blank and release everything.
+    """
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        hardware: Hardware,
+        *,
+        config_path: Path | None = None,
+        frames: int | None = None,
+        clock: Clock | None = None,
+        on_frame: Callable[[DisplayRunner], Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.hardware = hardware
+        self.frames = frames
+        self.clock = clock or RealClock()
+        self.on_frame = on_frame
+        self.values = SharedValues()
+        self.displays: dict[str, RunningDisplay] = {}
+        self.problems: list[Problem] = []
+        self.started_at = time.monotonic()
+        self._lock = threading.RLock()  # guards self.displays and reconfiguration
+        self._stopped = threading.Event()
+        self._fuel_per_ms: float | None = None
+        self._catalog: dict[str, PluginConfig] = {}
+        self._prints: dict[str, str] = {}
+        self.reloads = 0
+
+    # --- building --------------------------------------------------------------------------------------------
+
+    def _problem(self, where: str, message: str) -> None:
+        log.error("%s: %s", where, message, extra={"where": where})
+        self.problems.append(Problem(where, message))
+        del self.problems[:-100]
+
+    def _rate(self) -> float | None:
+        if self._fuel_per_ms is None and self.config.daemon.calibrate_fuel:
+            self._fuel_per_ms = fuel_per_ms()
+        return self._fuel_per_ms
+
+    def _load(
+        self, name: str, info: DisplayInfo | None, extra: dict[str, str], budget_ms: float, where: str
+    ) -> Supervised | None:
+        entry = self._catalog.get(name)
+        if entry is None:
+            self._problem(where, f"unknown plugin '{name}' (known: {sorted(self._catalog)})")
+            return None
+        try:
+            plugin = DevicePlugin(
+                entry.path,
+                policy=self.config.policy,
+                io=self.hardware.io,
+                values=self.values,
+                display=info,
+                config={**entry.config, **extra},
+                name=name,
+            )
+        except (EdgedError, OSError, ValueError) as exc:
+            self._problem(where, f"plugin '{name}' not loaded: {exc}")
+            return None
+        edged = plugin.compiled.manifest.edged
+        hint = edged.budget.get("frame_ms") if edged is not None else None
+        # the config wins, then the manifest's own hint, then the display's share of the frame period
+        budget = Budget.from_ms(entry.budget_ms or hint or budget_ms, self._rate())
+        return Supervised(plugin, budget, self.clock, self.config.daemon.strikes)
+
+    def _player(self, playlist: str, info: DisplayInfo, budget_ms: float, where: str) -> PlaylistPlayer | None:
+        pl = self.config.playlists[playlist]
+        slots: dict[str, Supervised] = {}
+        items: list[PlaylistItem] = []
+        for i, item in enumerate(pl.items):
+            key = item.plugin if not item.config else f"{item.plugin}#{i}"
+            if key not in slots:
+                slot = self._load(item.plugin, info, dict(item.config), budget_ms, f"{where} item {i}")
+                if slot is None:
+                    continue
+                slot.name = key
+                slots[key] = slot
+            items.append(item.model_copy(update={"plugin": key}))
+        if not items:
+            self._problem(where, f"playlist '{playlist}' has no plugin that loads; the layer stays dark")
+            return None
+        return PlaylistPlayer(items, slots, loop=pl.loop)
+
+    def _display_key(self, section: DisplaySection) -> str:
+        """Everything a display's state depends on, to tell on reload whether it must be rebuilt."""
+        used = {i.plugin for layer in section.layers for i in self.config.playlists[layer.playlist].items}
+        used |= {s.plugin for s in self._sensors_for(section.name)}
+        doc = {
+            "section": section.model_dump(mode="json"),
+            "playlists": {
+                layer.playlist: self.config.playlists[layer.playlist].model_dump(mode="json")
+                for layer in section.layers
+            },
+            "sensors": [s.model_dump(mode="json") for s in self._sensors_for(section.name)],
+            "plugins": {
+                n: [self._catalog[n].model_dump(mode="json"), self._prints.get(n)]
+                for n in sorted(used & set(self._catalog))
+            },
+            "policy": self.config.policy.model_dump(mode="json"),
+            "strikes": self.config.daemon.strikes.model_dump(mode="json"),
+            "hardware": self.config.daemon.hardware,
+        }
+        return json.dumps(doc, sort_keys=True)
+
+    def _sensors_for(self, display: str) -> list[SensorSection]:
+        first = self.config.displays[0].name if self.config.displays else None
+        return [s for s in self.config.sensors if (s.display or first) == display]
+
+    def _build(self, section: DisplaySection, sink: Sink | None = None) -> RunningDisplay:
+        geo = self.hardware.geometry(section.name)
+        fps = section.fps or self.hardware.fps(section.name)
+        period_ms = 1000.0 / fps
+        sensors = self._sensors_for(section.name)
+        share = period_ms * section.budget_fraction / max(1, len(section.layers))
+        layers: list[Layer] = []
+        for layer in section.layers:
+            w = layer.width or max(0, geo.width - layer.x)
+            h = layer.height or max(0, geo.height - layer.y)
+            info = DisplayInfo(w, h, fps, geo.serpentine, geo.brightness)
+            where = f"display '{section.name}' layer '{layer.name}'"
+            player = self._player(layer.playlist, info, share, where)
+            if player is not None:
+                layers.append(Layer(layer.name, player, layer.x, layer.y, w, h, layer.opacity))
+        tasks = []
+        for s in sensors:
+            slot = self._load(s.plugin, None, {}, s.budget_ms, f"sensor '{s.plugin}'")
+            if slot is not None:
+                tasks.append(SensorTask(slot, s.interval_s))
+        sink = sink if sink is not None else self.hardware.open_sink(section.name)
+        runner = DisplayRunner(section.name, geo.width, geo.height, fps, layers, sink, self.clock, tasks)
+        return RunningDisplay(section, runner, sink, geo, self._display_key(section))
+
+    def _refresh_catalog(self) -> None:
+        self._catalog = discover(self.config)
+        self._prints = {name: fingerprint(entry.path) for name, entry in self._catalog.items()}
+
+    # --- running ---------------------------------------------------------------------------------------------
+
+    def _thread(self, rd: RunningDisplay) -> None:
+        try:
+            rd.runner.run(rd.stop, self.frames, self._after_frame)
+        except Exception:  # a bug in edged itself: keep the other displays running, and say so loudly
+            log.exception("display thread crashed", extra={"display": rd.section.name})
+            self._problem(f"display '{rd.section.name}'", "display thread crashed; see the log")
+        finally:
+            rd.done.set()
+
+    def _after_frame(self, runner: DisplayRunner) -> None:
+        if self.on_frame is not None:
+            self.on_frame(runner)
+
+    def _launch(self, rd: RunningDisplay) -> None:
+        rd.thread = threading.Thread(target=self._thread, args=(rd,), name=f"edged-display-{rd.section.name}")
+        rd.thread.daemon = True
+        rd.thread.start()
+
+    def start(self) -> None:
+        """Load every plugin, open every display and start their frame threads."""
+        with self._lock:
+            self._refresh_catalog()
+            built = [self._build(section) for section in self.config.displays]
+            for rd in built:
+                self.displays[rd.section.name] = rd
+                self._launch(rd)
+        log.info("edged running", extra={"displays": list(self.displays)})
+
+    def wait(self, stop: threading.Event | None = None, poll: Callable[[], None] | None = None) -> None:
+        """Block until every display finished its ``frames`` or ``stop`` is set; ``poll`` runs every 50 ms on this
+        thread (the CLI handles signals there)."""
+        while not self._stopped.is_set():
+            if stop is not None and stop.is_set():
+                break
+            with self._lock:
+                running = list(self.displays.values())
+            if self.frames is not None and running and all(rd.done.is_set() for rd in running):
+                break
+            if poll is not None:
+                poll()
+            time.sleep(0.05)
+
+    def _stop_display(self, rd: RunningDisplay, blank: bool = True, close_sink: bool = True) -> None:
+        rd.stop.set()
+        if rd.thread is not None and rd.thread is not threading.current_thread():
+            rd.thread.join(timeout=5)
+        if blank:
+            try:
+                rd.sink.blank()
+            except Exception:
+                log.exception("could not blank display", extra={"display": rd.section.name})
+        rd.runner.close()
+        if close_sink:
+            rd.sink.close()
+
+    def stop(self) -> None:
+        """Stop every display, blank the LEDs, release plugins and hardware. Idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        with self._lock:
+            for rd in self.displays.values():
+                self._stop_display(rd)
+        self.hardware.close()
+        log.info("edged stopped")
+
+    # --- live control ----------------------------------------------------------------------------------------
+
+    def reload(self, config: DaemonConfig | None = None) -> dict[str, list[str]]:
+        """Apply a new config (re-read from ``config_path`` when None). Displays whose config, playlists and
+        plugins are unchanged keep running untouched; changed ones are rebuilt off their frame thread and swapped
+        in; a config that does not load leaves everything as it was."""
+        if config is None:
+            from .config import load_config
+
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                self._problem("reload", str(exc))
+                return {"error": [str(exc)]}
+        report: dict[str, list[str]] = {"kept": [], "rebuilt": [], "added": [], "removed": []}
+        with self._lock:
+            old_config = self.config
+            self.config = config
+            self._refresh_catalog()
+            new_names = {d.name for d in config.displays}
+            for name in [n for n in self.displays if n not in new_names]:
+                self._stop_display(self.displays.pop(name))
+                report["removed"].append(name)
+            for section in config.displays:
+                current = self.displays.get(section.name)
+                key = self._display_key(section)
+                if current is not None and current.key == key:
+                    report["kept"].append(section.name)
+                    continue
+                hardware_same = old_config.daemon.hardware == config.daemon.hardware
+                try:
+                    rd = self._build(section, sink=current.sink if current and hardware_same else None)
+                except EdgedError as exc:
+                    self._problem(f"reload display '{section.name}'", str(exc))
+                    continue
+                if current is not None:
+                    self._stop_display(current, blank=False, close_sink=rd.sink is not current.sink)
+                    report["rebuilt"].append(section.name)
+                else:
+                    report["added"].append(section.name)
+                self.displays[section.name] = rd
+                self._launch(rd)
+            self.reloads += 1
+        log.info("reloaded", extra={"report": report})
+        return report
+
+    def switch_playlist(self, display: str, playlist: str, layer: str | None = None) -> str:
+        """Play ``playlist`` on a layer of ``display`` (the first layer by default), starting now."""
+        with self._lock:
+            rd = self._display(display)
+            if playlist not in self.config.playlists:
+                raise KeyError(f"unknown playlist '{playlist}' (known: {sorted(self.config.playlists)})")
+            idx = self._layer_index(rd, layer)
+            target = rd.runner.layers[idx]
+            fps = rd.runner.fps
+            info = DisplayInfo(target.width, target.height, fps, rd.geometry.serpentine, rd.geometry.brightness)
+            share = 1000.0 / fps * rd.section.budget_fraction / max(1, len(rd.runner.layers))
+            player = self._player(playlist, info, share, f"display '{display}' layer '{target.name}'")
+            if player is None:
+                raise ValueError(f"no plugin of playlist '{playlist}' loads")
+            with rd.runner.lock:
+                old = target.player
+                target.player = player
+            for slot in old.slots.values():
+                slot.close()
+            rd.key = ""  # no longer what the config says: the next reload rebuilds it
+        return target.name
+
+    def next_item(self, display: str, layer: str | None = None) -> str:
+        """Cut to the next item of a layer's playlist."""
+        with self._lock:
+            rd = self._display(display)
+            target = rd.runner.layers[self._layer_index(rd, layer)]
+            with rd.runner.lock:
+                p = target.player
+                p.jump(p.index + 1, self.clock.now())
+                item = p.current
+        return item.plugin if item else ""
+
+    def _display(self, name: str) -> RunningDisplay:
+        if name not in self.displays:
+            raise KeyError(f"unknown display '{name}' (known: {sorted(self.displays)})")
+        return self.displays[name]
+
+    @staticmethod
+    def _layer_index(rd: RunningDisplay, layer: str | None) -> int:
+        if not rd.runner.layers:
+            raise ValueError(f"display '{rd.section.name}' has no running layers")
+        if layer is None:
+            return 0
+        for i, candidate in enumerate(rd.runner.layers):
+            if candidate.name == layer:
+                return i
+        raise KeyError(f"unknown layer '{layer}' (known: {[layer.name for layer in rd.runner.layers]})")
+
+    # --- reporting -------------------------------------------------------------------------------------------
+
+    def list_plugins(self) -> list[dict[str, Any]]:
+        """Every loaded plugin slot: where it runs, its state and its current stats."""
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for rd in self.displays.values():
+                for layer in rd.runner.layers:
+                    current = layer.player.current
+                    for key, slot in layer.player.slots.items():
+                        out.append(
+                            {
+                                "display": rd.section.name,
+                                "layer": layer.name,
+                                "plugin": key,
+                                "version": slot.plugin.version,
+                                "kind": slot.plugin.kind,
+                                "playing": current is not None and current.plugin == key,
+                                "quarantined": slot.quarantined,
+                                "strikes": slot.stats.strikes,
+                            }
+                        )
+                for task in rd.runner.sensors:
+                    out.append(
+                        {
+                            "display": rd.section.name,
+                            "layer": None,
+                            "plugin": task.slot.name,
+                            "version": task.slot.plugin.version,
+                            "kind": task.slot.plugin.kind,
+                            "playing": True,
+                            "quarantined": task.slot.quarantined,
+                            "strikes": task.slot.stats.strikes,
+                        }
+                    )
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Frames rendered and dropped, frame intervals p50/p99/max, and each plugin's budget use, strikes and
+        quarantines (the ``--stats`` file and ``edged ctl stats``)."""
+        displays: dict[str, Any] = {}
+        plugins: dict[str, Any] = {}
+        with self._lock:
+            for name, rd in self.displays.items():
+                st = rd.runner.stats
+                displays[name] = {
+                    "fps": rd.runner.fps,
+                    "frames": st.frames,
+                    "dropped": st.dropped,
+                    "interval": st.intervals.summary(),
+                    "render_ms_max": st.render_ms_max,
+                    "layers": {
+                        layer.name: (layer.player.current.plugin if layer.player.current else None)
+                        for layer in rd.runner.layers
+                    },
+                }
+                for layer in rd.runner.layers:
+                    for key, slot in layer.player.slots.items():
+                        plugins[f"{name}/{layer.name}/{key}"] = slot.stats.as_dict(slot.budget)
+                for task in rd.runner.sensors:
+                    plugins[f"{name}/sensor/{task.slot.name}"] = {
+                        **task.slot.stats.as_dict(task.slot.budget),
+                        "ticks": task.ticks,
+                    }
+        return {
+            "uptime_s": time.monotonic() - self.started_at,
+            "fuel_per_ms": self._fuel_per_ms,
+            "reloads": self.reloads,
+            "displays": displays,
+            "plugins": plugins,
+            "problems": [{"where": p.where, "message": p.message, "t": p.t} for p in self.problems],
+        }

@@ -1,0 +1,254 @@
+"""The daemon in-process: displays on emulated LEDs, supervision, reload, playlist control, a clean stop."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edged.daemon import Daemon, load_config
+from edged.daemon.control import ControlServer, handle, request
+from edged.daemon.hardware import DeviceHardware
+from edged.engine.clock import FakeClock
+from edged.errors import ConfigError
+from tests.engine.anims import SPIN, done_after, solid, trap_every
+
+CONFIG = """
+[daemon]
+hardware = "emulated-16x16"
+plugins_dir = ["plugins"]
+state_dir = "state"
+calibrate_fuel = {calibrate}
+
+[[displays]]
+name = "main"
+fps = 60
+layers = [{{ name = "bg", playlist = "base" }}, {{ name = "right", playlist = "side", x = 8, width = 8 }}]
+
+[playlists.base]
+items = [{{ plugin = "red", duration_s = 100 }}]
+
+[playlists.side]
+items = [{{ plugin = "{side}", duration_s = 100 }}]
+
+[playlists.alt]
+items = [{{ plugin = "green", duration_s = 100 }}]
+"""
+
+
+def write_plugin(root: Path, name: str, wasm: bytes, manifest: dict | None = None) -> Path:
+    folder = root / "plugins" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.wasm").write_bytes(wasm)
+    if manifest is not None:
+        doc = {"wasm": [{"path": f"{name}.wasm"}], "edged": {"name": name, **manifest}}
+        (folder / f"{name}.manifest.json").write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    write_plugin(tmp_path, "red", solid(255, 0, 0), {"capabilities": {"led": True}})
+    write_plugin(tmp_path, "green", solid(0, 255, 0))
+    write_plugin(tmp_path, "blue", solid(0, 0, 255))
+    write_plugin(tmp_path, "spin", SPIN)
+    write_plugin(tmp_path, "trapper", trap_every(2))
+    write_plugin(tmp_path, "short", done_after(3, 9, 9, 9))
+    write_plugin(tmp_path, "garbage", b"\x00asm\x01\x00\x00\x00garbage")
+    return tmp_path
+
+
+def make(site: Path, side: str = "blue", frames: int | None = None, calibrate: bool = False) -> Daemon:
+    path = site / "edged.toml"
+    path.write_text(CONFIG.format(side=side, calibrate=str(calibrate).lower()))
+    cfg = load_config(path)
+    hw = DeviceHardware("emulated-16x16", emulate=True)
+    return Daemon(cfg, hw, config_path=path, frames=frames, clock=FakeClock())
+
+
+def latest(d: Daemon) -> np.ndarray:
+    out = d.hardware.outputs["main"]  # type: ignore[attr-defined]
+    image = out.pipeline.inverse(out.backend.latest().data)
+    assert image is not None
+    return image
+
+
+def run_frames(d: Daemon, n: int) -> None:
+    d.frames = n
+    d.start()
+    d.wait()
+
+
+def test_layers_render_to_the_emulated_leds_and_stats_count_frames(site: Path) -> None:
+    d = make(site)
+    run_frames(d, 10)
+    img = latest(d)
+    assert img[:, :8, 0].min() > 200 and img[:, :8, 2].max() == 0  # red left half
+    assert img[:, 8:, 2].min() > 200 and img[:, 8:, 0].max() == 0  # blue right half
+    stats = d.stats()
+    assert stats["displays"]["main"]["frames"] == 10
+    assert stats["displays"]["main"]["dropped"] == 0
+    assert set(stats["plugins"]) == {"main/bg/red", "main/right/blue"}
+    d.stop()
+
+
+def test_a_looping_plugin_is_struck_and_quarantined_while_its_neighbour_draws(site: Path) -> None:
+    d = make(site, side="spin", calibrate=True)
+    run_frames(d, 20)
+    stats = d.stats()
+    spin = stats["plugins"]["main/right/spin"]
+    assert spin["strikes"] >= 3 and spin["quarantines"] >= 1
+    assert spin["errors"].keys() <= {"OutOfFuel", "PluginTimeout"}
+    assert stats["plugins"]["main/bg/red"]["strikes"] == 0
+    assert stats["displays"]["main"]["frames"] == 20
+    img = latest(d)
+    assert img[:, :8, 0].min() > 200  # the red layer kept drawing
+    d.stop()
+
+
+def test_a_trapping_plugin_keeps_its_last_good_frame(site: Path) -> None:
+    d = make(site, side="trapper")
+    run_frames(d, 6)
+    assert d.stats()["plugins"]["main/right/trapper"]["errors"] == {"PluginTrap": 3}
+    assert latest(d)[:, 8:, 2].min() > 200  # frames 1, 3, 5 were blue; the traps showed the last good one
+    d.stop()
+
+
+def test_a_plugin_that_does_not_load_is_reported_and_the_rest_runs(site: Path) -> None:
+    d = make(site, side="garbage")
+    run_frames(d, 3)
+    problems = d.stats()["problems"]
+    assert len(problems) == 2
+    assert "plugin 'garbage' not loaded" in problems[0]["message"]
+    assert "layer stays dark" in problems[1]["message"]
+    img = latest(d)
+    assert img[:, :, 0].min() > 200 and img[:, :, 1:].max() == 0  # the background layer shows through
+    d.stop()
+
+
+def test_stop_blanks_the_leds_and_is_idempotent(site: Path) -> None:
+    d = make(site)
+    run_frames(d, 3)
+    out = d.hardware.outputs["main"]  # type: ignore[attr-defined]
+    d.stop()
+    d.stop()
+    assert out.closed
+    assert not out.backend.latest().data.any()
+
+
+def test_reload_keeps_untouched_displays_and_rebuilds_changed_ones(site: Path) -> None:
+    d = make(site)
+    d.start()
+    thread = d.displays["main"].thread
+    assert d.reload() == {"kept": ["main"], "rebuilt": [], "added": [], "removed": []}
+    assert d.displays["main"].thread is thread and thread is not None and thread.is_alive()
+    (site / "edged.toml").write_text(CONFIG.format(side="green", calibrate="false"))
+    report = d.reload()
+    assert report["rebuilt"] == ["main"]
+    assert d.displays["main"].thread is not thread
+    assert "main/right/green" in d.stats()["plugins"]
+    d.stop()
+
+
+def test_reload_notices_a_changed_plugin_file(site: Path) -> None:
+    d = make(site)
+    d.start()
+    write_plugin(site, "blue", solid(0, 0, 128))
+    assert d.reload()["rebuilt"] == ["main"]
+    d.stop()
+
+
+def test_a_bad_config_on_reload_changes_nothing(site: Path) -> None:
+    d = make(site)
+    d.start()
+    thread = d.displays["main"].thread
+    (site / "edged.toml").write_text("[daemon]\nhardwar = 1\n")
+    report = d.reload()
+    assert "error" in report and "hardwar" in report["error"][0] and "edged.toml:2:" in report["error"][0]
+    assert d.displays["main"].thread is thread
+    assert d.config.displays[0].name == "main"
+    d.stop()
+
+
+def test_switch_playlist_and_next_item(site: Path) -> None:
+    d = make(site)
+    run_frames(d, 2)
+    assert d.switch_playlist("main", "alt", layer="right") == "right"
+    assert d.stats()["displays"]["main"]["layers"] == {"bg": "red", "right": None}
+    with pytest.raises(KeyError, match="unknown playlist 'nope'"):
+        d.switch_playlist("main", "nope")
+    with pytest.raises(KeyError, match="unknown display 'side'"):
+        d.next_item("side")
+    assert d.next_item("main", "right") == "green"
+    d.stop()
+
+
+def test_control_socket_round_trip(site: Path, tmp_path: Path) -> None:
+    d = make(site)
+    d.start()
+    sock = Path("/tmp") / f"edged-test-{threading.get_ident()}.sock"
+    server = ControlServer(d, sock)
+    server.start()
+    try:
+        listed = request(sock, {"cmd": "list"})
+        assert listed["ok"] and {r["plugin"] for r in listed["result"]} == {"red", "blue"}
+        assert request(sock, {"cmd": "stats"})["result"]["displays"]["main"]["fps"] == 60
+        assert request(sock, {"cmd": "switch", "display": "main", "playlist": "alt"})["ok"]
+        bad = request(sock, {"cmd": "explode"})
+        assert not bad["ok"] and bad["error"].startswith("bad request: cmd")
+        assert request(sock, {"cmd": "switch", "display": "main"}) == {
+            "ok": False,
+            "error": "'switch' needs a playlist",
+        }
+        assert request(sock, {"cmd": "reload"})["result"]["rebuilt"] == ["main"]  # switched away from the config
+        with pytest.raises(OSError, match="another edged is listening"):
+            ControlServer(d, sock)
+    finally:
+        server.close()
+        d.stop()
+    assert not sock.exists()
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[]", b'{"cmd": 3}', b'{"cmd": "list", "extra": 1}', b"\xff\xfe"])
+def test_malformed_control_requests_get_an_error_reply(site: Path, raw: bytes) -> None:
+    d = make(site)
+    reply = handle(d, raw)
+    assert reply["ok"] is False and reply["error"].startswith("bad request")
+
+
+def test_done_plugins_advance_the_playlist(site: Path) -> None:
+    path = site / "edged.toml"
+    path.write_text(
+        CONFIG.format(side="blue", calibrate="false").replace(
+            'items = [{ plugin = "red", duration_s = 100 }]',
+            'items = [{ plugin = "short", duration_s = 100 }, { plugin = "red", duration_s = 100 }]',
+        )
+    )
+    d = Daemon(load_config(path), DeviceHardware("emulated-16x16", emulate=True), frames=8, clock=FakeClock())
+    d.start()
+    d.wait()
+    assert d.stats()["displays"]["main"]["layers"]["bg"] == "red"
+    d.stop()
+
+
+def test_config_errors_name_the_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "edged.toml"
+    path.write_text('[daemon]\nhardware = "x"\n\n[[displays]]\nname = "main"\nfps = -3\nlayers = []\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "edged.toml:6: displays.0.fps" in text and "edged.toml:7: displays.0.layers" in text
+    path.write_text('[[displays]]\nname = "main"\nlayers = [{ name = "a", playlist = "missing" }]\n')
+    with pytest.raises(ConfigError, match="unknown playlist 'missing'"):
+        load_config(path)
+
+
+def test_a_display_missing_from_the_profile_is_a_clear_error(site: Path) -> None:
+    path = site / "edged.toml"
+    path.write_text(CONFIG.format(side="blue", calibrate="false").replace('name = "main"', 'name = "wall"'))
+    d = Daemon(load_config(path), DeviceHardware("emulated-16x16", emulate=True), frames=1, clock=FakeClock())
+    with pytest.raises(ConfigError, match="display 'wall' is not in hardware profile 'emulated-16x16'"):
+        d.start()
