@@ -165,9 +165,7 @@ static inline edged_tick_t edged_tick(void) {
 
 /* Copies config[key] into buf as a NUL-terminated string; returns its length, or -1 if the key is not set. */
 static inline int32_t edged_config(const char *key, char *buf, size_t cap) {
-  uint64_t k = edged_block_str(key);
-  uint64_t h = extism_config_get(k);
-  extism_free(k);
+  uint64_t h = extism_config_get(edged_block_str(key)); /* config_get consumes the key block */
   if (h == 0) {
     if (cap) buf[0] = 0;
     return -1;
