@@ -1,0 +1,199 @@
+"""``edged preview PLUGIN``: render an animation plugin in emulation, as a GIF, a PNG or live in the terminal.
+
+Frames go through the same pixel pipeline as on a device (with ``--profile``, that profile's display model:
+wiring, brightness, gamma, current limiter) into the emulated backend, and the renderers show what the LEDs would.
+For ``--gif`` and ``--png`` time is simulated: frames are computed as fast as possible on a grid of 1/fps seconds.
+``--terminal`` (the default) plays live at ``--fps``. Exit code 0 on success, 1 when the plugin fails (message on
+stderr), 2 for bad usage or a plugin that cannot load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import ConfigError, PluginError, PluginLoadError
+from ..hardware.backends import EmulatedBackend
+from ..hardware.geometry import DisplayConfig
+from ..hardware.output import LedOutput
+from ..hardware.profile import load_profile
+from ..hardware.render import TerminalRenderer, emulated_image, save_gif, save_png
+from ..host.capabilities import DevicePolicy
+from ..host.frames import Tick
+from ..host.functions import DisplayInfo
+from ..host.plugin import DevicePlugin
+
+log = logging.getLogger("edged.cli")
+
+#: show a progress bar for --gif/--png from this many frames on
+PROGRESS_FROM = 200
+
+
+class UsageError(ValueError):
+    """Bad command-line arguments (exit code 2)."""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("preview", help="render a plugin in emulation (GIF, PNG or terminal)", description=__doc__)
+    p.add_argument("plugin", help="a .wasm file or a manifest .json")
+    p.add_argument("--frames", "-n", type=int, default=60, metavar="N", help="frames to render (default 60)")
+    p.add_argument("--fps", type=float, default=30.0, metavar="F", help="frame rate (default 30)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--gif", metavar="OUT", help="write an animated GIF of the frames")
+    out.add_argument("--png", metavar="OUT", help="write a PNG of the last frame")
+    out.add_argument("--terminal", action="store_true", help="play live in the terminal (the default)")
+    p.add_argument("--size", metavar="WxH", help="display size (default 16x16, or the profile's)")
+    p.add_argument("--profile", metavar="NAME", help="use a hardware profile's display model (NAME or NAME:DISPLAY)")
+    p.add_argument("--config", "-c", metavar="K=V", action="append", default=[], help="config key (repeatable)")
+    p.add_argument("--seed", type=int, metavar="S", help="passed to the plugin as config key 'seed'")
+    p.add_argument("--scale", type=int, default=None, metavar="N", help="pixels per LED in images (default 16)")
+    p.add_argument("--dots", action="store_true", help="draw LEDs as round dots in images")
+    p.add_argument("--fuel", type=int, metavar="N", help="fuel limit per frame")
+    p.add_argument("--timeout-ms", type=int, metavar="N", help="wall-clock limit per frame")
+    p.set_defaults(handler=run)
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1 or int(w) * int(h) > 65536:
+        raise UsageError(f"--size expects WxH with positive sizes (at most 65536 LEDs), got {text!r}")
+    return int(w), int(h)
+
+
+def _display(args: argparse.Namespace) -> DisplayConfig:
+    if args.profile:
+        name, _, which = args.profile.partition(":")
+        profile = load_profile(name)
+        if not profile.displays:
+            raise UsageError(f"profile {profile.name!r} has no displays")
+        if which and which not in profile.displays:
+            raise UsageError(f"profile {profile.name!r} has no display {which!r} (has: {', '.join(profile.displays)})")
+        display = profile.displays[which or next(iter(profile.displays))].display
+        if args.size:
+            w, h = _size(args.size)
+            display = DisplayConfig.model_validate({**display.model_dump(), "width": w, "height": h})
+        return display
+    w, h = _size(args.size or "16x16")
+    return DisplayConfig(width=w, height=h, color_order="RGB")
+
+
+def _config(args: argparse.Namespace) -> dict[str, str]:
+    config: dict[str, str] = {}
+    for item in args.config:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--config expects K=V, got {item!r}")
+        config[key] = value
+    if args.seed is not None:
+        config["seed"] = str(args.seed)
+    return config
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.fps <= 0 or args.fps > 1000:
+        raise UsageError("--fps must be above 0 and at most 1000")
+    if args.frames < 0 or (args.frames == 0 and not _live(args)):
+        raise UsageError("--frames must be at least 1 (0 plays forever, only with --terminal)")
+    if args.scale is not None and not 1 <= args.scale <= 64:
+        raise UsageError("--scale must be between 1 and 64")
+
+
+def _live(args: argparse.Namespace) -> bool:
+    return not (args.gif or args.png)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        _check_args(args)
+        display = _display(args)
+        config = _config(args)
+        info = DisplayInfo(display.width, display.height, args.fps, display.wiring == "serpentine", display.brightness)
+        plugin = DevicePlugin(
+            args.plugin,
+            policy=DevicePolicy(wasi=True),
+            display=info,
+            config=config,
+            fuel=args.fuel,
+            timeout_ms=args.timeout_ms,
+        )
+    except (UsageError, ConfigError, PluginLoadError, OSError) as exc:
+        print(f"edged preview: {exc}", file=sys.stderr)
+        return 2
+    except PluginError as exc:  # a capability the preview cannot grant
+        print(f"edged preview: {exc}", file=sys.stderr)
+        return 2
+    backend = EmulatedBackend(history=2)
+    with plugin, LedOutput(display, backend) as output:
+        try:
+            if _live(args):
+                return _play(args, plugin, output, backend)
+            return _render(args, plugin, output, backend)
+        except PluginError as exc:
+            print(f"edged preview: {plugin.name}: {exc}", file=sys.stderr)
+            return 1
+
+
+def _frames(args: argparse.Namespace, plugin: DevicePlugin, output: LedOutput, backend: EmulatedBackend) -> Any:
+    """Yield the emulated image of each frame the plugin draws, on a simulated 1/fps grid."""
+    w, h = output.display.width, output.display.height
+    dt = round(1e6 / args.fps)
+    i = 0
+    while args.frames == 0 or i < args.frames:
+        frame = plugin.frame(Tick(i, i * dt, 0 if i == 0 else dt, w, h, i == 0))
+        if frame is None:
+            log.info("plugin finished", extra={"plugin": plugin.name, "frames": i})
+            return
+        output.show(frame)
+        image = emulated_image(output.pipeline, backend)
+        assert image is not None
+        yield image
+        i += 1
+
+
+def _render(args: argparse.Namespace, plugin: DevicePlugin, output: LedOutput, backend: EmulatedBackend) -> int:
+    scale = args.scale or 16
+    bar = tqdm(total=args.frames, file=sys.stderr, unit="frame", disable=args.frames < PROGRESS_FROM, leave=False)
+    images: list[np.ndarray] = []
+    with bar:
+        for image in _frames(args, plugin, output, backend):
+            if args.gif:
+                images.append(image)
+            else:
+                images[:] = [image]
+            bar.update()
+    if not images:
+        print(f"edged preview: {plugin.name} drew no frames", file=sys.stderr)
+        return 1
+    if args.gif:
+        save_gif(images, Path(args.gif), args.fps, scale, args.dots)
+    else:
+        save_png(images[-1], Path(args.png), scale, args.dots)
+    return 0
+
+
+def _play(args: argparse.Namespace, plugin: DevicePlugin, output: LedOutput, backend: EmulatedBackend) -> int:
+    renderer = TerminalRenderer(sys.stdout, args.scale or 1)
+    period = 1.0 / args.fps
+    next_at = time.monotonic()
+    try:
+        for image in _frames(args, plugin, output, backend):
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            renderer.draw(image)
+            next_at = max(next_at + period, time.monotonic() - period)  # drop the backlog after a stall
+    except KeyboardInterrupt:
+        pass
+    finally:
+        renderer.close()
+    if renderer.frames == 0:
+        print(f"edged preview: {plugin.name} drew no frames", file=sys.stderr)
+        return 1
+    return 0
