@@ -145,7 +145,7 @@ class BundleMeta(BaseModel):
 
     def signed_bytes(self) -> bytes:
         """The bytes the signature covers."""
-        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+        return canonical_json(self.model_dump(exclude={"signature"}))
 
     @property
     def semver(self) -> SemVer:

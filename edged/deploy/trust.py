@@ -379,7 +379,8 @@ class SignedEnvelope(BaseModel):
 
     def signed_bytes(self) -> bytes:
         """The bytes the signature covers."""
-        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+        # python mode: JSON mode would quietly turn inf into null, and sign something else than the payload
+        return canonical_json(self.model_dump(exclude={"signature"}))
 
 
 def sign_envelope(
@@ -388,6 +389,7 @@ def sign_envelope(
     """Wrap ``payload`` in an envelope signed by ``key``, valid from ``now`` for ``ttl_s`` seconds."""
     if not ttl_s > 0:
         raise ValueError("ttl_s must be positive")
+    canonical_json(payload)  # ValueError/TypeError now for what JSON cannot carry (NaN, inf, bytes, ...)
     issued = time.time() if now is None else now
     unsigned = {
         "payload": payload,
