@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import BundleRejected, DeployError, EdgedError, MessageRejected, PluginError, StoreError
 from ..host.capabilities import Capabilities, DevicePolicy
 from . import topics
-from .bundle import BundleMeta, verify_bundle
+from .bundle import BundleMeta, parse_meta, verify_bundle
 from .messages import (
     ChunkRequest,
     Command,
@@ -69,6 +69,25 @@ class BrokerConfig(BaseModel):
     cert_file: Path | None = None
     key_file: Path | None = None
     keepalive: int = Field(default=30, ge=5)
+
+
+def make_client(broker: BrokerConfig, client_id: str, clean_session: bool) -> mqtt.Client:
+    """A paho 2.x client (MQTT 3.1.1) set up with ``broker``'s credentials and TLS, reconnecting quickly."""
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311
+    )
+    if broker.username is not None:
+        c.username_pw_set(broker.username, broker.password)
+    if broker.ca_file is not None:
+        c.tls_set(
+            ca_certs=str(broker.ca_file),
+            certfile=str(broker.cert_file) if broker.cert_file else None,
+            keyfile=str(broker.key_file) if broker.key_file else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    c.reconnect_delay_set(min_delay=0.2, max_delay=2)
+    c.max_inflight_messages_set(64)
+    return c
 
 
 @dataclass
@@ -149,25 +168,9 @@ class DeviceAgent:
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"edged-{self.device_id}",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
-        b = self.broker
-        if b.username is not None:
-            c.username_pw_set(b.username, b.password)
-        if b.ca_file is not None:
-            c.tls_set(
-                ca_certs=str(b.ca_file),
-                certfile=str(b.cert_file) if b.cert_file else None,
-                keyfile=str(b.key_file) if b.key_file else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        c = make_client(self.broker, f"edged-{self.device_id}", clean_session=False)
         offline = Presence(device=self.device_id, state="offline", groups=self.groups)
         c.will_set(topics.presence(self.device_id), offline.model_dump_json(), qos=1, retain=True)
-        c.reconnect_delay_set(min_delay=0.2, max_delay=2)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_disconnect = self._on_disconnect
@@ -397,9 +400,9 @@ class DeviceAgent:
     def _begin(self, spec: PluginSpec, source: str, cmd_id: str | None = None) -> None:
         topic = topics.cmd(self.device_id) if cmd_id else topics.desired(self.device_id)
         try:
-            meta = BundleMeta.model_validate(spec.meta)
-        except ValidationError as exc:
-            self._fail_early(spec, source, cmd_id, "wrong_schema", f"bundle meta: {_short(exc)}", topic)
+            meta = parse_meta(spec.meta)
+        except BundleRejected as exc:
+            self._fail_early(spec, source, cmd_id, exc.reason, str(exc), topic)
             return
         if meta.name != spec.name or meta.version != spec.version:
             self._fail_early(spec, source, cmd_id, "wrong_schema", "bundle meta names another plugin", topic)
@@ -488,9 +491,7 @@ class DeviceAgent:
             self._request_more(job)
 
     def _progress(self, job: _Job, force: bool = False) -> None:
-        pct = float(job.transfer.progress())
-        pct = pct * 100 if pct <= 1.0 and job.total and len(job.transfer.missing()) < job.total else pct
-        pct = max(0.0, min(100.0, pct))
+        pct = round(max(0.0, min(100.0, float(job.transfer.progress()) * 100)), 1)
         if force or pct - job.last_percent >= 10 or (pct >= 100 and job.last_percent < 100):
             job.last_percent = pct
             self._status("downloading", name=job.meta.name, version=job.meta.version, percent=pct)
@@ -501,8 +502,6 @@ class DeviceAgent:
         self._status("verifying", name=name, version=version, percent=100)
         try:
             wasm = job.transfer.assemble()
-            if isinstance(wasm, Path):
-                wasm = wasm.read_bytes()
         except DeployError as exc:
             job.transfer.discard()
             self._fail(job, getattr(exc, "reason", "hash_mismatch"), str(exc))
@@ -625,10 +624,10 @@ class DeviceAgent:
     # --- store / target helpers --------------------------------------------------------------------------------
 
     def _installed(self, name: str) -> list[Any]:
-        return [iv for iv in self.store.installed() if iv.name == name]
+        return self.store.versions(name)
 
     def _active_names(self) -> list[str]:
-        return sorted({iv.name for iv in self.store.installed() if self.store.active(iv.name) is not None})
+        return sorted(self.store.installed())
 
     def _active_version(self, name: str) -> str | None:
         iv = self.store.active(name)
@@ -642,7 +641,7 @@ class DeviceAgent:
         if iv is None:
             return
         try:
-            self.target.activate(name, iv.version, self.store.wasm_path(iv), iv.manifest)
+            self.target.activate(name, iv.version, self.store.wasm_path(iv), self.store.runtime_manifest(iv))
             self._report.setdefault(name, ReportedPlugin(version=iv.version, state="healthy"))
         except (PluginError, DeployError, ValueError) as exc:
             if raise_errors:

@@ -51,9 +51,15 @@ class DeployTarget(Protocol):
 
 
 def manifest_for(wasm_path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The bundle's manifest with its ``wasm`` pointing at the stored blob (the store checked the hash already)."""
-    out = {k: v for k, v in manifest.items() if k != "wasm"}
-    out["wasm"] = [{"path": str(wasm_path), "name": "main"}]
+    """The bundle's manifest with its (single) ``wasm`` entry pointing at ``wasm_path``; a ``hash`` stays, so the
+    loader checks it again."""
+    out = dict(manifest)
+    entries = manifest.get("wasm") or [{}]
+    entry = dict(entries[-1]) if isinstance(entries[-1], dict) else {}
+    entry.pop("url", None)
+    entry.pop("data", None)
+    entry["path"] = str(wasm_path)
+    out["wasm"] = [entry]
     return out
 
 
