@@ -1,0 +1,231 @@
+"""`edged preview` on real wasm plugins (WAT compiled by wasmtime), checked as images."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageSequence
+
+from edged.cli import main
+from tests.conftest import wat
+
+_HEAD = """(module
+  (import "extism:host/env" "input_load_u64" (func $in64 (param i64) (result i64)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (memory (export "memory") 1)
+  (func $frame_no (result i64) (call $in64 (i64.const 0)))
+  (func $pixels (result i64)
+    (i64.mul (i64.and (i64.shr_u (call $in64 (i64.const 16)) (i64.const 32)) (i64.const 0xffff))
+             (i64.shr_u (call $in64 (i64.const 16)) (i64.const 48))))
+  ;; pixel i of frame f is (f*40 mod 256, i*16 mod 256, 255 - f*40 mod 256)
+  (func $draw (local $f i32) (local $n i64) (local $h i64) (local $i i64) (local $p i64)
+    (local.set $f (i32.and (i32.mul (i32.wrap_i64 (call $frame_no)) (i32.const 40)) (i32.const 255)))
+    (local.set $n (call $pixels))
+    (local.set $h (call $alloc (i64.mul (local.get $n) (i64.const 3))))
+    (block $d (loop $l (br_if $d (i64.ge_u (local.get $i) (local.get $n)))
+      (local.set $p (i64.add (local.get $h) (i64.mul (local.get $i) (i64.const 3))))
+      (call $store_u8 (local.get $p) (local.get $f))
+      (call $store_u8 (i64.add (local.get $p) (i64.const 1))
+        (i32.and (i32.mul (i32.wrap_i64 (local.get $i)) (i32.const 16)) (i32.const 255)))
+      (call $store_u8 (i64.add (local.get $p) (i64.const 2)) (i32.sub (i32.const 255) (local.get $f)))
+      (local.set $i (i64.add (local.get $i) (i64.const 1))) (br $l)))
+    (call $output_set (local.get $h) (i64.mul (local.get $n) (i64.const 3))))
+"""
+
+ANIMATION = _HEAD + '(func (export "frame") (result i32) (call $draw) (i32.const 0)))'
+DONE_AFTER_3 = (
+    _HEAD + '(func (export "frame") (result i32)'
+    " (if (i64.ge_u (call $frame_no) (i64.const 3)) (then (return (i32.const 0)))) (call $draw) (i32.const 0)))"
+)
+TRAP_AT_2 = (
+    _HEAD + '(func (export "frame") (result i32)'
+    " (if (i64.eq (call $frame_no) (i64.const 2)) (then unreachable)) (call $draw) (i32.const 0)))"
+)
+WRONG_SIZE = (
+    _HEAD + '(func (export "frame") (result i32) (local $h i64)'
+    " (local.set $h (call $alloc (i64.const 7))) (call $output_set (local.get $h) (i64.const 7)) (i32.const 0)))"
+)
+
+
+def expected(frame: int, index: int) -> tuple[int, int, int]:
+    f = frame * 40 % 256
+    return (f, index * 16 % 256, 255 - f)
+
+
+@pytest.fixture
+def plugin(tmp_path: Path):
+    def make(source: str, name: str = "anim") -> Path:
+        path = tmp_path / f"{name}.wasm"
+        path.write_bytes(wat(source))
+        return path
+
+    return make
+
+
+def test_gif(plugin, tmp_path: Path) -> None:
+    out = tmp_path / "anim.gif"
+    rc = main(["preview", str(plugin(ANIMATION)), "--frames", "5", "--fps", "10", "--size", "4x3", "--gif", str(out)])
+    assert rc == 0
+    with Image.open(out) as im:
+        assert im.size == (4 * 16, 3 * 16) and im.n_frames == 5 and im.info["loop"] == 0
+        for k, fr in enumerate(ImageSequence.Iterator(im)):
+            assert fr.info["duration"] == 100
+            rgb = fr.convert("RGB")
+            for y in range(3):
+                for x in range(4):
+                    assert rgb.getpixel((x * 16 + 8, y * 16 + 8)) == expected(k, y * 4 + x), (k, x, y)
+
+
+def test_png_is_the_last_frame(plugin, tmp_path: Path) -> None:
+    out = tmp_path / "last.png"
+    rc = main(["preview", str(plugin(ANIMATION)), "--frames", "4", "--size", "2x2", "--png", str(out), "--scale", "3"])
+    assert rc == 0
+    with Image.open(out) as im:
+        assert im.size == (6, 6)
+        rgb = im.convert("RGB")
+        assert [rgb.getpixel((x * 3, y * 3)) for y in range(2) for x in range(2)] == [expected(3, i) for i in range(4)]
+
+
+def test_profile_display_model_shows_in_the_preview(plugin, tmp_path: Path) -> None:
+    out = tmp_path / "dim.png"
+    # the 16x16 Pi profile runs at brightness 160 with gamma 2.8 and a 3.5 A limiter; the preview shows the LEDs
+    rc = main(["preview", str(plugin(ANIMATION)), "--frames", "1", "--profile", "pi4-ws2812b-16x16", "--png", str(out)])
+    assert rc == 0
+    with Image.open(out) as im:
+        assert im.size == (256, 256)
+        # pixel 0 of frame 0 is (0, 0, 255): gamma on the LEDs and its inverse on screen leave brightness 160
+        assert im.convert("RGB").getpixel((8, 8)) == (0, 0, 160)
+
+
+def test_plugin_that_finishes_early(plugin, tmp_path: Path) -> None:
+    out = tmp_path / "short.gif"
+    rc = main(["preview", str(plugin(DONE_AFTER_3)), "--frames", "10", "--size", "2x2", "--gif", str(out)])
+    assert rc == 0
+    with Image.open(out) as im:
+        assert im.n_frames == 3
+
+
+def test_terminal_plays_frames(plugin, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["preview", str(plugin(ANIMATION)), "--frames", "2", "--fps", "500", "--size", "2x2", "--terminal"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    frames = text.split("\x1b[H")[1:]
+    assert len(frames) == 2
+    cells = re.findall(r"\x1b\[38;2;(\d+);(\d+);(\d+)m\x1b\[48;2;(\d+);(\d+);(\d+)m\u2580", frames[1])
+    top_left = tuple(map(int, cells[0]))
+    assert top_left == (*expected(1, 0), *expected(1, 2))  # upper pixel (0,0), lower pixel (0,1)
+
+
+def test_plugin_trap_exits_1(plugin, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.gif"
+    rc = main(["preview", str(plugin(TRAP_AT_2, "trappy")), "--frames", "5", "--size", "2x2", "--gif", str(out)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "trappy" in err and "unreachable" in err
+    assert not out.exists()
+
+
+def test_wrong_frame_size_exits_1(plugin, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["preview", str(plugin(WRONG_SIZE)), "--size", "2x2", "--png", str(tmp_path / "x.png")])
+    assert rc == 1
+    assert "frame has 7 bytes; expected 2×2×3 = 12" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--size", "0x4"], "--size expects WxH"),
+        (["--size", "big"], "--size expects WxH"),
+        (["--fps", "0"], "--fps"),
+        (["--frames", "0"], "--frames must be at least 1"),
+        (["--config", "novalue"], "--config expects K=V"),
+        (["--profile", "pi9"], "no hardware profile 'pi9'"),
+        (["--profile", "emulated-16x16:side"], "has no display 'side'"),
+    ],
+)
+def test_bad_usage_exits_2(plugin, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra, message) -> None:
+    rc = main(["preview", str(plugin(ANIMATION)), "--png", str(tmp_path / "x.png"), *extra])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unloadable_plugins_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = str(tmp_path / "x.png")
+    assert main(["preview", str(tmp_path / "missing.wasm"), "--png", png]) == 2
+    assert "no such plugin file" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.wasm"
+    garbage.write_bytes(b"\x00asm garbage")
+    assert main(["preview", str(garbage), "--png", png]) == 2
+    assert "invalid WebAssembly module" in capsys.readouterr().err
+
+
+def test_plugin_asking_for_gpio_is_refused(plugin, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wasm = plugin(ANIMATION)
+    manifest = tmp_path / "m.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "wasm": [{"path": str(wasm)}],
+                "edged": {"name": "greedy", "capabilities": {"led": True, "gpio": {"write": [17]}}},
+            }
+        )
+    )
+    assert main(["preview", str(manifest), "--png", str(tmp_path / "x.png")]) == 2
+    assert "gpio.write pin 17" in capsys.readouterr().err
+
+
+CONFIG_ECHO = """(module
+  (import "extism:host/env" "input_load_u64" (func $in64 (param i64) (result i64)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "load_u8" (func $load_u8 (param i64) (result i32)))
+  (import "extism:host/env" "config_get" (func $config_get (param i64) (result i64)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (memory (export "memory") 1)
+  ;; the first byte of config value `key` (a 4-letter key), or 0 when it is missing
+  (func $first (param $a i32) (param $b i32) (param $c i32) (param $d i32) (result i32) (local $k i64) (local $v i64)
+    (local.set $k (call $alloc (i64.const 4)))
+    (call $store_u8 (local.get $k) (local.get $a))
+    (call $store_u8 (i64.add (local.get $k) (i64.const 1)) (local.get $b))
+    (call $store_u8 (i64.add (local.get $k) (i64.const 2)) (local.get $c))
+    (call $store_u8 (i64.add (local.get $k) (i64.const 3)) (local.get $d))
+    (local.set $v (call $config_get (local.get $k)))
+    (if (result i32) (i64.eqz (local.get $v)) (then (i32.const 0)) (else (call $load_u8 (local.get $v)))))
+  ;; a 1x1 frame: red = the first byte of config `seed`, green = that of `tint`, blue = 0
+  (func (export "frame") (result i32) (local $h i64)
+    (local.set $h (call $alloc (i64.const 3)))
+    (call $store_u8 (local.get $h) (call $first (i32.const 115) (i32.const 101) (i32.const 101) (i32.const 100)))
+    (call $store_u8 (i64.add (local.get $h) (i64.const 1))
+      (call $first (i32.const 116) (i32.const 105) (i32.const 110) (i32.const 116)))
+    (call $output_set (local.get $h) (i64.const 3)) (i32.const 0)))
+"""
+
+
+def test_seed_and_config_reach_the_plugin(plugin, tmp_path: Path) -> None:
+    out = tmp_path / "s.png"
+    args = ["preview", str(plugin(CONFIG_ECHO)), "--size", "1x1", "--frames", "1", "--scale", "1", "--png", str(out)]
+    assert main([*args, "--seed", "7", "-c", "tint=A"]) == 0
+    with Image.open(out) as im:
+        assert im.convert("RGB").getpixel((0, 0)) == (ord("7"), ord("A"), 0)
+    assert main(args) == 0
+    with Image.open(out) as im:
+        assert im.convert("RGB").getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_console_script_end_to_end(plugin, tmp_path: Path) -> None:
+    out = tmp_path / "e2e.gif"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edged", "preview", str(plugin(ANIMATION)), "-n", "3", "--gif", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as im:
+        assert im.n_frames == 3 and im.size == (256, 256)
