@@ -151,7 +151,12 @@ export function done(): i32 {
   return 0;
 }
 
-/** Sets the call's output to UTF-8 text (Matricks' update). */
+/** Sets the call's output to the first `len` bytes of `data`. */
+export function outputBytes(data: Uint8Array, len: i32): void {
+  output_set(blockFrom(data.dataStart, len), <u64>len);
+}
+
+/** Sets the call's output to UTF-8 text. */
 export function outputText(s: string): void {
   const bytes = String.UTF8.encode(s);
   output_set(blockFrom(changetype<usize>(bytes), bytes.byteLength), <u64>bytes.byteLength);
