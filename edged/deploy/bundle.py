@@ -246,6 +246,12 @@ def build_bundle(
     module is kept); its ``edged`` block gets ``name`` and ``version`` if it lacks them. Raises
     :class:`BundleRejected` (``invalid_wasm``, ``invalid_manifest``, ``manifest_mismatch``, ``malformed``).
     """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise BundleRejected("malformed", f"bundle name {name!r}: use 1-64 lowercase letters, digits, '-' or '_'")
+    try:
+        SemVer(version)
+    except (ValueError, TypeError) as exc:
+        raise BundleRejected("malformed", f"bundle version: {exc}") from None
     digest = hashlib.sha256(wasm).hexdigest()
     bundled = _bundled_manifest(name, version, digest, manifest)
     parsed = _check_manifest(bundled)
