@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import BundleRejected, DeployError, EdgedError, MessageRejected, PluginError, StoreError
 from ..host.capabilities import Capabilities, DevicePolicy
 from . import topics
-from .bundle import BundleMeta, parse_meta, verify_bundle
+from .bundle import BundleMeta, compare_versions, parse_meta, verify_bundle
 from .messages import (
     ChunkRequest,
     Command,
@@ -152,7 +152,8 @@ class DeviceAgent:
         self._worker: threading.Thread | None = None
         self._desired: dict[str, DesiredState] = {}
         self._jobs: dict[str, _Job] = {}
-        self._failed: dict[tuple[str, str], str] = {}
+        #: (name, version, allow_downgrade) that failed: not retried until a differently signed request or a restart
+        self._failed: dict[tuple[str, str, bool], str] = {}
         self._report: dict[str, ReportedPlugin] = {}
         self._applied: dict[str, int] = {}
         self._origin: dict[str, str] = {}
@@ -276,10 +277,8 @@ class DeviceAgent:
     # --- desired state -----------------------------------------------------------------------------------------
 
     def _on_desired(self, source: str, topic: str, payload: bytes) -> None:
-        self._seen.add(source)
-        if not payload:  # retained message cleared: this source no longer asks for anything
-            if self._desired.pop(source, None) is not None:
-                self._reconcile()
+        if not payload:  # an unsigned "clear" must not remove anything: undeploying is a signed empty plugin list
+            self._reject(topic, "malformed", "empty desired-state message")
             return
         try:
             data = open_envelope(payload, self.trust, role="marketplace")
@@ -297,6 +296,7 @@ class DeviceAgent:
         if doc.seq == last and source in self._desired:
             return  # a repeat: harmless
         self._desired[source] = doc
+        self._seen.add(source)
         self._applied[source] = doc.seq
         self._save_state()
         self._reconcile()
@@ -314,7 +314,7 @@ class DeviceAgent:
     def _reconcile(self) -> None:
         wanted = self._wanted()
         for name, (spec, source) in wanted.items():
-            if self._failed.get((name, spec.version)):
+            if self._failed.get((name, spec.version, spec.allow_downgrade)):
                 continue
             job = self._jobs.get(name)
             if job is not None:
@@ -365,7 +365,7 @@ class DeviceAgent:
             if cmd.plugin is None:
                 self._reply(cmd.id, False, "wrong_schema", "install needs 'plugin'")
                 return
-            self._failed.pop((cmd.plugin.name, cmd.plugin.version), None)
+            self._failed.pop((cmd.plugin.name, cmd.plugin.version, cmd.plugin.allow_downgrade), None)
             if self._active_version(cmd.plugin.name) == cmd.plugin.version:
                 self._reply(cmd.id, True, result={"version": cmd.plugin.version, "state": "healthy"})
                 return
@@ -385,10 +385,14 @@ class DeviceAgent:
             self._reply(cmd.id, True, result={"version": self._active_version(name)})
         elif cmd.op == "rollback":
             failed = self._active_version(name)
-            self.store.rollback(name)
+            try:
+                self.store.rollback(name)
+            except StoreError as exc:
+                self._reply(cmd.id, False, "nothing_to_rollback", str(exc))
+                return
             now = self._active_version(name)
             if failed:
-                self._failed[(name, failed)] = "rolled back by command"
+                self._failed[(name, failed, False)] = "rolled back by command"
             self._start_active(name)
             self._set_report(name, now, "rolled_back", "command", wanted=None)
             self._status("rolled_back", name=name, version=now, reason="command")
@@ -416,9 +420,18 @@ class DeviceAgent:
         if excess:
             self._fail_early(spec, source, cmd_id, "policy_violation", excess, topic)
             return
+        stored = next((iv for iv in self._installed(spec.name) if iv.version == spec.version), None)
+        if stored is not None:  # kept from before: no download, but the same checks as a fresh bundle
+            active = self._active_version(spec.name)
+            if stored.wasm_sha256 != meta.wasm_sha256:
+                self._fail_early(spec, source, cmd_id, "hash_mismatch", "installed with different wasm", topic)
+                return
+            if active and not spec.allow_downgrade and compare_versions(spec.version, active) < 0:
+                self._fail_early(spec, source, cmd_id, "downgrade", f"{spec.version} < installed {active}", topic)
+                return
         job = _Job(spec=spec, meta=meta, source=source, cmd_id=cmd_id, last_progress=time.monotonic())
         self._jobs[spec.name] = job
-        if any(iv.version == spec.version for iv in self._installed(spec.name)):
+        if stored is not None:
             self._activate_installed(job)
             return
         job.chunk_size = self.chunk_size
@@ -467,8 +480,8 @@ class DeviceAgent:
         job = self._jobs.get(header.name)
         if job is None or job.state != "downloading" or job.meta.wasm_sha256 != header.wasm_sha256:
             return  # a late duplicate of a finished or abandoned transfer
-        if header.error:
-            self._fail(job, "unknown_plugin" if header.error == "unknown_bundle" else header.error, "marketplace")
+        if header.error:  # the marketplace cannot serve this chunk
+            self._fail(job, "missing_chunk", f"marketplace: {header.error} (chunk {header.index})")
             return
         if header.chunk_size != job.chunk_size or header.total != job.total or header.index >= job.total:
             self._reject(topics.chunks(self.device_id), "wrong_schema", "chunk does not fit the transfer")
@@ -577,7 +590,7 @@ class DeviceAgent:
             except (PluginError, DeployError, ValueError):
                 log.exception("previous version failed to start", extra={"plugin": name, "version": prev})
         self._jobs.pop(name, None)
-        self._failed[(name, version)] = reason
+        self._failed[(name, version, job.spec.allow_downgrade)] = reason
         self._set_report(name, prev, "rolled_back" if prev else "failed", reason, wanted=version)
         self._status("rolled_back" if prev else "failed", name=name, version=version, reason=reason, detail=detail)
         if job.cmd_id:
@@ -588,7 +601,7 @@ class DeviceAgent:
     def _fail(self, job: _Job, reason: str, detail: str) -> None:
         name, version = job.meta.name, job.meta.version
         self._jobs.pop(name, None)
-        self._failed[(name, version)] = reason
+        self._failed[(name, version, job.spec.allow_downgrade)] = reason
         self._set_report(name, self._active_version(name), "failed", reason, wanted=version)
         self._status("failed", name=name, version=version, reason=reason, detail=detail)
         if job.cmd_id:
@@ -598,7 +611,7 @@ class DeviceAgent:
     def _fail_early(
         self, spec: PluginSpec, source: str, cmd_id: str | None, reason: str, detail: str, topic: str
     ) -> None:
-        self._failed[(spec.name, spec.version)] = reason
+        self._failed[(spec.name, spec.version, spec.allow_downgrade)] = reason
         self._set_report(spec.name, self._active_version(spec.name), "failed", reason, wanted=spec.version)
         self._status("failed", name=spec.name, version=spec.version, reason=reason, detail=detail, topic=topic)
         if cmd_id:
