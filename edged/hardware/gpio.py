@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from gpiozero import Button, Device, DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
-from gpiozero.exc import BadPinFactory
+from gpiozero.exc import BadPinFactory, GPIOZeroError
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -124,10 +124,10 @@ class GpioConfig(BaseModel):
                 chips.add(sensor.device)
                 pins = sensor.pins()
                 if chips == {0, 1}:  # the second chip shares the bus, only its select pin is its own
-                    pins = {sensor.select: "spi0 select"}
+                    pins = [(sensor.select, "spi0 select")]
             else:
                 pins = sensor.pins()
-            out.extend((pin, f"sensors.{name} ({sensor.type} {role})") for pin, role in pins.items())
+            out.extend((pin, f"sensors.{name} ({sensor.type} {role})") for pin, role in pins)
         return out
 
     def pins(self) -> set[int]:
@@ -198,11 +198,13 @@ class GpioBoard:
         self._closed = False
         try:
             for name, dev in config.gpio.items():
-                self._devices[name] = self._build(name, dev)
+                with _naming(f"gpio.{name} ({dev.type})"):
+                    self._devices[name] = self._build(name, dev)
                 self._by_pin[dev.pin] = (name, dev)
             for name, sensor in config.sensors.items():
-                self.sensors[name] = SensorHandle(name, sensor, factory, self.emulated, self)
-                for pin in sensor.pins():
+                with _naming(f"sensors.{name} ({sensor.type})"):
+                    self.sensors[name] = SensorHandle(name, sensor, factory, self.emulated, self)
+                for pin, _ in sensor.pins():
                     self._sensor_pins[pin] = name
         except BaseException:
             self.close()
@@ -439,7 +441,8 @@ class GpioBoard:
             # again with whatever class it needs
             for pin in self.config.pins():
                 for _, info in self.factory.board_info.find_pin(pin):
-                    self.factory.pins.pop(info, None)
+                    if not self.factory._reservations.get(info):  # unless another device still holds it
+                        self.factory.pins.pop(info, None)
         log.info("gpio board closed", extra={"emulated": self.emulated})
 
     def __enter__(self) -> GpioBoard:
@@ -452,6 +455,14 @@ class GpioBoard:
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+@contextmanager
+def _naming(what: str) -> Iterator[None]:
+    try:
+        yield
+    except GPIOZeroError as exc:
+        raise GpioError(f"{what}: {exc}") from exc
 
 
 def _real_factory(name: str | None) -> Any:

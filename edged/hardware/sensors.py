@@ -56,8 +56,8 @@ class DistanceConfig(BaseModel):
     #: readings are clamped to this (metres)
     max_distance: float = Field(default=1.0, gt=0, le=10)
 
-    def pins(self) -> dict[int, str]:
-        return {self.echo: "echo", self.trigger: "trigger"}
+    def pins(self) -> list[tuple[int, str]]:
+        return [(self.echo, "echo"), (self.trigger, "trigger")]
 
 
 class MotionConfig(BaseModel):
@@ -68,8 +68,8 @@ class MotionConfig(BaseModel):
     pin: Pin
     pull_up: bool = False
 
-    def pins(self) -> dict[int, str]:
-        return {self.pin: "pin"}
+    def pins(self) -> list[tuple[int, str]]:
+        return [(self.pin, "pin")]
 
 
 class LightConfig(BaseModel):
@@ -81,8 +81,8 @@ class LightConfig(BaseModel):
     #: seconds the capacitor may take to charge before it counts as dark (0.01 fits a 1 µF capacitor)
     charge_time_limit: float = Field(default=0.01, gt=0, le=1)
 
-    def pins(self) -> dict[int, str]:
-        return {self.pin: "pin"}
+    def pins(self) -> list[tuple[int, str]]:
+        return [(self.pin, "pin")]
 
 
 class Mcp3008Config(BaseModel):
@@ -98,8 +98,13 @@ class Mcp3008Config(BaseModel):
     vref: float = Field(default=3.3, gt=0, le=5.5)
     output: Literal["ratio", "volts"] = "ratio"
 
-    def pins(self) -> dict[int, str]:
-        return {SPI0_CLOCK: "spi0 clock", SPI0_MOSI: "spi0 mosi", SPI0_MISO: "spi0 miso", self.select: "spi0 select"}
+    def pins(self) -> list[tuple[int, str]]:
+        return [
+            (SPI0_CLOCK, "spi0 clock"),
+            (SPI0_MOSI, "spi0 mosi"),
+            (SPI0_MISO, "spi0 miso"),
+            (self.select, "spi0 select"),
+        ]
 
     @property
     def select(self) -> int:
@@ -113,8 +118,8 @@ class CpuTemperatureConfig(BaseModel):
     type: Literal["cpu_temperature"]
     sensor_file: str = "/sys/class/thermal/thermal_zone0/temp"
 
-    def pins(self) -> dict[int, str]:
-        return {}
+    def pins(self) -> list[tuple[int, str]]:
+        return []
 
 
 SensorConfig = Annotated[
