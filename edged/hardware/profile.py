@@ -1,4 +1,4 @@
-"""Hardware profiles: ready descriptions of a board's LED displays (and, later, its inputs and sensors).
+"""Hardware profiles: ready descriptions of a board's LED displays, GPIO devices and sensors.
 
 A profile is a TOML file in ``hardware/``; ``edged`` can start from its name. :func:`load_profile` takes a path or
 a name and searches ``$EDGED_HARDWARE_DIR``, ``/etc/edged/hardware`` and the ``hardware/`` directory of a source
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
 from ..tomlconfig import load_toml
 from .backends import BackendConfig, EmulatedBackendConfig, SpiBackendConfig, Ws281xBackendConfig
 from .geometry import DisplayConfig
+from .gpio import GpioConfig, GpioDeviceConfig
+from .sensors import SPI0_CLOCK, SPI0_MOSI, SensorConfig
 
 #: LEDs one rpi_ws281x DMA transfer (65,536 bytes) can drive on a PWM string; PCM manages about twice that
 _WS281X_MAX_LEDS = {"pwm": 2_700, "pcm": 5_400}
@@ -50,7 +53,9 @@ class DisplayProfile(BaseModel):
 
 
 class HardwareProfile(BaseModel):
-    """A named board setup. ``notes`` carry the wiring (pins, level shifting, power, series resistor)."""
+    """A named board setup: LED displays, GPIO devices (``[gpio.NAME]``) and sensors (``[sensors.NAME]``), as
+    :class:`~edged.hardware.gpio.GpioConfig` defines them. ``notes`` carry the wiring (pins, level shifting, power,
+    series resistor). No pin may serve both an LED display and a GPIO device or sensor."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +63,37 @@ class HardwareProfile(BaseModel):
     description: str = ""
     notes: str = ""
     displays: dict[str, DisplayProfile] = Field(default_factory=dict)
+    gpio: dict[str, GpioDeviceConfig] = Field(default_factory=dict)
+    sensors: dict[str, SensorConfig] = Field(default_factory=dict)
+    pin_factory: Literal["lgpio", "rpigpio", "pigpio", "native"] | None = None
+
+    @model_validator(mode="after")
+    def _pins(self) -> HardwareProfile:
+        try:
+            board = self.gpio_config()
+        except ValidationError as exc:
+            raise ValueError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+        led_pins = {pin: f"LED display {name!r}" for name, dp in self.displays.items() for pin in _led_pins(dp)}
+        clashes = [f"pin {pin} drives {led_pins[pin]} and {who}" for pin, who in board.pin_users() if pin in led_pins]
+        if clashes:
+            raise ValueError("; ".join(clashes))
+        return self
+
+    def gpio_config(self) -> GpioConfig:
+        """The GPIO part of the profile, for :class:`~edged.hardware.gpio.GpioBoard`."""
+        return GpioConfig(gpio=self.gpio, sensors=self.sensors, pin_factory=self.pin_factory)
+
+    def led_pins(self) -> set[int]:
+        """The BCM pins the LED displays use (for the device policy's reserved pins)."""
+        return {pin for dp in self.displays.values() for pin in _led_pins(dp)}
+
+
+def _led_pins(dp: DisplayProfile) -> list[int]:
+    if isinstance(dp.backend, Ws281xBackendConfig):
+        return [dp.backend.gpio]
+    if isinstance(dp.backend, SpiBackendConfig) and dp.backend.mode == "spidev" and dp.backend.bus == 0:
+        return [SPI0_MOSI, SPI0_CLOCK]
+    return []  # emulated; leds0's pin is set by the overlay in config.txt
 
 
 def profile_dirs() -> list[Path]:

@@ -110,3 +110,47 @@ def test_invalid_toml(tmp_path: Path) -> None:
     path.write_text("name = \n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_profile(path)
+
+
+# --- GPIO and sensors in profiles ----------------------------------------------------------------------------------
+
+
+def test_sensor_kit_profile_has_gpio_and_sensors() -> None:
+    p = load_profile("pi4-sensor-kit")
+    board = p.gpio_config()
+    assert set(board.gpio) == {"button", "status_led", "glow_led"}
+    assert set(board.sensors) == {"motion", "distance", "cpu_temperature"}
+    assert p.led_pins() == {18} and 18 not in board.pins()
+    assert "divider" in p.notes
+
+
+def test_gpio_on_the_led_data_pin_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "clash.toml"
+    path.write_text(BAD.replace("rotation = 45\n", "") + '\n[gpio.button]\ntype = "button"\npin = 18\n')
+    with pytest.raises(ConfigError, match=r"pin 18 drives LED display 'main' and gpio\.button"):
+        load_profile(path)
+
+
+def test_mcp3008_clashes_with_an_spi_led_strip(tmp_path: Path) -> None:
+    path = tmp_path / "clash.toml"
+    path.write_text(
+        'name = "x"\n[displays.s.display]\nwidth = 60\nheight = 1\n[displays.s.backend]\ntype = "spi"\n'
+        '[sensors.pot]\ntype = "mcp3008"\nchannel = 0\n'
+    )
+    with pytest.raises(ConfigError, match=r"pin 10 drives LED display 's' and sensors\.pot"):
+        load_profile(path)
+
+
+def test_gpio_pin_used_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "twice.toml"
+    path.write_text('name = "x"\n[gpio.a]\ntype = "button"\npin = 5\n[gpio.b]\ntype = "digital_out"\npin = 5\n')
+    with pytest.raises(ConfigError, match="pin 5 is used by gpio.a"):
+        load_profile(path)
+
+
+def test_bad_gpio_entry_names_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\n\n[gpio.a]\ntype = "button"\npin = 40\n')
+    # the union's tag lands in the path, so the line is the table's (tomlconfig cannot map tagged paths yet)
+    with pytest.raises(ConfigError, match=r":3: gpio\.a\.button\.pin: Input should be less than or equal to 27"):
+        load_profile(path)
