@@ -1,0 +1,193 @@
+"""Crash safety for real: a child process kills itself with SIGKILL at each write point of an install, an
+activation or a chunk download; the store, reopened and recovered, holds exactly the old or exactly the new state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edged.deploy.bundle import Bundle, build_bundle, write_bundle
+from edged.deploy.store import CHECKPOINTS, PluginStore, expected_chunks
+from edged.deploy.trust import generate_key
+from edged.runtime import Plugin
+
+ROOT = Path(__file__).resolve().parents[2]
+COUNT_VOWELS = ROOT / "tests" / "plugins" / "build" / "count_vowels_c.wasm"
+
+# The child: open the store with a checkpoint hook that SIGKILLs the process at the named point, then do the work.
+CHILD = """
+import hashlib, os, signal, sys
+from edged.deploy.bundle import read_bundle
+from edged.deploy.store import PluginStore
+
+root, bundle_path, point, op = sys.argv[1:5]
+
+def hook(name):
+    if name == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+store = PluginStore(root, checkpoint=hook)
+b = read_bundle(bundle_path)
+if op == "install":
+    store.install(b.meta, b.manifest, b.wasm, activate=True)
+elif op == "activate":
+    store.activate(b.meta.name, b.meta.version)
+elif op == "rollback":
+    store.rollback(b.meta.name)
+elif op == "chunk":
+    size = int(sys.argv[5])
+    t = store.transfer(b.meta, size, -(-len(b.wasm) // size))
+    for i in t.missing():
+        part = b.wasm[i * size:(i + 1) * size]
+        t.put_chunk(i, part, hashlib.sha256(part).hexdigest())
+sys.exit(0)
+"""
+
+
+def with_custom_section(wasm: bytes, payload: bytes) -> bytes:
+    name = b"edged-test"
+    body = bytes([len(name)]) + name + payload
+    return wasm + bytes([0, len(body)]) + body
+
+
+@pytest.fixture(scope="module")
+def key() -> Ed25519PrivateKey:
+    return generate_key()
+
+
+@pytest.fixture(scope="module")
+def bundles(key: Ed25519PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Bundle, Path]]:
+    if not COUNT_VOWELS.exists():
+        pytest.fail(f"{COUNT_VOWELS} is missing: run plugins/build before the tests (tests/run does)")
+    out = {}
+    directory = tmp_path_factory.mktemp("bundles")
+    for version in ("1.0.0", "2.0.0"):
+        wasm = with_custom_section(COUNT_VOWELS.read_bytes(), version.encode())
+        b = build_bundle("vowels", version, wasm, {"config": {"v": version}}, key)
+        path = directory / f"vowels-{version}.edb"
+        write_bundle(b, path)
+        out[version] = (b, path)
+    return out
+
+
+def crash(root: Path, bundle_path: Path, point: str, op: str, *extra: str) -> None:
+    """Run ``op`` in a child that must die by SIGKILL at ``point`` (if it got past it, the test is void)."""
+    assert point in CHECKPOINTS
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(root), str(bundle_path), point, op, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, f"child did not die at {point}: rc={proc.returncode} {proc.stderr}"
+
+
+def check_whole(store: PluginStore, expected: dict[str, str | None], versions: set[str]) -> None:
+    """The active version is the expected one, exactly ``versions`` are installed, every blob hashes right, the
+    active plugin runs, and no temp file is left."""
+    iv = store.active("vowels")
+    assert (iv.version if iv else None) == expected["active"]
+    assert {v.version for v in store.versions("vowels")} == versions
+    for v in store.versions("vowels"):
+        assert hashlib.sha256(store.wasm_path(v).read_bytes()).hexdigest() == v.wasm_sha256
+        assert v.manifest["config"] == {"v": v.version}  # the record never mixes one version's parts with another's
+    assert list(store.tmp.iterdir()) == []
+    if iv is not None:
+        with Plugin(store.runtime_manifest(iv)) as plugin:
+            assert json.loads(plugin.call("count_vowels", "aeiou"))["count"] == 5
+
+
+@pytest.mark.parametrize(
+    "point,new",
+    [
+        ("after_temp_write", False),
+        ("after_blob_rename", False),
+        ("after_record_temp_write", False),
+        ("after_record_rename", True),
+    ],
+)
+def test_kill_during_an_upgrade(tmp_path: Path, bundles, point: str, new: bool) -> None:
+    (old, _), (_, new_path) = bundles["1.0.0"], bundles["2.0.0"]
+    root = tmp_path / "store"
+    PluginStore(root).install(old.meta, old.manifest, old.wasm, activate=True)
+
+    crash(root, new_path, point, "install")
+
+    debris = list((root / "tmp").iterdir())
+    assert bool(debris) == (point in ("after_temp_write", "after_record_temp_write"))
+    store = PluginStore(root)
+    report = store.recover()
+    assert sorted(report.temp_files_removed) == sorted(p.name for p in debris)
+    assert report.dropped_versions == [] and report.corrupt_records == [] and report.corrupt_blobs == []
+    if new:
+        check_whole(store, {"active": "2.0.0"}, {"1.0.0", "2.0.0"})
+        assert store.record("vowels").previous == "1.0.0"  # type: ignore[union-attr]
+    else:
+        check_whole(store, {"active": "1.0.0"}, {"1.0.0"})
+        # a blob renamed into place but never referenced is garbage, and gc finds it
+        assert store.gc() == (0 if point == "after_temp_write" else 1)
+    # and the interrupted install can simply be done again
+    b = bundles["2.0.0"][0]
+    store.install(b.meta, b.manifest, b.wasm, activate=True)
+    check_whole(store, {"active": "2.0.0"}, {"1.0.0", "2.0.0"})
+
+
+@pytest.mark.parametrize("point", ["after_temp_write", "after_blob_rename", "after_record_temp_write"])
+def test_kill_during_a_first_install(tmp_path: Path, bundles, point: str) -> None:
+    root = tmp_path / "store"
+    crash(root, bundles["1.0.0"][1], point, "install")
+    store = PluginStore(root)
+    store.recover()
+    assert store.names() == []
+    check_whole(store, {"active": None}, set())
+
+
+@pytest.mark.parametrize("point,new", [("after_record_temp_write", False), ("after_record_rename", True)])
+@pytest.mark.parametrize("op", ["activate", "rollback"])
+def test_kill_during_activate_and_rollback(tmp_path: Path, bundles, point: str, new: bool, op: str) -> None:
+    (old, _), (upgrade, upgrade_path) = bundles["1.0.0"], bundles["2.0.0"]
+    root = tmp_path / "store"
+    store = PluginStore(root)
+    store.install(old.meta, old.manifest, old.wasm, activate=True)
+    store.install(upgrade.meta, upgrade.manifest, upgrade.wasm, activate=(op == "rollback"))
+    before = "1.0.0" if op == "activate" else "2.0.0"
+    after = "2.0.0" if op == "activate" else "1.0.0"
+
+    crash(root, upgrade_path, point, op)
+
+    store = PluginStore(root)
+    store.recover()
+    check_whole(store, {"active": after if new else before}, {"1.0.0", "2.0.0"})
+
+
+@pytest.mark.parametrize("point", ["after_chunk_temp_write", "after_chunk_rename", "after_state_temp_write"])
+def test_kill_during_a_download_then_resume(tmp_path: Path, bundles, point: str) -> None:
+    b, path = bundles["2.0.0"]
+    root = tmp_path / "store"
+    size = 512
+    total = expected_chunks(b.meta.wasm_size, size)
+
+    crash(root, path, point, "chunk", str(size))
+
+    store = PluginStore(root)
+    report = store.recover()
+    assert list(store.tmp.iterdir()) == []
+    if point == "after_state_temp_write":
+        # died before the transfer existed: nothing to resume, start afresh
+        assert report.transfers == [] and store.transfers() == []
+    else:
+        assert report.transfers == [b.meta.wasm_sha256]
+    t = store.transfer(b.meta, size, total)
+    got = t.received()
+    assert got == ([0] if point == "after_chunk_rename" else [])
+    for i in t.missing():
+        part = b.wasm[i * size : (i + 1) * size]
+        t.put_chunk(i, part, hashlib.sha256(part).hexdigest())
+    assert t.assemble() == b.wasm
