@@ -77,7 +77,9 @@ class ModuleCache:
         path = self.directory / (key + ".cwasm")
         if path.exists():
             try:
-                module = wasmtime.Module.deserialize_file(ENGINE, str(path))
+                # read, not mapped: a mapped entry that someone truncates or rewrites in place would crash the
+                # process (SIGBUS) the next time wasmtime touches it
+                module = wasmtime.Module.deserialize(ENGINE, path.read_bytes())
                 self.hits += 1
                 self._memo[key] = module
                 return module

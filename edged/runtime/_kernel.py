@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from typing import Any
 
 import wasmtime
 
 from ..errors import OutputTooLarge, PluginError
 from . import _layout as L
-from ._rawcall import raw_caller
+from ._rawcall import exports_at, raw_caller
+
+_LAZY_CALLERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "_length": (("i64",), ("i64",)),
+    "_alloc": (("i64",), ("i64",)),
+    "_free": (("i64",), ()),
+}
+#: (control block address, heap base), read from the first kernel instance
+_constants: tuple[int, int] | None = None
+
+#: Exports the host itself uses, besides :data:`KERNEL_EXPORTS`.
+HOST_EXPORTS = ("memory", "edged_ctl", "edged_init", "length", "alloc", "free")
 
 #: The kernel functions a plugin may import from ``extism:host/env`` (and, with an ``extism_`` prefix, from ``env``).
 KERNEL_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -64,23 +76,26 @@ class Kernel:
         config: dict[str, str],
         log_level: int,
         memory_limit: int | None = None,
+        indices: dict[str, int] | None = None,
     ) -> None:
-        ex = instance.exports(store)
+        ex: Any = instance.exports(store) if indices is None else exports_at(store, instance, indices)
         self._store = store
         self._memory_limit = memory_limit
         self.memory: wasmtime.Memory = ex["memory"]  # type: ignore[assignment]
-        self.funcs = {name: ex[name] for name in KERNEL_EXPORTS}
+        self.funcs = {name: ex[name] for name in KERNEL_EXPORTS if name in ex}
         self.base = ctypes.addressof(self.memory.data_ptr(store).contents)
-        ctl_addr = ex["edged_ctl"](store)  # type: ignore[operator]
-        heap_start = ex["edged_init"](store)  # type: ignore[operator]
+        global _constants
+        if _constants is None:  # the control block's address and the heap base are constants of the kernel module
+            _constants = (
+                raw_caller(store, ex["edged_ctl"], (), ("i32",))(),
+                raw_caller(store, ex["edged_init"], (), ("i64",))(),
+            )
+        ctl_addr, heap_start = _constants
         self.ctl = (ctypes.c_char * L.CTL_SIZE).from_address(self.base + ctl_addr)
         fields = L.CTL.unpack_from(self.ctl)
         if fields[-1] != L.ABI_VERSION:
             raise PluginError(f"kernel ABI {fields[-1]} does not match the host's {L.ABI_VERSION}")
         self.size = self.memory.data_len(store)
-        self._length = raw_caller(store, self.funcs["length"], ("i64",), ("i64",))  # type: ignore[arg-type]
-        self._alloc = raw_caller(store, self.funcs["alloc"], ("i64",), ("i64",))  # type: ignore[arg-type]
-        self._free = raw_caller(store, self.funcs["free"], ("i64",), ())  # type: ignore[arg-type]
 
         if config:  # the config table sits below the heap and survives every reset
             table = encode_config(config)
@@ -92,6 +107,15 @@ class Kernel:
         _U64.pack_into(self.ctl, L.HEAP_TOP, heap_start)
         _I32.pack_into(self.ctl, L.LOG_LEVEL, log_level)
         self.heap_start = heap_start
+
+    def __getattr__(self, name: str) -> Any:
+        # the kernel exports the host calls itself, made on first use: many instances never need them
+        if name in _LAZY_CALLERS:
+            params, results = _LAZY_CALLERS[name]
+            caller = raw_caller(self._store, self.funcs[name[1:]], params, results)
+            setattr(self, name, caller)
+            return caller
+        raise AttributeError(name)
 
     # --- memory ------------------------------------------------------------------------------------------------
 

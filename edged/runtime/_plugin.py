@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -25,9 +26,9 @@ from ._cache import ModuleCache, default_cache
 from ._engine import ENGINE, TICK_MS, TICKER, UNLIMITED_FUEL, UNLIMITED_TICKS
 from ._env import ENV_HOST_FUNCTIONS, HostEnv, extism_log_level
 from ._host_fn import HostFunction
-from ._kernel import KERNEL_EXPORTS, Kernel
+from ._kernel import HOST_EXPORTS, KERNEL_EXPORTS, Kernel
 from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_manifest, read_module
-from ._rawcall import define_raw_func, no_arg_caller
+from ._rawcall import define_func, define_raw_func, export_indices, exports_at, no_arg_caller, value_kinds
 
 ENV_MODULE = "extism:host/env"
 USER_MODULE = "extism:host/user"
@@ -46,6 +47,7 @@ _KINDS |= {str(wasmtime.ValType.f32()): "f32", str(wasmtime.ValType.f64()): "f64
 _ENV_SIGS = {**KERNEL_EXPORTS, **ENV_HOST_FUNCTIONS}
 
 _kernel_module: wasmtime.Module | None = None
+_kernel_indices: dict[str, int] = {}
 
 
 def kernel_module() -> wasmtime.Module:
@@ -53,7 +55,9 @@ def kernel_module() -> wasmtime.Module:
     global _kernel_module
     if _kernel_module is None:
         wasm = resources.files("edged.runtime").joinpath("kernel/kernel.wasm").read_bytes()
-        _kernel_module = default_cache().load(wasm)
+        module = default_cache().load(wasm)
+        _kernel_indices.update(export_indices(module, [*HOST_EXPORTS, *KERNEL_EXPORTS]))
+        _kernel_module = module
     return _kernel_module
 
 
@@ -100,6 +104,19 @@ def _resolve(plugin: Any) -> tuple[Manifest, Path | None]:
     raise TypeError(f"cannot load a plugin from {type(plugin).__name__}")
 
 
+def _init_steps(all_exports: set[str], callable_exports: dict[str, bool]) -> list[tuple[str, tuple[int, ...]]]:
+    """Run-time initialisation in Extism's order: Haskell's ``hs_init`` (after ``_initialize``), else C++
+    constructors, else a WASI reactor's ``_initialize``."""
+    if "hs_init" in all_exports:
+        steps: list[tuple[str, tuple[int, ...]]] = [("_initialize", ())] if "_initialize" in callable_exports else []
+        return [*steps, ("hs_init", (0, 0))]
+    if "__wasm_call_ctors" in callable_exports:
+        return [("__wasm_call_ctors", ())]
+    if "_initialize" in callable_exports:
+        return [("_initialize", ())]
+    return []
+
+
 class CompiledPlugin:
     """A validated, compiled plugin that many :class:`Plugin` instances can share.
 
@@ -137,6 +154,11 @@ class CompiledPlugin:
         self._user = {(f.namespace, f.name): f for f in self.functions}
         for name, module in self.modules.items():
             self._check_imports(name, module)
+        #: every (module, name) any module imports: only these are linked into each new instance
+        self.imports: set[tuple[str, str]] = {
+            (imp.module, imp.name or "") for module in self.modules.values() for imp in module.imports
+        }
+        self._user_kinds = {(f.namespace, f.name): value_kinds(f.functype()) for f in self.functions}
         self.exports: dict[str, bool] = {}  # callable export name -> returns i32
         self.bad_exports: dict[str, str] = {}
         for exp in self.main.exports:
@@ -146,6 +168,23 @@ class CompiledPlugin:
                     self.exports[exp.name] = sig[1] == ("i32",)
                 else:
                     self.bad_exports[exp.name] = _fmt_sig(sig)
+        self.init_steps = _init_steps({e.name for e in self.main.exports}, self.exports)
+        #: where each export an instance needs sits, so instances skip wasmtime-py's map of every export
+        self.export_indices = export_indices(self.main, ["memory", *self.exports])
+        kernel_module()  # fills _kernel_indices
+        used = {
+            n
+            for n in KERNEL_EXPORTS
+            if (ENV_MODULE, n) in self.imports or (LEGACY_MODULE, LEGACY_PREFIX + n) in self.imports
+        }
+        #: (module, import name, kernel export) for each kernel function some module imports
+        self.kernel_links = [
+            (m.encode(), q.encode(), n)
+            for n in KERNEL_EXPORTS
+            for m, q in ((ENV_MODULE, n), (LEGACY_MODULE, LEGACY_PREFIX + n))
+            if (m, q) in self.imports
+        ]
+        self.kernel_indices = {n: i for n, i in _kernel_indices.items() if n in HOST_EXPORTS or n in used}
 
     def _check_imports(self, module_name: str, module: wasmtime.Module) -> None:
         where = f"module '{module_name}'"
@@ -204,6 +243,18 @@ class _Instance:
         self.callers: dict[str, Callable[[], int]] = {}
 
 
+def _weak_kernel_getter(plugin: Plugin) -> Callable[[], Kernel]:
+    ref = weakref.ref(plugin)
+
+    def current_kernel() -> Kernel:
+        p = ref()
+        if p is None:
+            raise PluginError("host function called after its plugin was closed")
+        return p._current_kernel()
+
+    return current_kernel
+
+
 class Plugin:
     """An Extism plugin, mirroring the official SDK's ``extism.Plugin``.
 
@@ -245,12 +296,15 @@ class Plugin:
         self.memory_limit = m.memory.max_pages * L.PAGE if m.memory.max_pages else None
         self.logger = logger or logging.getLogger(f"edged.plugin.{self.name}")
         self._inst: _Instance | None = None
+        # Host callbacks live in a global table until wasmtime drops them with the store, and the store lives as
+        # long as this object: a strong reference back from the callbacks would keep every Plugin alive forever.
+        self._kernel_ref = _weak_kernel_getter(self)
         self.env = HostEnv(
             self.logger,
             m.memory.max_var_bytes,
             m.allowed_hosts,
             m.memory.max_http_response_bytes,
-            self._current_kernel,
+            self._kernel_ref,
         )
         self.last_fuel_used: int | None = None
 
@@ -307,22 +361,31 @@ class Plugin:
         store.set_fuel(UNLIMITED_FUEL)
         store.set_epoch_deadline(UNLIMITED_TICKS)
         kinst = wasmtime.Instance(store, kernel_module(), [])
-        kernel = Kernel(store, kinst, self.config, extism_log_level(self.logger), self.memory_limit)
+        kernel = Kernel(
+            store, kinst, self.config, extism_log_level(self.logger), self.memory_limit, compiled.kernel_indices
+        )
         if self.memory_limit is not None:
             # wasmtime's store limit applies to every memory, but max_pages is meant for the plugin's alone:
             # give the kernel its room first (untouched pages cost address space only), then set the limit.
             kernel.reserve(KERNEL_RESERVE_UNDER_LIMIT)
             store.set_limits(memory_size=self.memory_limit)
         linker = wasmtime.Linker(ENGINE)
-        for name in KERNEL_EXPORTS:
-            f = kernel.funcs[name]
-            linker.define(store, ENV_MODULE, name, f)
-            linker.define(store, LEGACY_MODULE, LEGACY_PREFIX + name, f)
-        for name, (ft, fn) in self.env.functions().items():
-            define_raw_func(linker, ENV_MODULE, name, ft, fn)
-            define_raw_func(linker, LEGACY_MODULE, LEGACY_PREFIX + name, ft, fn)
+        wanted = compiled.imports  # link only what the modules import: defining costs more than calling
+        for module_b, name_b, kernel_name in compiled.kernel_links:
+            define_func(linker, store, module_b, name_b, kernel.funcs[kernel_name])
+        env_functions = None
+        for name, kinds in ENV_HOST_FUNCTIONS.items():
+            for module, qualified in ((ENV_MODULE, name), (LEGACY_MODULE, LEGACY_PREFIX + name)):
+                if (module, qualified) in wanted:
+                    env_functions = env_functions or self.env.functions()
+                    ft, fn = env_functions[name]
+                    define_raw_func(linker, module, qualified, ft, fn, kinds)
         for hf in compiled.functions:
-            define_raw_func(linker, hf.namespace, hf.name, hf.functype(), hf.bind(self._current_kernel, self.name))
+            if (hf.namespace, hf.name) in wanted:
+                fn = hf.bind(self._kernel_ref, self.name)
+                define_raw_func(
+                    linker, hf.namespace, hf.name, hf.functype(), fn, compiled._user_kinds[(hf.namespace, hf.name)]
+                )
         if compiled.wasi:
             linker.define_wasi()
             store.set_wasi(self._wasi_config())
@@ -342,7 +405,7 @@ class Plugin:
         except (wasmtime.Trap, PluginError) as exc:
             self._inst = None
             raise self._classify(exc, inst) from exc
-        exports = main.exports(store)
+        exports = exports_at(store, main, compiled.export_indices)
         mem = exports.get("memory")
         inst.memory = mem if isinstance(mem, wasmtime.Memory) else None
         for name, returns_i32 in compiled.exports.items():
@@ -352,17 +415,7 @@ class Plugin:
 
     def _run_init(self, inst: _Instance, exports: Any) -> None:
         """Run-time initialisation, once per instance, in Extism's order."""
-        names = self.compiled.exports
-        steps: list[tuple[str, tuple[int, ...]]] = []
-        if "hs_init" in {e.name for e in self.compiled.main.exports}:
-            if "_initialize" in names:
-                steps.append(("_initialize", ()))
-            steps.append(("hs_init", (0, 0)))
-        elif "__wasm_call_ctors" in names:
-            steps.append(("__wasm_call_ctors", ()))
-        elif "_initialize" in names:
-            steps.append(("_initialize", ()))
-        for name, args in steps:
+        for name, args in self.compiled.init_steps:
             try:
                 exports[name](inst.store, *args)
             except (wasmtime.Trap, wasmtime.WasmtimeError, PluginError) as exc:

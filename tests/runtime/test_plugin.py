@@ -182,3 +182,29 @@ def test_fresh_output_blocks_read_as_zero() -> None:
     p = Plugin(KITCHEN)
     p.call("counter")  # leaves bytes behind in kernel memory
     assert p.call("output_n", struct.pack("<I", 16)) == b"\0" * 16
+
+
+def test_discarded_plugins_are_freed_with_their_host_callbacks() -> None:
+    """Host callbacks must not keep their Plugin (and its store and memory) alive once the caller drops it."""
+    import gc
+    import weakref
+
+    from edged.runtime import _rawcall, host_fn
+
+    @host_fn(name="reflect")
+    def reflect(data: bytes) -> bytes:
+        return data
+
+    module = wat(
+        '(module (import "extism:host/user" "reflect" (func (param i64) (result i64)))'
+        ' (func (export "f") (result i32) i32.const 0))'
+    )
+    before = set(_rawcall._RAW_FUNCS)
+    p = Plugin(module, functions=[reflect])
+    p.call("f")
+    ref = weakref.ref(p)
+    assert set(_rawcall._RAW_FUNCS) - before
+    del p
+    gc.collect()
+    assert ref() is None
+    assert not set(_rawcall._RAW_FUNCS) - before
