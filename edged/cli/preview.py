@@ -3,13 +3,16 @@
 Frames go through the same pixel pipeline as on a device (with ``--profile``, that profile's display model:
 wiring, brightness, gamma, current limiter) into the emulated backend, and the renderers show what the LEDs would.
 For ``--gif`` and ``--png`` time is simulated: frames are computed as fast as possible on a grid of 1/fps seconds.
-``--terminal`` (the default) plays live at ``--fps``. Exit code 0 on success, 1 when the plugin fails (message on
+``--terminal`` (the default) plays live at ``--fps``. A profile with ``[gpio]`` or ``[sensors]`` gives the plugin an
+emulated board (gpiozero's MockFactory) with exactly those pins and sensors granted, and ``--scenario`` scripts it
+(button presses, sensor curves) on the frames' time. Exit code 0 on success, 1 when the plugin fails (message on
 stderr), 2 for bad usage or a plugin that cannot load.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -22,9 +25,11 @@ from tqdm import tqdm
 from ..errors import ConfigError, PluginError, PluginLoadError
 from ..hardware.backends import EmulatedBackend
 from ..hardware.geometry import DisplayConfig
+from ..hardware.gpio import GpioBoard
 from ..hardware.output import LedOutput
-from ..hardware.profile import load_profile
+from ..hardware.profile import HardwareProfile, load_profile
 from ..hardware.render import TerminalRenderer, emulated_image, save_gif, save_png
+from ..hardware.scenario import ScenarioPlayer, load_scenario
 from ..host.capabilities import DevicePolicy
 from ..host.frames import Tick
 from ..host.functions import DisplayInfo
@@ -51,6 +56,7 @@ def register(sub: Any) -> None:
     out.add_argument("--terminal", action="store_true", help="play live in the terminal (the default)")
     p.add_argument("--size", metavar="WxH", help="display size (default 16x16, or the profile's)")
     p.add_argument("--profile", metavar="NAME", help="use a hardware profile's display model (NAME or NAME:DISPLAY)")
+    p.add_argument("--scenario", metavar="FILE", help="emulation scenario (needs a --profile with [gpio]/[sensors])")
     p.add_argument("--config", "-c", metavar="K=V", action="append", default=[], help="config key (repeatable)")
     p.add_argument("--seed", type=int, metavar="S", help="passed to the plugin as config key 'seed'")
     p.add_argument("--scale", type=int, default=None, metavar="N", help="pixels per LED in images (default 16)")
@@ -67,7 +73,7 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _display(args: argparse.Namespace) -> DisplayConfig:
+def _display(args: argparse.Namespace) -> tuple[DisplayConfig, HardwareProfile | None]:
     if args.profile:
         name, _, which = args.profile.partition(":")
         profile = load_profile(name)
@@ -79,9 +85,25 @@ def _display(args: argparse.Namespace) -> DisplayConfig:
         if args.size:
             w, h = _size(args.size)
             display = DisplayConfig.model_validate({**display.model_dump(), "width": w, "height": h})
-        return display
+        return display, profile
     w, h = _size(args.size or "16x16")
-    return DisplayConfig(width=w, height=h, color_order="RGB")
+    return DisplayConfig(width=w, height=h, color_order="RGB"), None
+
+
+def _policy(profile: HardwareProfile | None) -> DevicePolicy:
+    """Drawing and WASI; with a profile, also exactly its GPIO devices (by direction) and sensors."""
+    if profile is None:
+        return DevicePolicy(wasi=True)
+    devices = profile.gpio.values()
+    return DevicePolicy(
+        gpio_read=sorted(d.pin for d in devices if d.type != "pwm_out"),
+        gpio_write=sorted(d.pin for d in devices if d.type == "digital_out"),
+        gpio_pwm=sorted(d.pin for d in devices if d.type == "pwm_out"),
+        gpio_events=sorted(d.pin for d in devices if d.type in ("digital_in", "button")),
+        sensors=sorted(profile.sensors),
+        reserved_pins=sorted(profile.led_pins()),
+        wasi=True,
+    )
 
 
 def _config(args: argparse.Namespace) -> dict[str, str]:
@@ -110,42 +132,66 @@ def _live(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        _check_args(args)
-        display = _display(args)
-        config = _config(args)
-        info = DisplayInfo(display.width, display.height, args.fps, display.wiring == "serpentine", display.brightness)
-        plugin = DevicePlugin(
-            args.plugin,
-            policy=DevicePolicy(wasi=True),
-            display=info,
-            config=config,
-            fuel=args.fuel,
-            timeout_ms=args.timeout_ms,
-        )
-    except (UsageError, ConfigError, PluginLoadError, OSError) as exc:
-        print(f"edged preview: {exc}", file=sys.stderr)
-        return 2
-    except PluginError as exc:  # a capability the preview cannot grant
-        print(f"edged preview: {exc}", file=sys.stderr)
-        return 2
-    backend = EmulatedBackend(history=2)
-    with plugin, LedOutput(display, backend) as output:
+    with contextlib.ExitStack() as stack:
+        try:
+            _check_args(args)
+            display, profile = _display(args)
+            config = _config(args)
+            board = None
+            if profile is not None and (profile.gpio or profile.sensors):
+                board = stack.enter_context(GpioBoard(profile.gpio_config(), emulated=True))
+            if args.scenario and board is None:
+                raise UsageError("--scenario needs a --profile with [gpio] or [sensors] to drive")
+            scenario = load_scenario(args.scenario, config=board.config) if args.scenario and board else None
+            info = DisplayInfo(
+                display.width, display.height, args.fps, display.wiring == "serpentine", display.brightness
+            )
+            plugin = stack.enter_context(
+                DevicePlugin(
+                    args.plugin,
+                    policy=_policy(profile),
+                    io=board,
+                    display=info,
+                    config=config,
+                    fuel=args.fuel,
+                    timeout_ms=args.timeout_ms,
+                )
+            )
+        except (UsageError, ConfigError, PluginLoadError, OSError) as exc:
+            print(f"edged preview: {exc}", file=sys.stderr)
+            return 2
+        except PluginError as exc:  # a capability the preview cannot grant
+            print(f"edged preview: {exc}", file=sys.stderr)
+            return 2
+        # scripted edges are stamped on the plugin's own time line, so on_gpio sees the scenario's times
+        player = ScenarioPlayer(scenario, board, start=plugin.ctx.started) if scenario and board else None
+        backend = EmulatedBackend(history=2)
+        output = stack.enter_context(LedOutput(display, backend))
         try:
             if _live(args):
-                return _play(args, plugin, output, backend)
-            return _render(args, plugin, output, backend)
+                return _play(args, plugin, output, backend, player)
+            return _render(args, plugin, output, backend, player)
         except PluginError as exc:
             print(f"edged preview: {plugin.name}: {exc}", file=sys.stderr)
             return 1
+    return 1  # unreachable: the block always returns
 
 
-def _frames(args: argparse.Namespace, plugin: DevicePlugin, output: LedOutput, backend: EmulatedBackend) -> Any:
-    """Yield the emulated image of each frame the plugin draws, on a simulated 1/fps grid."""
+def _frames(
+    args: argparse.Namespace,
+    plugin: DevicePlugin,
+    output: LedOutput,
+    backend: EmulatedBackend,
+    player: ScenarioPlayer | None,
+) -> Any:
+    """Yield the emulated image of each frame the plugin draws, on a simulated 1/fps grid (the scenario, if any,
+    advanced to each frame's time first)."""
     w, h = output.display.width, output.display.height
     dt = round(1e6 / args.fps)
     i = 0
     while args.frames == 0 or i < args.frames:
+        if player is not None:
+            player.advance(i * dt / 1e6)
         frame = plugin.frame(Tick(i, i * dt, 0 if i == 0 else dt, w, h, i == 0))
         if frame is None:
             log.info("plugin finished", extra={"plugin": plugin.name, "frames": i})
@@ -157,12 +203,18 @@ def _frames(args: argparse.Namespace, plugin: DevicePlugin, output: LedOutput, b
         i += 1
 
 
-def _render(args: argparse.Namespace, plugin: DevicePlugin, output: LedOutput, backend: EmulatedBackend) -> int:
+def _render(
+    args: argparse.Namespace,
+    plugin: DevicePlugin,
+    output: LedOutput,
+    backend: EmulatedBackend,
+    player: ScenarioPlayer | None,
+) -> int:
     scale = args.scale or 16
     bar = tqdm(total=args.frames, file=sys.stderr, unit="frame", disable=args.frames < PROGRESS_FROM, leave=False)
     images: list[np.ndarray] = []
     with bar:
-        for image in _frames(args, plugin, output, backend):
+        for image in _frames(args, plugin, output, backend, player):
             if args.gif:
                 images.append(image)
             else:
@@ -178,12 +230,18 @@ def _render(args: argparse.Namespace, plugin: DevicePlugin, output: LedOutput, b
     return 0
 
 
-def _play(args: argparse.Namespace, plugin: DevicePlugin, output: LedOutput, backend: EmulatedBackend) -> int:
+def _play(
+    args: argparse.Namespace,
+    plugin: DevicePlugin,
+    output: LedOutput,
+    backend: EmulatedBackend,
+    player: ScenarioPlayer | None,
+) -> int:
     renderer = TerminalRenderer(sys.stdout, args.scale or 1)
     period = 1.0 / args.fps
     next_at = time.monotonic()
     try:
-        for image in _frames(args, plugin, output, backend):
+        for image in _frames(args, plugin, output, backend, player):
             delay = next_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)

@@ -229,3 +229,90 @@ def test_console_script_end_to_end(plugin, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     with Image.open(out) as im:
         assert im.n_frames == 3 and im.size == (256, 256)
+
+
+# --- an emulated board from the profile, scripted by a scenario -----------------------------------------------------
+
+BUTTON_LAMP = """(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (import "extism:host/user" "edged_gpio_read_i" (func $gpio_read (param i32) (result i32)))
+  (memory (export "memory") 1)
+  ;; a 1x1 frame: white while the pulled-up button on GPIO 17 reads low (pressed), black otherwise
+  (func (export "frame") (result i32) (local $h i64) (local $v i32)
+    (local.set $v (select (i32.const 0) (i32.const 255) (call $gpio_read (i32.const 17))))
+    (local.set $h (call $alloc (i64.const 3)))
+    (call $store_u8 (local.get $h) (local.get $v))
+    (call $store_u8 (i64.add (local.get $h) (i64.const 1)) (local.get $v))
+    (call $store_u8 (i64.add (local.get $h) (i64.const 2)) (local.get $v))
+    (call $output_set (local.get $h) (i64.const 3)) (i32.const 0)))
+"""
+
+KIT = """name = "kit"
+[displays.main.display]
+width = 1
+height = 1
+color_order = "RGB"
+[gpio.button]
+type = "button"
+pin = 17
+"""
+
+
+@pytest.fixture
+def lamp(tmp_path: Path, plugin) -> tuple[Path, Path]:
+    wasm = plugin(BUTTON_LAMP, "lamp")
+    manifest = tmp_path / "lamp.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "wasm": [{"path": str(wasm)}],
+                "edged": {"name": "lamp", "capabilities": {"led": True, "gpio": {"read": [17]}}},
+            }
+        )
+    )
+    profile = tmp_path / "kit.toml"
+    profile.write_text(KIT)
+    return manifest, profile
+
+
+@pytest.mark.parametrize(("frames", "lit"), [(3, False), (4, True), (5, True), (6, False)])
+def test_scenario_presses_a_button_the_plugin_reads(lamp, tmp_path: Path, frames: int, lit: bool) -> None:
+    manifest, profile = lamp
+    scenario = tmp_path / "press.toml"
+    scenario.write_text('[[events]]\nat = 0.25\nbutton = "button"\nhold = 0.25\n')
+    out = tmp_path / "lamp.png"
+    args = ["preview", str(manifest), "--profile", str(profile), "--fps", "10", "--scale", "1", "--png", str(out)]
+    # frame k is at k/10 s: pressed from 0.25 s (frames 3 and 4), released at 0.5 s (frame 5)
+    assert main([*args, "--frames", str(frames), "--scenario", str(scenario)]) == 0
+    with Image.open(out) as im:
+        assert im.convert("RGB").getpixel((0, 0)) == ((255, 255, 255) if lit else (0, 0, 0))
+
+
+def test_without_a_scenario_the_button_stays_up(lamp, tmp_path: Path) -> None:
+    manifest, profile = lamp
+    out = tmp_path / "lamp.png"
+    assert main(["preview", str(manifest), "--profile", str(profile), "-n", "4", "--png", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.convert("RGB").getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_profile_grants_only_its_own_pins(lamp, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, profile = lamp
+    doc = json.loads(manifest.read_text())
+    doc["edged"]["capabilities"]["gpio"] = {"read": [17], "write": [17]}  # a button is not an output
+    manifest.write_text(json.dumps(doc))
+    assert main(["preview", str(manifest), "--profile", str(profile), "--png", str(tmp_path / "x.png")]) == 2
+    assert "gpio.write pin 17" in capsys.readouterr().err
+
+
+def test_scenario_errors_exit_2(lamp, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, profile = lamp
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text('[[events]]\nat = 1\nbutton = "doorbell"\n')
+    png = str(tmp_path / "x.png")
+    assert main(["preview", str(manifest), "--profile", str(profile), "--scenario", str(scenario), "--png", png]) == 2
+    assert "no button named 'doorbell'" in capsys.readouterr().err
+    assert main(["preview", str(manifest), "--scenario", str(scenario), "--png", png]) == 2
+    assert "--scenario needs a --profile" in capsys.readouterr().err
