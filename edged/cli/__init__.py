@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from .. import __version__
 from . import call as call_cmd
 from . import ctl as ctl_cmd
+from . import plugin as plugin_cmd
 from . import preview as preview_cmd
 from . import run as run_cmd
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     call_cmd.register(sub)
+    plugin_cmd.register(sub)
     preview_cmd.register(sub)
     run_cmd.register(sub)
     ctl_cmd.register(sub)
