@@ -316,3 +316,12 @@ def test_scenario_errors_exit_2(lamp, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "no button named 'doorbell'" in capsys.readouterr().err
     assert main(["preview", str(manifest), "--scenario", str(scenario), "--png", png]) == 2
     assert "--scenario needs a --profile" in capsys.readouterr().err
+
+
+def test_long_renders_show_progress_on_stderr(plugin, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "long.png"
+    assert main(["preview", str(plugin(ANIMATION)), "-n", "200", "--size", "2x2", "--png", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "/200 [" in captured.err and "frame" in captured.err and captured.out == ""  # a tqdm bar
+    assert main(["preview", str(plugin(ANIMATION)), "-n", "20", "--size", "2x2", "--png", str(out)]) == 0
+    assert "/20" not in capsys.readouterr().err  # short renders stay quiet
