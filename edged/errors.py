@@ -145,6 +145,9 @@ class BundleRejected(DeployError, ValueError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.reason, str(self)))
+
 
 class StoreError(DeployError):
     """The on-device plugin store cannot do what was asked (unknown plugin or version, nothing to roll back to)."""

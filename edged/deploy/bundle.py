@@ -55,7 +55,8 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _SEMVER = re.compile(
     r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$"
 )
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: what a plugin name may be (also its store file name)
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -126,7 +127,7 @@ class BundleMeta(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not NAME_RE.match(v):
             raise ValueError("must be 1-64 chars of lowercase letters, digits, '-' or '_'")
         return v
 
@@ -246,7 +247,7 @@ def build_bundle(
     module is kept); its ``edged`` block gets ``name`` and ``version`` if it lacks them. Raises
     :class:`BundleRejected` (``invalid_wasm``, ``invalid_manifest``, ``manifest_mismatch``, ``malformed``).
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise BundleRejected("malformed", f"bundle name {name!r}: use 1-64 lowercase letters, digits, '-' or '_'")
     try:
         SemVer(version)

@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import BundleRejected, StoreError
-from .bundle import WASM_ENTRY, BundleMeta, SemVer, parse_meta
+from .bundle import NAME_RE, WASM_ENTRY, BundleMeta, SemVer, parse_meta
 from .trust import fsync_dir
 
 log = logging.getLogger("edged.deploy.store")
@@ -190,6 +190,9 @@ class PluginStore:
         self._point(f"after_{kind}_rename")
 
     def _record_path(self, name: str) -> Path:
+        # names arrive in commands too: never let one walk out of plugins/
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise StoreError(f"{name!r} is not a plugin name")
         return self.plugins / f"{name}.json"
 
     def _load(self, name: str) -> PluginRecord | None:
@@ -234,7 +237,7 @@ class PluginStore:
 
     def names(self) -> list[str]:
         """Names of all plugins with a record."""
-        return sorted(p.stem for p in self.plugins.glob("*.json"))
+        return sorted(p.stem for p in self.plugins.glob("*.json") if NAME_RE.match(p.stem))
 
     def active(self, name: str) -> InstalledVersion | None:
         """The active version of ``name``, or None if it is not installed or none is active."""

@@ -421,7 +421,7 @@ def open_envelope(
     env = _parse_envelope(raw)
     try:
         signed = env.signed_bytes()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise MalformedMessage(f"payload cannot be signed as canonical JSON: {exc}") from None
     try:
         trust.verify(env.key_id, role, signed, decode_signature(env.signature))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -433,3 +434,6 @@ def test_bundle_rejected_is_a_deploy_error() -> None:
     err = BundleRejected("downgrade", "msg")
     assert isinstance(err, DeployError) and isinstance(err, ValueError)
     assert (err.reason, str(err)) == ("downgrade", "msg")
+    # it survives pickling (multiprocessing, logging handlers)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is BundleRejected and (back.reason, str(back)) == ("downgrade", "msg")

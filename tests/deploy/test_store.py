@@ -392,3 +392,23 @@ def test_unreadable_transfer_state_is_dropped_by_recover(tmp_path: Path, make) -
     assert store.recover().transfers == []
     assert list((tmp_path / "transfers").iterdir()) == []
     assert store.get_transfer("../../etc") is None
+
+
+def test_names_from_commands_cannot_leave_the_store(tmp_path: Path, make) -> None:
+    store = PluginStore(tmp_path / "store")
+    install(store, make("1.0.0"))
+    victim = tmp_path / "victim.json"
+    victim.write_text("{}")
+    for name in ("../../victim", "../plugins/vowels", "Vowels", "", "a/b"):
+        with pytest.raises(StoreError, match="not a plugin name"):
+            store.remove(name)
+        with pytest.raises(StoreError, match="not a plugin name"):
+            store.activate(name, "1.0.0")
+        with pytest.raises(StoreError, match="not a plugin name"):
+            store.rollback(name)
+        with pytest.raises(StoreError, match="not a plugin name"):
+            store.active(name)
+    assert victim.exists() and store.active("vowels").version == "1.0.0"  # type: ignore[union-attr]
+    # a stray file with a name no plugin can have is not taken for one
+    (tmp_path / "store" / "plugins" / "Stray.json").write_text("{}")
+    assert store.names() == ["vowels"] and list(store.installed()) == ["vowels"]

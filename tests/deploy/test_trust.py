@@ -280,6 +280,15 @@ def test_malformed_fields(trust: TrustStore, market_key: Ed25519PrivateKey) -> N
             open_envelope(bad, trust, now=NOW)
 
 
+def test_deeply_nested_payload_is_malformed(trust: TrustStore, market_key: Ed25519PrivateKey) -> None:
+    good = sign_envelope({"a": 1}, market_key, ttl_s=60, now=NOW).model_dump(mode="json")
+    deep: dict[str, object] = {}
+    for _ in range(5000):
+        deep = {"x": deep}
+    with pytest.raises(MalformedMessage):
+        open_envelope({**good, "payload": deep}, trust, now=NOW)
+
+
 def test_replay_is_refused_also_after_a_restart(
     tmp_path: Path, trust: TrustStore, market_key: Ed25519PrivateKey
 ) -> None:
