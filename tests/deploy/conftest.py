@@ -1,91 +1,25 @@
-"""Deployment over a real mosquitto: the broker fixture, real WAT plugins, and a marketplace + agents harness."""
+"""Fixtures for deployment over a real mosquitto: the broker (on a free loopback port, restartable), and a harness
+with a marketplace and in-process device agents. Helpers live in harness.py (imported lazily, see its docstring)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edged.deploy.agent import BrokerConfig, DeviceAgent
-from edged.deploy.messages import Reply, Reported, Status
-from edged.deploy.store import PluginStore
-from edged.deploy.target import EmulatedTarget
-from edged.deploy.testing import MISSING, Mosquitto, find_mosquitto
-from edged.deploy.trust import TrustStore, generate_key, save_private_key
-from edged.host.capabilities import DevicePolicy
-from edged.market import Marketplace, SQLiteCatalog, publish
-from tests.conftest import wat
-
-WAIT_S = 20.0
-ANIM_MANIFEST: dict[str, Any] = {"edged": {"kind": "animation", "capabilities": {"led": True}}}
-
-
-def anim_wasm(marker: str = "v1", *, trap_at: int | None = None, pad: int = 0) -> bytes:
-    """A real animation plugin: ``frame`` returns a black RGB frame of the display's size; with ``trap_at`` it traps
-    from that frame on. ``marker`` makes versions differ; ``pad`` adds that many bytes of data (for size tests)."""
-    pages = 2 + pad // 65536
-    trap = f"(if (i64.ge_u (call $in64 (i64.const 0)) (i64.const {trap_at})) (then unreachable))" if trap_at else ""
-    pad_text = "\\5a" * pad
-    padding = f'(data (i32.const 65536) "{pad_text}")' if pad else ""
-    return wat(
-        f"""(module
-  (import "extism:host/env" "input_load_u64" (func $in64 (param i64) (result i64)))
-  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
-  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
-  (memory (export "memory") {pages})
-  (data (i32.const 0) "{marker}")
-  {padding}
-  (func $pixels (result i64)
-    (i64.mul (i64.and (i64.shr_u (call $in64 (i64.const 16)) (i64.const 32)) (i64.const 0xffff))
-             (i64.shr_u (call $in64 (i64.const 16)) (i64.const 48))))
-  (func (export "frame") (result i32) (local $n i64)
-    {trap}
-    (local.set $n (i64.mul (call $pixels) (i64.const 3)))
-    (call $output_set (call $alloc (local.get $n)) (local.get $n))
-    (i32.const 0)))"""
-    )
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = WAIT_S, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns something truthy; fail the test with ``what`` after ``timeout``."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
-@dataclass
-class Broker:
-    host: str
-    port: int
-    restart: Callable[[], None]
-    mosquitto: Mosquitto
-
-    def config(self, **kw: Any) -> BrokerConfig:
-        return BrokerConfig(host=self.host, port=self.port, **kw)
-
-
-def _start(tmp: Path, **kw: Any) -> Mosquitto:
-    if find_mosquitto() is None:
-        pytest.fail(MISSING)
-    m = Mosquitto(tmp, **kw)
-    m.start()
-    return m
+if TYPE_CHECKING:
+    from edged.deploy.testing import Mosquitto
+    from tests.deploy.harness import Broker, Harness
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A real mosquitto on a free loopback port (anonymous, persistent sessions in tmp), restartable."""
-    m = _start(tmp_path / "mosquitto")
+    from tests.deploy.harness import Broker, start_mosquitto
+
+    m = start_mosquitto(tmp_path / "mosquitto")
     try:
         yield Broker(m.host, m.port, m.restart, m)
     finally:
@@ -95,10 +29,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 @pytest.fixture
 def start_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
     """Start a mosquitto with options (``users``, ``acl``); stopped at the end of the test."""
+    from tests.deploy.harness import start_mosquitto
+
     started: list[Mosquitto] = []
 
     def start(**kw: Any) -> Mosquitto:
-        m = _start(tmp_path / f"mosquitto-{len(started)}", **kw)
+        m = start_mosquitto(tmp_path / f"mosquitto-{len(started)}", **kw)
         started.append(m)
         return m
 
@@ -107,119 +43,10 @@ def start_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
         m.stop()
 
 
-@dataclass
-class Events:
-    """Everything the marketplace heard from devices, for assertions."""
-
-    status: list[Status] = field(default_factory=list)
-    replies: list[Reply] = field(default_factory=list)
-    reported: dict[str, Reported] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, device: str, kind: str, msg: Any) -> None:
-        with self.lock:
-            if kind == "status":
-                self.status.append(msg)
-            elif kind == "reply":
-                self.replies.append(msg)
-            elif kind == "reported":
-                self.reported[device] = msg
-
-    def statuses(self, device: str, **match: Any) -> list[Status]:
-        with self.lock:
-            return [s for s in self.status if s.device == device and all(getattr(s, k) == v for k, v in match.items())]
-
-    def reply(self, cmd_id: str) -> Reply | None:
-        with self.lock:
-            return next((r for r in self.replies if r.id == cmd_id), None)
-
-    def plugin(self, device: str, name: str) -> Any:
-        with self.lock:
-            rep = self.reported.get(device)
-        return rep.plugins.get(name) if rep else None
-
-
-class Harness:
-    """A marketplace (catalog in tmp, serving chunks) and in-process device agents, all on one broker."""
-
-    def __init__(self, tmp: Path, broker: Broker) -> None:
-        self.tmp = tmp
-        self.broker = broker
-        self.key: Ed25519PrivateKey = generate_key()
-        self.key_path = tmp / "market.key"
-        save_private_key(self.key, self.key_path)
-        self.trust = TrustStore()
-        self.trust.add(self.key, ["publisher", "marketplace"])
-        self.trust_path = tmp / "trust.json"
-        self.trust.to_file(self.trust_path)
-        self.catalog = SQLiteCatalog(tmp / "market.db")
-        self.events = Events()
-        self.market = Marketplace(self.catalog, self.key, broker.config())
-        self.market.add_listener(self.events)
-        self.market.start()
-        self.agents: dict[str, DeviceAgent] = {}
-        self.targets: dict[str, EmulatedTarget] = {}
-
-    def publish(
-        self,
-        name: str,
-        version: str,
-        wasm: bytes | None = None,
-        manifest: dict[str, Any] | None = None,
-        rollback: bool = False,
-    ) -> Any:
-        return publish(
-            self.catalog,
-            wasm if wasm is not None else anim_wasm(f"{name}-{version}"),
-            manifest or ANIM_MANIFEST,
-            name,
-            version,
-            self.key,
-            rollback,
-        )
-
-    def store(self, device: str) -> PluginStore:
-        return PluginStore(self.tmp / "devices" / device)
-
-    def agent(
-        self,
-        device: str,
-        groups: tuple[str, ...] = (),
-        policy: DevicePolicy | None = None,
-        start: bool = True,
-        **kw: Any,
-    ) -> DeviceAgent:
-        target = EmulatedTarget(width=8, height=8, fps=200, policy=policy)
-        kw.setdefault("health_frames", 10)
-        kw.setdefault("health_timeout_s", 10.0)
-        kw.setdefault("chunk_size", 4096)
-        a = DeviceAgent(device, self.broker.config(), self.store(device), self.trust, target, policy, groups, **kw)
-        self.agents[device] = a
-        self.targets[device] = target
-        if start:
-            a.start()
-            wait_for(a.connected.is_set, what=f"{device} to connect")
-        return a
-
-    def healthy(self, device: str, name: str, version: str) -> bool:
-        p = self.events.plugin(device, name)
-        return bool(p and p.version == version and p.state == "healthy")
-
-    def wait_healthy(self, device: str, name: str, version: str) -> None:
-        wait_for(lambda: self.healthy(device, name, version), what=f"{device} to run {name}@{version} healthy")
-        wait_for(lambda: self.targets[device].running().get(name) == version, what=f"{name}@{version} to run")
-
-    def close(self) -> None:
-        for a in self.agents.values():
-            a.stop()
-        for t in self.targets.values():
-            t.close()
-        self.market.stop()
-        self.catalog.close()
-
-
 @pytest.fixture
 def harness(tmp_path: Path, broker: Broker) -> Iterator[Harness]:
+    from tests.deploy.harness import Harness
+
     h = Harness(tmp_path, broker)
     try:
         yield h
