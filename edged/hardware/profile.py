@@ -18,6 +18,7 @@ from ..tomlconfig import load_toml
 from .backends import BackendConfig, EmulatedBackendConfig, SpiBackendConfig, Ws281xBackendConfig
 from .geometry import DisplayConfig
 from .gpio import GpioConfig, GpioDeviceConfig
+from .output import LedOutput, open_led_output
 from .sensors import SPI0_CLOCK, SPI0_MOSI, SensorConfig
 
 #: LEDs one rpi_ws281x DMA transfer (65,536 bytes) can drive on a PWM string; PCM manages about twice that
@@ -127,3 +128,17 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
             raise ConfigError(f"no hardware profile {str(name_or_path)!r} (available: {names})")
         path = available[str(name_or_path)]
     return load_toml(HardwareProfile, path)
+
+
+def open_outputs(profile: HardwareProfile, *, emulate: bool = False) -> dict[str, LedOutput]:
+    """An opened :class:`~edged.hardware.output.LedOutput` per display of ``profile`` (all emulated with
+    ``emulate``). If one fails to open, the ones already open are closed (blanked) before the error propagates."""
+    outputs: dict[str, LedOutput] = {}
+    try:
+        for name, dp in profile.displays.items():
+            outputs[name] = open_led_output(dp.display, dp.backend, emulate=emulate)
+    except BaseException:
+        for out in outputs.values():
+            out.close()
+        raise
+    return outputs

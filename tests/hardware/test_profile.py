@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.errors import ConfigError
-from edged.hardware.backends import EmulatedBackendConfig, SpiBackendConfig, Ws281xBackendConfig
+from edged.errors import BackendUnavailable, ConfigError
+from edged.hardware.backends import EmulatedBackend, EmulatedBackendConfig, SpiBackendConfig, Ws281xBackendConfig
 from edged.hardware.output import open_led_output
-from edged.hardware.profile import HardwareProfile, list_profiles, load_profile
+from edged.hardware.profile import HardwareProfile, list_profiles, load_profile, open_outputs
 
 HARDWARE = Path(__file__).resolve().parents[2] / "hardware"
 SHIPPED = sorted(p.stem for p in HARDWARE.glob("*.toml"))
@@ -154,3 +154,30 @@ def test_bad_gpio_entry_names_key_and_line(tmp_path: Path) -> None:
     # the union's tag lands in the path, so the line is the table's (tomlconfig cannot map tagged paths yet)
     with pytest.raises(ConfigError, match=r":3: gpio\.a\.button\.pin: Input should be less than or equal to 27"):
         load_profile(path)
+
+
+def test_open_outputs_per_display(tmp_path: Path) -> None:
+    outs = open_outputs(load_profile("pi4-sensor-kit"), emulate=True)
+    assert set(outs) == {"main"} and isinstance(outs["main"].backend, EmulatedBackend)
+    outs["main"].close()
+    # a real backend that cannot open here: the error propagates and the displays opened before it are blanked
+    path = tmp_path / "two.toml"
+    path.write_text(
+        'name = "two"\n[displays.a.display]\nwidth = 2\nheight = 1\n'
+        '[displays.b.display]\nwidth = 2\nheight = 1\ncolor_order = "RGB"\n'
+        f'[displays.b.backend]\ntype = "spi"\nmode = "leds0"\npath = "{tmp_path / "missing"}"\n'
+    )
+    opened: list[EmulatedBackend] = []
+    real_init = EmulatedBackend.__init__
+
+    def spy(self: EmulatedBackend, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        opened.append(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EmulatedBackend, "__init__", spy)
+        with pytest.raises(BackendUnavailable, match="dtoverlay=ws2812-pio"):
+            open_outputs(load_profile(path))
+    assert len(opened) == 1 and opened[0].closed
+    latest = opened[0].latest()
+    assert latest is not None and latest.data.max() == 0
