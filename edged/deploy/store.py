@@ -177,16 +177,27 @@ class PluginStore:
             self._checkpoint(name)
 
     def _write(self, final: Path, data: bytes, kind: str, mode: int = 0o644) -> None:
-        """temp write + fsync, rename, fsync the directory; ``kind`` names the checkpoints passed."""
+        """temp write + fsync, rename, fsync the directory; ``kind`` names the checkpoints passed.
+
+        An OS error (disk full, I/O error) raises :class:`StoreError` and leaves the previous file in place.
+        """
         tmp = self.tmp / f"{final.name}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self._point(f"after_{kind}_temp_write" if kind != "blob" else "after_temp_write")
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            self._point(f"after_{kind}_temp_write" if kind != "blob" else "after_temp_write")
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {final.relative_to(self.root)}: {exc.strerror or exc}") from exc
+        try:
+            fsync_dir(final.parent)
+        except OSError as exc:
+            # the rename happened; only its durability is in doubt, and recover() re-checks everything
+            log.warning("cannot fsync directory", extra={"path": str(final.parent), "error": str(exc)})
         self._point(f"after_{kind}_rename")
 
     def _record_path(self, name: str) -> Path:

@@ -412,3 +412,28 @@ def test_names_from_commands_cannot_leave_the_store(tmp_path: Path, make) -> Non
     # a stray file with a name no plugin can have is not taken for one
     (tmp_path / "store" / "plugins" / "Stray.json").write_text("{}")
     assert store.names() == ["vowels"] and list(store.installed()) == ["vowels"]
+
+
+def test_a_full_disk_is_a_store_error_and_keeps_the_old_state(
+    tmp_path: Path, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PluginStore(tmp_path)
+    install(store, make("1.0.0"))
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(store.tmp)):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StoreError, match="No space left on device"):
+        install(store, make("2.0.0"))
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.transfer(make("2.0.0").meta, 1000, expected_chunks(make("2.0.0").meta.wasm_size, 1000))
+    monkeypatch.undo()
+    assert list(store.tmp.iterdir()) == []
+    assert store.active("vowels").version == "1.0.0"  # type: ignore[union-attr]
+    assert store.recover().clean
+    install(store, make("2.0.0"))
+    assert store.active("vowels").version == "2.0.0"  # type: ignore[union-attr]
