@@ -12,6 +12,9 @@ from ..errors import OutputTooLarge, PluginError
 from . import _layout as L
 from ._rawcall import exports_at, raw_caller
 
+#: the kernel refuses blocks above this size (see k_alloc)
+_MAX_BLOCK = 0xFFFF0000
+
 _LAZY_CALLERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "_length": (("i64",), ("i64",)),
     "_alloc": (("i64",), ("i64",)),
@@ -51,6 +54,7 @@ KERNEL_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 _U64 = struct.Struct("<Q")
 _I32 = struct.Struct("<i")
+_TWO_U64 = struct.Struct("<QQ")
 
 
 def encode_config(config: dict[str, str]) -> bytes:
@@ -83,6 +87,7 @@ class Kernel:
         self._memory_limit = memory_limit
         self.memory: wasmtime.Memory = ex["memory"]  # type: ignore[assignment]
         self.funcs = {name: ex[name] for name in KERNEL_EXPORTS if name in ex}
+        self._host_funcs = ex
         self.base = ctypes.addressof(self.memory.data_ptr(store).contents)
         global _constants
         if _constants is None:  # the control block's address and the heap base are constants of the kernel module
@@ -112,7 +117,7 @@ class Kernel:
         # the kernel exports the host calls itself, made on first use: many instances never need them
         if name in _LAZY_CALLERS:
             params, results = _LAZY_CALLERS[name]
-            caller = raw_caller(self._store, self.funcs[name[1:]], params, results)
+            caller = raw_caller(self._store, self._host_funcs[name[1:]], params, results)
             setattr(self, name, caller)
             return caller
         raise AttributeError(name)
@@ -187,7 +192,24 @@ class Kernel:
         """A new block holding ``data``; 0 for empty data. Raises "oom" when the kernel cannot grow."""
         if not data:
             return 0
-        h = self._alloc(len(data))
+        n = len(data)
+        ctl = self.ctl
+        if not _U64.unpack_from(ctl, L.FREE_BLOCKS)[0] and n <= _MAX_BLOCK:
+            # no freed blocks to reuse: the kernel would bump-allocate at heap_top, so do exactly that here
+            # and save a call into wasm (same header, same alignment, same heap_top afterwards)
+            top = _U64.unpack_from(ctl, L.HEAP_TOP)[0]
+            cap = L.align(n)
+            end = top + L.HEADER_SIZE + cap
+            if end > self.size:
+                self._ensure(end)
+            addr = self.base + top
+            ctypes.memmove(addr, L.HEADER.pack(L.BLOCK_USED, cap, n), L.HEADER_SIZE)
+            ctypes.memmove(addr + L.HEADER_SIZE, data, n)
+            if cap > n:
+                ctypes.memset(addr + L.HEADER_SIZE + n, 0, cap - n)
+            _U64.pack_into(ctl, L.HEAP_TOP, end)
+            return top + L.HEADER_SIZE
+        h = self._alloc(n)
         if not h:
             raise PluginError(f"oom: the kernel cannot allocate {len(data)} bytes")
         ctypes.memmove(self.base + h, data, len(data))
@@ -201,8 +223,25 @@ class Kernel:
         """Read and free a block: the env functions consume the handles they are given."""
         if not handle:
             return b""
-        data = self.read(handle)
-        self._free(handle)
+        # Validated by its header rather than by the kernel's walk of the block list: same answer for every handle
+        # the kernel gave out, and a forged header can only mislead the plugin that forged it. Then freed exactly
+        # as k_free does, without a call into wasm.
+        ctl = self.ctl
+        heap_start, heap_top = _TWO_U64.unpack_from(ctl, L.HEAP_START)
+        if handle < heap_start + L.HEADER_SIZE or handle > heap_top or handle % L.ALIGN:
+            return b""
+        header = self.base + handle - L.HEADER_SIZE
+        status, cap, n = L.HEADER.unpack(ctypes.string_at(header, L.HEADER_SIZE))
+        if status != L.BLOCK_USED or n > cap or handle + cap > heap_top:
+            return b""
+        data = ctypes.string_at(self.base + handle, n) if n else b""
+        ctypes.memmove(header, L.HEADER.pack(L.BLOCK_FREE, cap, 0), L.HEADER_SIZE)
+        if handle == _U64.unpack_from(ctl, L.INPUT_OFFSET)[0]:
+            _U64.pack_into(ctl, L.INPUT_LENGTH, 0)
+        if handle + cap == heap_top:
+            _U64.pack_into(ctl, L.HEAP_TOP, handle - L.HEADER_SIZE)
+        else:
+            _U64.pack_into(ctl, L.FREE_BLOCKS, _U64.unpack_from(ctl, L.FREE_BLOCKS)[0] + 1)
         return data
 
     def set_log_level(self, level: int) -> None:

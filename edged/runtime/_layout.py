@@ -11,6 +11,7 @@ import struct
 HEADER = struct.Struct("<IIQ")
 HEADER_SIZE = HEADER.size
 BLOCK_USED = 0x55534544
+BLOCK_FREE = 0x46524545
 ALIGN = 8
 
 #: Control block ``ctl_t``: heap_start, heap_top, input_offset, input_length, output_offset, output_length,
