@@ -163,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
         except PluginError as exc:  # a capability the preview cannot grant
             print(f"edged preview: {exc}", file=sys.stderr)
             return 2
+        if plugin.kind not in ("animation", "matricks"):
+            print(f"edged preview: {plugin.name} is a {plugin.kind} plugin; it does not draw frames", file=sys.stderr)
+            return 2
         # scripted edges are stamped on the plugin's own time line, so on_gpio sees the scenario's times
         player = ScenarioPlayer(scenario, board, start=plugin.ctx.started) if scenario and board else None
         backend = EmulatedBackend(history=2)

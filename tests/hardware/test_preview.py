@@ -325,3 +325,48 @@ def test_long_renders_show_progress_on_stderr(plugin, tmp_path: Path, capsys: py
     assert "/200 [" in captured.err and "frame" in captured.err and captured.out == ""  # a tqdm bar
     assert main(["preview", str(plugin(ANIMATION)), "-n", "20", "--size", "2x2", "--png", str(out)]) == 0
     assert "/20" not in capsys.readouterr().err  # short renders stay quiet
+
+
+def _bytes_out(text: bytes) -> str:
+    """WAT that copies a data segment into kernel memory and makes it the output."""
+    n = len(text)
+    data = "".join(f"\\{b:02x}" for b in text)
+    return f"""
+  (data (i32.const 0) "{data}")
+  (func $out (local $h i64) (local $i i32)
+    (local.set $h (call $alloc (i64.const {n})))
+    (block $d (loop $l (br_if $d (i32.ge_u (local.get $i) (i32.const {n})))
+      (call $store_u8 (i64.add (local.get $h) (i64.extend_i32_u (local.get $i))) (i32.load8_u (local.get $i)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $l)))
+    (call $output_set (local.get $h) (i64.const {n})))"""
+
+
+MATRICKS = (
+    """(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (memory (export "memory") 1)"""
+    + _bytes_out(b"[[[255,0,0,255],[0,0,255,255]]]")
+    + """
+  (func (export "setup") (result i32) (i32.const 0))
+  (func (export "update") (result i32) (call $out) (i32.const 0)))"""
+)
+
+SENSOR_ONLY = """(module
+  (memory (export "memory") 1)
+  (func (export "tick") (result i32) (i32.const 0)))"""
+
+
+def test_matricks_plugin_previews(plugin, tmp_path: Path) -> None:
+    out = tmp_path / "m.png"
+    assert main(["preview", str(plugin(MATRICKS)), "--size", "2x1", "-n", "2", "--scale", "1", "--png", str(out)]) == 0
+    with Image.open(out) as im:
+        # Matricks pixels are BGRA: [255,0,0,255] is blue, [0,0,255,255] red
+        rgb = im.convert("RGB")
+        assert rgb.getpixel((0, 0)) == (0, 0, 255) and rgb.getpixel((1, 0)) == (255, 0, 0)
+
+
+def test_sensor_plugin_is_not_previewable(plugin, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["preview", str(plugin(SENSOR_ONLY, "probe")), "--png", str(tmp_path / "x.png")]) == 2
+    assert "probe is a sensor plugin; it does not draw frames" in capsys.readouterr().err
