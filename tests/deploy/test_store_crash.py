@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,57 @@ def test_kill_during_a_download_then_resume(tmp_path: Path, bundles, point: str)
         part = b.wasm[i * size : (i + 1) * size]
         t.put_chunk(i, part, hashlib.sha256(part).hexdigest())
     assert t.assemble() == b.wasm
+
+
+LOOP_CHILD = """
+import sys
+from edged.deploy.bundle import read_bundle
+from edged.deploy.store import PluginStore
+
+root, *paths = sys.argv[1:]
+bundles = [read_bundle(p) for p in paths]
+store = PluginStore(root, keep=2)
+print("ready", flush=True)
+while True:
+    for b in bundles:
+        store.install(b.meta, b.manifest, b.wasm, activate=True)
+        store.gc()
+        if b.meta.version.endswith(".1.0"):
+            store.rollback(b.meta.name)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_ms", [0, 3, 7, 15, 40])
+def test_kill_at_an_arbitrary_moment(tmp_path: Path, key: Ed25519PrivateKey, delay_ms: int) -> None:
+    """Not at a chosen point: the child installs, activates, rolls back and collects garbage in a loop, and is
+    killed whenever the delay ends. Whatever it was doing, the recovered store is whole."""
+    paths = []
+    base = COUNT_VOWELS.read_bytes()
+    for major in range(1, 4):
+        for minor in range(3):
+            version = f"{major}.{minor}.0"
+            b = build_bundle(
+                "vowels", version, with_custom_section(base, version.encode()), {"config": {"v": version}}, key
+            )
+            path = tmp_path / f"{version}.edb"
+            write_bundle(b, path)
+            paths.append(str(path))
+    root = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-c", LOOP_CHILD, str(root), *paths], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(delay_ms / 1000)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    store = PluginStore(root)
+    report = store.recover()
+    assert report.dropped_versions == [] and report.corrupt_records == [] and report.corrupt_blobs == []
+    record = store.record("vowels")
+    if record is None:  # killed before the first install finished
+        assert store.names() == []
+        return
+    assert record.active in record.versions
+    assert all(v in record.versions for v in record.history)
+    check_whole(store, {"active": record.active}, set(record.versions))
