@@ -82,7 +82,8 @@ EDGED_EXPORT("frame") int32_t frame(void) {
     ready = true;
   }
   if (finished) return edged_done();
-  uint64_t target = t.time_us * (uint64_t)rate / 1000000;
+  /* rounded, so a rate equal to the frame rate gives one generation per frame despite µs truncation */
+  uint64_t target = (t.time_us * (uint64_t)rate + 500000) / 1000000;
   while (generation < target) {
     if (!step(f.width, f.height)) {
       finished = true;

@@ -284,9 +284,9 @@ static inline int32_t edged_done(void) { return 0; }
 /* HSV with every channel 0-255 to RGB. */
 static inline void edged_hsv(uint8_t h, uint8_t s, uint8_t v, uint8_t rgb[3]) {
   uint8_t region = h / 43, rem = (uint8_t)((h - region * 43) * 6);
-  uint8_t p = (uint8_t)((v * (255 - s)) >> 8);
-  uint8_t q = (uint8_t)((v * (255 - ((s * rem) >> 8))) >> 8);
-  uint8_t t = (uint8_t)((v * (255 - ((s * (255 - rem)) >> 8))) >> 8);
+  uint8_t p = (uint8_t)(v * (255 - s) / 255);
+  uint8_t q = (uint8_t)(v * (255 - s * rem / 255) / 255);
+  uint8_t t = (uint8_t)(v * (255 - s * (255 - rem) / 255) / 255);
   uint8_t r, g, b;
   switch (region) {
     case 0: r = v, g = t, b = p; break;

@@ -309,9 +309,9 @@ pub fn hsv(h: u8, s: u8, v: u8) Rgb {
     const rem: u32 = (h - region * 43) * 6;
     const vv: u32 = v;
     const ss: u32 = s;
-    const p: u8 = @intCast((vv * (255 - ss)) >> 8);
-    const q: u8 = @intCast((vv * (255 - ((ss * rem) >> 8))) >> 8);
-    const t: u8 = @intCast((vv * (255 - ((ss * (255 - rem)) >> 8))) >> 8);
+    const p: u8 = @intCast(vv * (255 - ss) / 255);
+    const q: u8 = @intCast(vv * (255 - ss * rem / 255) / 255);
+    const t: u8 = @intCast(vv * (255 - ss * (255 - rem) / 255) / 255);
     return switch (region) {
         0 => .{ .r = v, .g = t, .b = p },
         1 => .{ .r = q, .g = v, .b = p },

@@ -396,9 +396,9 @@ export function hsv(h: i32, s: i32, v: i32): u32 {
   h &= 255;
   const region = h / 43;
   const rem = (h - region * 43) * 6;
-  const p = (v * (255 - s)) >> 8;
-  const q = (v * (255 - ((s * rem) >> 8))) >> 8;
-  const t = (v * (255 - ((s * (255 - rem)) >> 8))) >> 8;
+  const p = (v * (255 - s)) / 255;
+  const q = (v * (255 - (s * rem) / 255)) / 255;
+  const t = (v * (255 - (s * (255 - rem)) / 255)) / 255;
   let r = 0,
     g = 0,
     b = 0;
