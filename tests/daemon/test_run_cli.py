@@ -1,0 +1,126 @@
+"""``edged run`` and ``edged ctl`` as processes: signals, the control socket, the stats file, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edged.cli import main
+from tests.daemon.test_daemon import CONFIG, write_plugin
+from tests.engine.anims import solid
+
+PATIENCE = 60.0  # generous: a slow machine makes these tests slower, never red
+
+
+def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    write_plugin(tmp_path, "red", solid(255, 0, 0))
+    write_plugin(tmp_path, "blue", solid(0, 0, 255))
+    write_plugin(tmp_path, "green", solid(0, 255, 0))
+    config = CONFIG.format(side="blue", calibrate="false")
+    # a short socket path: Unix socket paths are limited to ~100 bytes, pytest's tmp paths can be longer
+    sock = Path("/tmp") / f"edged-{os.getpid()}-{tmp_path.name[-12:]}.sock"
+    config = config.replace('state_dir = "state"', f'state_dir = "state"\ncontrol_socket = "{sock}"')
+    (tmp_path / "edged.toml").write_text(config)
+    return tmp_path
+
+
+def start(site: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edged", "run", "--config", "edged.toml", "--emulate", "--render", "headless", *extra],
+        cwd=site,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def socket_of(site: Path) -> str:
+    text = (site / "edged.toml").read_text()
+    return text.split('control_socket = "')[1].split('"')[0]
+
+
+def ctl(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edged", "ctl", "--socket", socket_of(site), *args],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+    )
+
+
+def test_frames_and_stats_file(site: Path) -> None:
+    proc = start(site, "--frames", "30", "--stats", "stats.json", "--no-control")
+    assert proc.wait(timeout=PATIENCE) == 0, proc.stderr.read() if proc.stderr else ""
+    stats = json.loads((site / "stats.json").read_text())
+    main_display = stats["displays"]["main"]
+    assert main_display["frames"] == 30
+    assert set(main_display["interval"]) == {"p50_ms", "p99_ms", "max_ms", "count"}
+    assert stats["plugins"]["main/bg/red"]["calls"] == 30
+
+
+def test_sigterm_stops_cleanly_and_flushes_state(site: Path) -> None:
+    proc = start(site)
+    wait_for(lambda: Path(socket_of(site)).exists(), "the control socket")
+    wait_for(lambda: json.loads(ctl(site, "stats").stdout)["displays"]["main"]["frames"] > 5, "frames")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=PATIENCE) == 0
+    state = json.loads((site / "state" / "state.json").read_text())
+    assert state["stopped"] == "clean" and state["stats"]["displays"]["main"]["frames"] > 5
+    assert not Path(socket_of(site)).exists()
+    assert "LED output closed" in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_sighup_reloads_and_ctl_controls(site: Path) -> None:
+    proc = start(site)
+    try:
+        wait_for(lambda: Path(socket_of(site)).exists(), "the control socket")
+        listed = ctl(site, "list")
+        assert listed.returncode == 0 and "red" in listed.stdout and "blue" in listed.stdout
+        text = (site / "edged.toml").read_text().replace('plugin = "blue"', 'plugin = "green"')
+        (site / "edged.toml").write_text(text)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: json.loads(ctl(site, "stats").stdout)["reloads"] == 1, "the reload")
+        assert "main/right/green" in json.loads(ctl(site, "stats").stdout)["plugins"]
+        switched = ctl(site, "switch", "main", "alt", "--layer", "bg")
+        assert switched.returncode == 0, switched.stderr
+        refused = ctl(site, "switch", "main", "nope")
+        assert refused.returncode == 1 and "unknown playlist 'nope'" in refused.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=PATIENCE) == 0
+
+
+def test_bad_config_exits_2_naming_key_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "edged.toml").write_text('[daemon]\nhardware = "emulated-16x16"\nplugin_dir = ["x"]\n')
+    assert main(["run", "--config", str(tmp_path / "edged.toml"), "--emulate", "--frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "edged.toml:3: daemon.plugin_dir" in err
+
+
+def test_unknown_profile_exits_2(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--config", str(site / "edged.toml"), "--emulate", "--profile", "nope", "--frames", "1"])
+    assert code == 2
+    assert "no hardware profile 'nope'" in capsys.readouterr().err
+
+
+def test_ctl_without_a_daemon_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ctl", "--socket", str(tmp_path / "none.sock"), "list"]) == 2
+    assert "cannot reach the daemon" in capsys.readouterr().err
