@@ -219,8 +219,10 @@ def _bundled_manifest(name: str, version: str, wasm_sha256: str, manifest: dict[
     if wasm[0].get("name"):
         entry["name"] = wasm[0]["name"]
     out["wasm"] = [entry]
-    edged = out.get("edged")
-    edged = dict(edged) if isinstance(edged, dict) else {}
+    edged = out.get("edged", {})
+    if not isinstance(edged, dict):
+        raise BundleRejected("invalid_manifest", "invalid manifest: edged: must be an object")
+    edged = dict(edged)
     for field, value in (("name", name), ("version", version)):
         if field in edged and edged[field] != value:
             raise BundleRejected(

@@ -157,6 +157,9 @@ def test_build_rejects_bad_input(publisher: Ed25519PrivateKey) -> None:
         "invalid_manifest", build_bundle, "x", "1.0.0", wasm, {"edged": {"capabilities": {"gpoi": {}}}}, publisher
     )
     assert "edged.capabilities.gpoi" in str(err)
+    rejected("invalid_manifest", build_bundle, "x", "1.0.0", wasm, {"edged": "yes"}, publisher)
+    rejected("invalid_manifest", build_bundle, "x", "1.0.0", wasm, [], publisher)
+    rejected("invalid_manifest", build_bundle, "x", "1.0.0", wasm, {"wasm": "a.wasm"}, publisher)
     two = {"wasm": [{"path": "a.wasm", "name": "lib"}, {"path": "b.wasm"}]}
     rejected("invalid_manifest", build_bundle, "x", "1.0.0", wasm, two, publisher)
     err = rejected("manifest_mismatch", build_bundle, "x", "1.0.0", wasm, {"edged": {"name": "y"}}, publisher)
