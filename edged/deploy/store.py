@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import BundleRejected, StoreError
-from .bundle import NAME_RE, WASM_ENTRY, BundleMeta, SemVer, parse_meta
+from .bundle import NAME_RE, WASM_ENTRY, BundleMeta, SemVer, manifest_digest, parse_meta
 from .trust import fsync_dir
 
 log = logging.getLogger("edged.deploy.store")
@@ -300,12 +300,19 @@ class PluginStore:
         The blob is written before the record that points at it, both atomically; with ``activate`` the new
         version becomes active in the same record write. Installing the same version with the same wasm again is
         harmless; the same version with different wasm raises :class:`StoreError` (versions are immutable).
-        A wasm that does not match ``meta`` raises :class:`BundleRejected` ``hash_mismatch``.
+        A wasm or manifest that does not match ``meta`` raises :class:`BundleRejected` ``hash_mismatch`` or
+        ``manifest_mismatch``.
         """
         meta = parse_meta(meta)
         digest = hashlib.sha256(wasm).hexdigest()
         if digest != meta.wasm_sha256 or len(wasm) != meta.wasm_size:
             raise BundleRejected("hash_mismatch", f"{meta.ref}: the wasm does not match the meta's sha256 and size")
+        try:
+            same_manifest = manifest_digest(manifest) == meta.manifest_digest
+        except (ValueError, TypeError, RecursionError):
+            same_manifest = False
+        if not same_manifest:
+            raise BundleRejected("manifest_mismatch", f"{meta.ref}: the manifest does not match the meta's digest")
         with self._locked():
             record = self._load(meta.name) or PluginRecord(name=meta.name)
             existing = record.versions.get(meta.version)

@@ -107,6 +107,10 @@ def test_install_refuses_wasm_that_does_not_match_the_meta(tmp_path: Path, make)
     assert info.value.reason == "hash_mismatch"
     assert store.names() == [] and blobs(store) == set()
     with pytest.raises(BundleRejected) as info:
+        store.install(b.meta, {**b.manifest, "config": {"v": "other"}}, b.wasm)
+    assert info.value.reason == "manifest_mismatch"
+    assert store.names() == [] and blobs(store) == set()
+    with pytest.raises(BundleRejected) as info:
         store.install({"name": "x"}, b.manifest, b.wasm)  # type: ignore[arg-type]
     assert info.value.reason == "malformed"
 
