@@ -1,0 +1,92 @@
+"""The gallery's hardware plugins on an emulated board (gpiozero MockFactory) driven by scenario files: the distance
+sensor feeding the bar graph end to end, and the button plugin cycling modes on scripted presses."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+
+from edged.hardware.gpio import GpioBoard, GpioConfig
+from edged.hardware.scenario import ScenarioPlayer, load_scenario
+from edged.host.frames import Tick
+from edged.host.functions import SharedValues
+
+from .conftest import load, tick
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def test_distance_sensor_feeds_the_bar_graph_through_a_scenario() -> None:
+    config = GpioConfig.model_validate(
+        {"sensors": {"distance": {"type": "distance", "echo": 23, "trigger": 24, "max_distance": 2.0}}}
+    )
+    values = SharedValues()
+    with GpioBoard(config, emulated=True) as board:
+        sensor = load("distance_sensor", io=board, values=values)
+        display = load("bar_graph", 16, values=values)
+        player = ScenarioPlayer(load_scenario(SCENARIOS / "distance_sweep.toml", config=board.config), board)
+        before = display.frame(tick(0, 16, 16))
+        assert before is not None and values.get("distance_m") is None
+        heights, published, reds = [], [], []
+        for i in range(11):  # every 0.2 s of the sweep
+            t = i * 0.2
+            player.advance(t)
+            sensor.tick(Tick(i, int(t * 1e6), 200_000, 0, 0, i == 0))
+            frame = display.frame(tick(i + 1, 16, 16))
+            assert frame is not None
+            published.append(float(values.get("distance_m") or b"nan"))
+            lit_rows = frame.sum(axis=(1, 2)) > 0
+            heights.append(int(lit_rows.sum()))
+            reds.append(int(frame[15, 8, 0]))
+        assert published[0] == 0.2 and published[-1] == 1.8, published
+        assert all(a <= b for a, b in pairwise(published)), published
+        # 0.2 m of 2 m fills 10% of 16 rows; 1.8 m fills 90%
+        assert heights[0] == 2 and heights[-1] == 14, heights
+        assert all(a <= b for a, b in pairwise(heights)), heights
+        assert reds[0] > reds[-1], "close is red, far is green"
+        # the outline shown before any reading is gone once values arrive
+        assert not np.array_equal(before, frame)
+
+
+def mode_of(frame: np.ndarray) -> int:
+    """The button plugin's mode indicator: one white dot per mode number on the top row's even columns."""
+    return sum(1 for x in range(0, 8, 2) if (frame[0, x] == 255).all())
+
+
+def test_button_plugin_cycles_modes_on_scripted_presses() -> None:
+    config = GpioConfig.model_validate({"gpio": {"mode": {"type": "button", "pin": 17}}})
+    with GpioBoard(config, emulated=True) as board:
+        plugin = load("button_modes", 16, io=board)
+        player = ScenarioPlayer(
+            load_scenario(SCENARIOS / "three_presses.toml", config=board.config), board, start=plugin.ctx.started
+        )
+        modes, centres = [], []
+        for i in range(120):  # two seconds at 60 fps
+            player.advance(i / 60)
+            frame = plugin.frame(tick(i, 16, 16))
+            assert frame is not None
+            modes.append(mode_of(frame))
+            centres.append(frame[8, 8].tolist())
+        assert player.finished
+    changes = [i for i in range(1, len(modes)) if modes[i] != modes[i - 1]]
+    assert [modes[0], *(modes[i] for i in changes)] == [1, 2, 3, 4], modes
+    # each press lands on the first frame at or after its scripted time (0.5 s, 1.0 s, 1.5 s at 60 fps)
+    assert changes == [30, 60, 90], changes
+    # mode 1 is the configured solid colour; the others draw something else
+    assert centres[0] == [255, 80, 0]
+    assert centres[45] != centres[0] and centres[75] != centres[0]
+
+
+def test_button_release_edges_do_not_count_as_presses() -> None:
+    config = GpioConfig.model_validate({"gpio": {"mode": {"type": "button", "pin": 17}}})
+    with GpioBoard(config, emulated=True) as board:
+        plugin = load("button_modes", 16, io=board)
+        plugin.frame(tick(0, 16, 16))  # subscribes to the pin
+        board.press("mode")
+        frame = plugin.frame(tick(1, 16, 16))
+        assert frame is not None and mode_of(frame) == 2
+        board.release("mode")
+        frame = plugin.frame(tick(2, 16, 16))
+        assert frame is not None and mode_of(frame) == 2, "a release is a rising edge, not a press"
