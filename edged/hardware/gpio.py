@@ -23,7 +23,7 @@ from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import BackendUnavailable, HardwareError
-from .sensors import EmulatedMcp3008, Mcp3008Config, SensorConfig, SensorHandle
+from .sensors import EmulatedMcp3008, Mcp3008Config, MotionConfig, SensorConfig, SensorHandle
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,10 @@ class UnknownSensor(GpioError, LookupError):
     """No sensor of that name is declared."""
 
 
+class InvalidValue(GpioError, ValueError):
+    """A value outside what the device takes (a PWM duty outside 0..1)."""
+
+
 class NotEmulated(GpioError, RuntimeError):
     """An emulation-only operation (driving a mock pin, setting a sensor value) on a real board."""
 
@@ -193,6 +197,8 @@ class GpioBoard:
         self._devices: dict[str, Any] = {}
         self._by_pin: dict[int, tuple[str, GpioDeviceConfig]] = {}
         self._sensor_pins: dict[int, str] = {}
+        self._motion_pins: set[int] = set()
+        self._pin_handlers: list[Callable[[float, bool], None]] = []  # gpiozero keeps only weak references
         self.sensors: dict[str, SensorHandle] = {}
         self._chips: dict[int, EmulatedMcp3008] = {}
         self._closed = False
@@ -206,6 +212,8 @@ class GpioBoard:
                     self.sensors[name] = SensorHandle(name, sensor, factory, self.emulated, self)
                 for pin, _ in sensor.pins():
                     self._sensor_pins[pin] = name
+                if isinstance(sensor, MotionConfig):
+                    self._watch_motion(sensor.pin, self.sensors[name].device)
         except BaseException:
             self.close()
             raise
@@ -294,6 +302,19 @@ class GpioBoard:
 
         return fire
 
+    def _watch_motion(self, pin: int, device: Any) -> None:
+        # gpiozero's MotionSensor samples its pin on a thread (smoothed, lagging); edges come from the pin itself,
+        # which the sensor leaves free
+        rising, falling = self._edge_handler(pin, "rising"), self._edge_handler(pin, "falling")
+
+        def changed(ticks: float, state: bool) -> None:
+            (rising if state else falling)()
+
+        self._pin_handlers.append(changed)
+        device.pin.edges = "both"
+        device.pin.when_changed = changed
+        self._motion_pins.add(pin)
+
     @contextmanager
     def stamp_edges(self, t: float) -> Iterator[None]:
         """Edges fired on this thread inside the block are stamped ``t`` instead of ``clock()`` (emulation
@@ -337,14 +358,18 @@ class GpioBoard:
         if not isinstance(dev, PwmOutConfig):
             raise WrongPinUse(f"gpio_pwm: pin {pin} is '{name}' ({dev.type}), not a pwm_out")
         if not 0.0 <= duty <= 1.0:
-            raise ValueError(f"gpio_pwm: duty must be 0..1, not {duty}")
+            raise InvalidValue(f"gpio_pwm: duty must be 0..1, not {duty}")
         self._devices[name].value = duty
 
     def gpio_watch(self, pin: int, callback: EdgeCallback) -> None:
-        """Call ``callback(pin, "rising" | "falling", t)`` on every level change of an input or button pin."""
-        name, dev = self._gpio(pin, "gpio_watch")
-        if not isinstance(dev, _INPUTS):
-            raise WrongPinUse(f"gpio_watch: pin {pin} is '{name}' ({dev.type}); only inputs and buttons have edges")
+        """Call ``callback(pin, "rising" | "falling", t)`` on every level change of an input, button or PIR pin."""
+        self._check_open()
+        if pin not in self._motion_pins:
+            name, dev = self._gpio(pin, "gpio_watch")
+            if not isinstance(dev, _INPUTS):
+                raise WrongPinUse(
+                    f"gpio_watch: pin {pin} is '{name}' ({dev.type}); only inputs, buttons and PIRs have edges"
+                )
         with self._lock:
             self._watchers.setdefault(pin, []).append(callback)
 
@@ -430,6 +455,7 @@ class GpioBoard:
         self._closed = True
         with self._lock:
             self._watchers.clear()
+        self._pin_handlers.clear()
         for device in self._devices.values():
             device.close()
         for handle in self.sensors.values():

@@ -89,9 +89,12 @@ def test_loop_mode_starts_over_and_ramps_can_start_late() -> None:
 
 def test_sensor_events_set_values_and_motion_drives_the_pir_pin(board: GpioBoard) -> None:
     text = '[[events]]\nat = 1\nsensor = "pir"\nvalue = 1\n[[events]]\nat = 2\nsensor = "ldr"\nvalue = 0.8\n'
-    player = ScenarioPlayer(load_scenario(text=text, config=KIT), board)
+    player = ScenarioPlayer(load_scenario(text=text, config=KIT), board, start=50.0)
+    edges: list[tuple[int, str, float]] = []
+    board.gpio_watch(4, lambda *e: edges.append(e))
     player.advance(1.5)
     assert board.sensor_read("pir") == (1.0, "") and board.mock_pin(4).state == 1
+    assert edges == [(4, "rising", 51.0)]  # the PIR's edge carries its scripted time
     assert board.sensor_read("ldr") == (0.5, "")  # the emulated default until the event
     player.advance(2.0)
     assert board.sensor_read("ldr") == (0.8, "")
