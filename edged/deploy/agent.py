@@ -22,7 +22,7 @@ import queue
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,8 @@ class DeviceAgent:
         self._report: dict[str, ReportedPlugin] = {}
         self._applied: dict[str, int] = {}
         self._origin: dict[str, str] = {}
+        #: versions activated whose health check has not finished (survives a crash: re-checked at start)
+        self._pending: dict[str, dict[str, str]] = {}
         self._seen: set[str] = set()
         self.connected = threading.Event()
         self.errors = 0
@@ -182,6 +184,16 @@ class DeviceAgent:
         self.store.recover()
         for name in self._active_names():
             self._start_active(name)
+        for name, p in list(self._pending.items()):
+            iv = self.store.active(name)
+            if iv is None or iv.version != p["version"]:
+                del self._pending[name]  # killed before the activation was written: nothing to check
+                continue
+            spec = PluginSpec(name=name, version=iv.version, meta=iv.meta.model_dump(mode="json"), manifest=iv.manifest)
+            job = _Job(spec=spec, meta=iv.meta, source=p["source"], state="activating")
+            job.deadline = time.monotonic() + self.health_timeout_s
+            self._jobs[name] = job
+            log.info("re-checking health after a restart", extra={"plugin": name, "version": iv.version})
         self._worker = threading.Thread(target=self._work, name=f"agent-{self.device_id}", daemon=True)
         self._worker.start()
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
@@ -432,6 +444,8 @@ class DeviceAgent:
         job = _Job(spec=spec, meta=meta, source=source, cmd_id=cmd_id, last_progress=time.monotonic())
         self._jobs[spec.name] = job
         if stored is not None:
+            if (leftover := self.store.get_transfer(meta.wasm_sha256)) is not None:
+                leftover.discard()  # killed between install and cleanup
             self._activate_installed(job)
             return
         job.chunk_size = self.chunk_size
@@ -536,6 +550,8 @@ class DeviceAgent:
         name, version = job.meta.name, job.meta.version
         job.state = "activating"
         self._status("activating", name=name, version=version, percent=100)
+        self._pending[name] = {"version": version, "source": job.source}
+        self._save_state()
         self.store.activate(name, version)
         try:
             self._start_active(name, raise_errors=True)
@@ -567,6 +583,7 @@ class DeviceAgent:
         del self._jobs[name]
         if job.source in ("device",) or job.source.startswith("group:"):
             self._origin[name] = job.source
+        self._pending.pop(name, None)
         self._save_state()
         self._set_report(name, version, "healthy", None)
         self._status("healthy", name=name, version=version, percent=100)
@@ -590,6 +607,8 @@ class DeviceAgent:
             except (PluginError, DeployError, ValueError):
                 log.exception("previous version failed to start", extra={"plugin": name, "version": prev})
         self._jobs.pop(name, None)
+        self._pending.pop(name, None)
+        self._save_state()
         self._failed[(name, version, job.spec.allow_downgrade)] = reason
         self._set_report(name, prev, "rolled_back" if prev else "failed", reason, wanted=version)
         self._status("rolled_back" if prev else "failed", name=name, version=version, reason=reason, detail=detail)
@@ -709,16 +728,20 @@ class DeviceAgent:
             raw = json.loads(self._state_file.read_text())
             self._applied = {str(k): int(v) for k, v in raw.get("applied", {}).items()}
             self._origin = {str(k): str(v) for k, v in raw.get("origin", {}).items()}
+            self._pending = {
+                str(k): {"version": str(v["version"]), "source": str(v["source"])}
+                for k, v in raw.get("pending", {}).items()
+            }
         except FileNotFoundError:
             pass
-        except (ValueError, AttributeError) as exc:
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
             log.warning("agent state unreadable, starting afresh", extra={"error": str(exc)})
 
     def _save_state(self) -> None:
         tmp = self._state_file.with_suffix(".tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as f:
-            json.dump({"applied": self._applied, "origin": self._origin}, f)
+            json.dump({"applied": self._applied, "origin": self._origin, "pending": self._pending}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state_file)
@@ -733,7 +756,7 @@ def _short(exc: Exception) -> str:
 # --- command line: one agent over an emulated target ----------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, checkpoint: Callable[[str], None] | None = None) -> int:
     """``python -m edged.deploy.agent``: run one agent with an :class:`EmulatedTarget` until SIGTERM/SIGINT."""
     p = argparse.ArgumentParser(prog="python -m edged.deploy.agent", description=main.__doc__)
     p.add_argument("--device", required=True)
@@ -748,6 +771,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--health-frames", type=int, default=30)
     p.add_argument("--health-timeout", type=float, default=10.0)
     p.add_argument("--fps", type=float, default=60.0)
+    p.add_argument("--stall", type=float, default=3.0, help="seconds without progress before asking again")
+    p.add_argument("--window", type=int, default=16, help="chunks in flight")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -757,7 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = DeviceAgent(
         args.device,
         BrokerConfig(host=host or "127.0.0.1", port=int(port), username=args.username, password=args.password),
-        PluginStore(args.store),
+        PluginStore(args.store, checkpoint=checkpoint),
         TrustStore.from_file(args.trust),
         target,
         policy,
@@ -765,6 +790,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         chunk_size=args.chunk_size,
         health_frames=args.health_frames,
         health_timeout_s=args.health_timeout,
+        stall_s=args.stall,
+        window=args.window,
     )
     import signal
 

@@ -122,6 +122,22 @@ class Events:
         return rep.plugins.get(name) if rep else None
 
 
+class RecordingMarketplace(Marketplace):
+    """The real marketplace, recording which chunks it served; with ``limit`` set it stops serving after that many
+    (requests are dropped, as if the marketplace were unreachable), so a test can interrupt a transfer exactly."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.served: list[tuple[str, int]] = []
+        self.limit: int | None = None
+
+    def _serve_chunks(self, device: str, req: Any) -> None:
+        if self.limit is not None and len(self.served) >= self.limit:
+            return
+        super()._serve_chunks(device, req)
+        self.served += [(device, i) for i in req.indices]
+
+
 class Harness:
     """A marketplace (catalog in tmp, serving chunks) and in-process device agents, all on one broker."""
 
@@ -137,7 +153,7 @@ class Harness:
         self.trust.to_file(self.trust_path)
         self.catalog = SQLiteCatalog(tmp / "market.db")
         self.events = Events()
-        self.market = Marketplace(self.catalog, self.key, broker.config())
+        self.market = RecordingMarketplace(self.catalog, self.key, broker.config())
         self.market.add_listener(self.events)
         self.market.start()
         self.agents: dict[str, DeviceAgent] = {}
@@ -191,6 +207,10 @@ class Harness:
     def wait_healthy(self, device: str, name: str, version: str) -> None:
         wait_for(lambda: self.healthy(device, name, version), what=f"{device} to run {name}@{version} healthy")
         wait_for(lambda: self.targets[device].running().get(name) == version, what=f"{name}@{version} to run")
+
+    def wait_healthy_remote(self, device: str, name: str, version: str) -> None:
+        """For an agent in another process: wait for its reported state only."""
+        wait_for(lambda: self.healthy(device, name, version), what=f"{device} to run {name}@{version} healthy")
 
     def close(self) -> None:
         for a in self.agents.values():

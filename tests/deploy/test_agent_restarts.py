@@ -1,0 +1,116 @@
+"""Transfers resume after a broker restart and after the device process is SIGKILLed at points of an install."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from edged.deploy.store import PluginStore
+from tests.conftest import ROOT
+from tests.deploy.harness import Broker, Harness, anim_wasm, wait_for
+
+
+def test_broker_restart_mid_transfer_resumes_without_starting_over(harness: Harness, broker: Broker) -> None:
+    h = harness
+    meta = h.publish("big", "1.0.0", anim_wasm("big", pad=120_000))
+    total = -(-meta.wasm_size // 4096)
+    h.market.limit = 12
+    h.agent("dev-1", window=4, stall_s=0.5)
+    h.market.set_desired("device:dev-1", "big", "1.0.0")
+    store = h.store("dev-1")
+    wait_for(lambda: (t := store.get_transfer(meta.wasm_sha256)) and len(t.received()) >= 12, what="12 chunks")
+    before = set(store.get_transfer(meta.wasm_sha256).received())
+    served_before = len(h.market.served)
+    broker.restart()
+    h.market.limit = None
+    h.wait_healthy("dev-1", "big", "1.0.0")
+    after = {i for _, i in h.market.served[served_before:]}
+    assert not before & after, "chunks received before the restart were fetched again"
+    assert before | after == set(range(total))
+    assert store.active("big").version == "1.0.0"
+    assert store.transfers() == []
+
+
+class AgentProcess:
+    """``python tests/deploy/agent_runner.py`` (the real agent, an emulated display) as a child process."""
+
+    def __init__(self, h: Harness, device: str, kill_at: str | None = None) -> None:
+        args = [
+            sys.executable,
+            str(ROOT / "tests" / "deploy" / "agent_runner.py"),
+            "--device", device,
+            "--broker", f"{h.broker.host}:{h.broker.port}",
+            "--store", str(h.tmp / "devices" / device),
+            "--trust", str(h.trust_path),
+            "--chunk-size", "4096",
+            "--window", "4",
+            "--stall", "0.5",
+            "--health-frames", "10",
+            "--fps", "200",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        if kill_at:
+            args += ["--kill-at", kill_at]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.log = h.tmp / f"{device}-{kill_at or 'run'}.log"
+        self._out = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(args, env=env, stdout=self._out, stderr=subprocess.STDOUT)
+
+    def wait_killed(self) -> None:
+        try:
+            rc = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"the agent was not killed at its checkpoint:\n{self.log.read_text()[-3000:]}")
+        assert rc == -signal.SIGKILL, self.log.read_text()[-3000:]
+        self._out.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        "after_state_rename:1",  # transfer just created
+        "after_chunk_temp_write:3",  # a chunk half written
+        "after_chunk_rename:10",  # mid-download
+        "after_blob_rename:1",  # verified, blob stored, no record yet
+        "after_record_temp_write:1",  # record being written
+        "after_record_rename:1",  # installed, not yet active
+        "after_record_rename:2",  # active, health check not finished
+    ],
+)
+def test_device_killed_during_install_recovers_on_restart(harness: Harness, kill_at: str) -> None:
+    h = harness
+    meta = h.publish("big", "1.0.0", anim_wasm("big", pad=80_000))
+    h.market.set_desired("device:dev-k", "big", "1.0.0")
+    first = AgentProcess(h, "dev-k", kill_at)
+    first.wait_killed()
+    root = h.tmp / "devices" / "dev-k"
+    t = PluginStore(root).get_transfer(meta.wasm_sha256)
+    had = set(t.received()) if t is not None else set()
+    served_before = len(h.market.served)
+    second = AgentProcess(h, "dev-k")
+    try:
+        h.wait_healthy_remote("dev-k", "big", "1.0.0")
+    finally:
+        second.stop()
+    store = PluginStore(root)
+    assert store.active("big").version == "1.0.0"
+    assert PluginStore(root).wasm_path(store.active("big")).read_bytes() == h.catalog.get_bundle("big", "1.0.0").wasm
+    assert list(store.tmp.iterdir()) == []
+    assert store.transfers() == []
+    refetched = {i for _, i in h.market.served[served_before:]} & had
+    assert not refetched, f"chunks {sorted(refetched)} were fetched again after the restart"
