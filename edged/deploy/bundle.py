@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import BadSignature, BundleRejected, CapabilityDenied, PluginLoadError, UntrustedKey
 from ..host.capabilities import Capabilities, DevicePolicy
 from ..host.functions import check_imports
-from ..runtime import Manifest, parse_manifest
+from ..runtime import Manifest, ModuleCache, default_cache, parse_manifest
 from ..runtime._cache import compile_module
 from .trust import TrustStore, atomic_write, canonical_json, decode_signature, key_id, parse_json, sign
 
@@ -375,9 +375,9 @@ def _capabilities(parsed: Manifest) -> Capabilities:
         raise BundleRejected("invalid_manifest", str(exc)) from None
 
 
-def _check_wasm(wasm: bytes, caps: Capabilities, name: str) -> None:
+def _check_wasm(wasm: bytes, caps: Capabilities, name: str, cache: ModuleCache | None = None) -> None:
     try:
-        module = compile_module(wasm)
+        module = cache.load(wasm) if cache is not None else compile_module(wasm)
     except PluginLoadError as exc:
         raise BundleRejected("invalid_wasm", str(exc)) from None
     imports = [(imp.module, imp.name or "") for imp in module.imports]
@@ -473,5 +473,6 @@ def verify_bundle(
             )
 
     if compile:
-        _check_wasm(wasm, caps, meta.name)
+        # through the module cache: the device loads this very module right after installing it
+        _check_wasm(wasm, caps, meta.name, default_cache())
     return caps

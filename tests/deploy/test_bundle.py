@@ -33,6 +33,7 @@ from edged.deploy.bundle import (
 from edged.deploy.trust import TrustStore, canonical_json, generate_key, sign
 from edged.errors import BundleRejected, DeployError
 from edged.host.capabilities import DevicePolicy
+from edged.runtime import default_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT_VOWELS = ROOT / "tests" / "plugins" / "build" / "count_vowels_c.wasm"
@@ -126,6 +127,17 @@ def test_build_and_verify(bundle: Bundle, trust: TrustStore, publisher: Ed25519P
     caps = verify_bundle(meta, bundle.manifest, wasm, trust, DevicePolicy(), installed_version="1.1.0")
     assert caps.led and not caps.wasi
     assert bundle.verify(trust) == caps
+
+
+def test_verification_compiles_into_the_module_cache(publisher: Ed25519PrivateKey, trust: TrustStore) -> None:
+    """The device loads the module right after verifying it; that load must not compile it a second time."""
+    wasm = with_custom_section(wasm_bytes(), b"cache-warm")
+    b = build_bundle("warm", "1.0.0", wasm, {}, publisher)
+    cache = default_cache()
+    verify_bundle(b.meta, b.manifest, b.wasm, trust)
+    hits, misses = cache.hits, cache.misses
+    cache.load(wasm)
+    assert (cache.hits, cache.misses) == (hits + 1, misses)
 
 
 def test_bundle_bytes_are_deterministic_and_round_trip(
