@@ -619,6 +619,9 @@ class Transfer:
         ``malformed``) for a bad chunk; what was received before is kept."""
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < self.total_chunks:
             raise BundleRejected("malformed", f"chunk index {index!r} is not in 0..{self.total_chunks - 1}")
+        if not isinstance(data, bytes | bytearray | memoryview) or not isinstance(sha256, str):
+            raise BundleRejected("malformed", f"chunk {index}: data must be bytes and sha256 hex text")
+        data = bytes(data)
         if len(data) > self.chunk_size:
             raise BundleRejected("oversize", f"chunk {index} is {len(data)} bytes, the chunk size is {self.chunk_size}")
         if len(data) != self.chunk_length(index):
@@ -626,7 +629,7 @@ class Transfer:
                 "malformed", f"chunk {index} is {len(data)} bytes, expected {self.chunk_length(index)}"
             )
         found = hashlib.sha256(data).hexdigest()
-        if found != str(sha256).lower():
+        if found != sha256.lower():
             raise BundleRejected("hash_mismatch", f"chunk {index}: sha256 is {found}, the sender said {sha256}")
         with self.store._locked():
             if index in self._chunks():

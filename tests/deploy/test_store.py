@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edged.deploy.bundle import Bundle, build_bundle
 from edged.deploy.store import PluginStore, expected_chunks
@@ -441,3 +443,22 @@ def test_a_full_disk_is_a_store_error_and_keeps_the_old_state(
     assert store.recover().clean
     install(store, make("2.0.0"))
     assert store.active("vowels").version == "2.0.0"  # type: ignore[union-attr]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    index=st.integers(min_value=-5, max_value=50) | st.text(max_size=3) | st.none() | st.floats(),
+    data=st.binary(max_size=1200) | st.text(max_size=5),
+    sha=st.text(max_size=70) | st.binary(max_size=32).map(lambda b: hashlib.sha256(b).hexdigest()) | st.none(),
+)
+def test_random_chunks_are_rejected_or_stored_never_crash(tmp_path: Path, make, index, data, sha) -> None:
+    b = make("1.0.0")
+    store = PluginStore(tmp_path / "fuzz")
+    t = store.transfer(b.meta, 1000, expected_chunks(b.meta.wasm_size, 1000))
+    try:
+        stored = t.put_chunk(index, data, sha)
+    except BundleRejected:
+        return
+    # only a chunk that really is the right length with the right hash gets in
+    assert stored in (True, False) and isinstance(index, int)
+    assert len(data) == t.chunk_length(index) and hashlib.sha256(data).hexdigest() == sha
