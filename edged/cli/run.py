@@ -38,6 +38,7 @@ def register(sub: Any) -> None:
         choices=["terminal", "headless"],
         help="with --emulate: draw the displays live in this terminal (default when stdout is a terminal)",
     )
+    p.add_argument("--scenario", metavar="FILE", help="with --emulate: script the mock inputs (docs/gpio.md)")
     p.add_argument("--no-control", action="store_true", help="do not open the control socket")
     p.set_defaults(handler=run)
 
@@ -74,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     _configure_logging(cfg, explicit=args.log_level_explicit)
     render = args.render or ("terminal" if args.emulate and sys.stdout.isatty() else "headless")
     try:
-        hardware = DeviceHardware(args.profile or cfg.daemon.hardware, emulate=args.emulate, renderer=render)
+        hardware = DeviceHardware(
+            args.profile or cfg.daemon.hardware, emulate=args.emulate, renderer=render, scenario=args.scenario
+        )
     except EdgedError as exc:
         print(f"edged run: {exc}", file=sys.stderr)
         return 2

@@ -116,6 +116,7 @@ class Daemon:
         self._catalog: dict[str, PluginConfig] = {}
         self._prints: dict[str, str] = {}
         self.reloads = 0
+        self._t0 = 0.0
 
     # --- building --------------------------------------------------------------------------------------------
 
@@ -222,6 +223,16 @@ class Daemon:
         runner = DisplayRunner(section.name, geo.width, geo.height, fps, layers, sink, self.clock, tasks)
         return RunningDisplay(section, runner, sink, geo, self._display_key(section))
 
+    def _reserve_led_pins(self) -> None:
+        """The LED data pins of the hardware profile are reserved in the device policy, whatever it says."""
+        reserved = getattr(self.hardware, "reserved_pins", None)
+        pins = set(reserved()) if callable(reserved) else set()
+        if pins - set(self.config.policy.reserved_pins):
+            policy = self.config.policy.model_copy(
+                update={"reserved_pins": sorted(pins | set(self.config.policy.reserved_pins))}
+            )
+            self.config = self.config.model_copy(update={"policy": policy})
+
     def _refresh_catalog(self) -> None:
         self._catalog = discover(self.config)
         self._prints = {name: fingerprint(entry.path) for name, entry in self._catalog.items()}
@@ -238,6 +249,9 @@ class Daemon:
             rd.done.set()
 
     def _after_frame(self, runner: DisplayRunner) -> None:
+        first = self.config.displays[0].name if self.config.displays else None
+        if runner.name == first:  # scripted inputs follow the first display's frame clock
+            self.hardware.advance(self.clock.now() - self._t0)
         if self.on_frame is not None:
             self.on_frame(runner)
 
@@ -249,6 +263,8 @@ class Daemon:
     def start(self) -> None:
         """Load every plugin, open every display and start their frame threads."""
         with self._lock:
+            self._t0 = self.clock.now()
+            self._reserve_led_pins()
             self._refresh_catalog()
             built = [self._build(section) for section in self.config.displays]
             for rd in built:
@@ -312,6 +328,7 @@ class Daemon:
         with self._lock:
             old_config = self.config
             self.config = config
+            self._reserve_led_pins()
             self._refresh_catalog()
             new_names = {d.name for d in config.displays}
             for name in [n for n in self.displays if n not in new_names]:

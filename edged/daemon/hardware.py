@@ -13,9 +13,11 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..hardware.backends import EmulatedBackend
+from ..hardware.gpio import GpioBoard
 from ..hardware.output import LedOutput, open_led_output
 from ..hardware.profile import HardwareProfile, load_profile
 from ..hardware.render import TerminalRenderer, emulated_image
+from ..hardware.scenario import ScenarioPlayer, load_scenario
 from ..host.functions import DeviceIO
 from .daemon import DisplayGeometry
 
@@ -61,12 +63,25 @@ class DeviceHardware:
         renderer: Renderer = "headless",
         stream: TextIO | None = None,
         io: DeviceIO | None = None,
+        scenario: str | Path | None = None,
     ) -> None:
         self.profile = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
         self.emulate = emulate
         self.renderer = renderer
         self.stream = stream or sys.stdout
+        self.board: GpioBoard | None = None
+        if io is None and (self.profile.gpio or self.profile.sensors):
+            # gpiozero's MockFactory when emulating, the Pi's real pin factory otherwise
+            self.board = GpioBoard(self.profile.gpio_config(), emulated=emulate)
+            io = self.board
         self.io = io
+        self.player: ScenarioPlayer | None = None
+        if scenario is not None:
+            if self.board is None or not self.board.emulated:
+                raise ConfigError(
+                    "a scenario drives emulated inputs: it needs --emulate and a profile with [gpio]/[sensors]"
+                )
+            self.player = ScenarioPlayer(load_scenario(scenario, config=self.board.config), self.board)
         self.outputs: dict[str, LedOutput] = {}
         self._term_lock = threading.Lock()
 
@@ -78,6 +93,10 @@ class DeviceHardware:
                 f"display '{name}' is not in hardware profile '{self.profile.name}' "
                 f"(it has: {sorted(self.profile.displays)})"
             ) from None
+
+    def reserved_pins(self) -> set[int]:
+        """Pins the LED outputs use: never grantable to a plugin."""
+        return self.profile.led_pins()
 
     def geometry(self, display: str) -> DisplayGeometry:
         d = self._display(display).display
@@ -96,11 +115,12 @@ class DeviceHardware:
         return output
 
     def advance(self, t: float) -> None:
-        """Move scripted emulation inputs to time ``t`` (no-op without a scenario)."""
+        """Move scripted emulation inputs to ``t`` seconds after start (no-op without a scenario)."""
+        if self.player is not None:
+            self.player.advance(t)
 
     def close(self) -> None:
         for output in self.outputs.values():
             output.close()
-        close_io = getattr(self.io, "close", None)
-        if callable(close_io):
-            close_io()
+        if self.board is not None:
+            self.board.close()

@@ -252,3 +252,62 @@ def test_a_display_missing_from_the_profile_is_a_clear_error(site: Path) -> None
     d = Daemon(load_config(path), DeviceHardware("emulated-16x16", emulate=True), frames=1, clock=FakeClock())
     with pytest.raises(ConfigError, match="display 'wall' is not in hardware profile 'emulated-16x16'"):
         d.start()
+
+
+SENSOR_CONFIG = """
+[daemon]
+hardware = "pi4-sensor-kit"
+plugins_dir = ["{gallery}"]
+calibrate_fuel = false
+
+[policy]
+sensors = ["distance"]
+gpio_events = [17]
+
+[[displays]]
+name = "main"
+layers = [{{ name = "bar", playlist = "gauge" }}]
+
+[playlists.gauge]
+items = [{{ plugin = "bar_graph", duration_s = 1000 }}]
+
+[[sensors]]
+plugin = "distance_sensor"
+interval_s = 0.1
+"""
+
+SCENARIO = """
+[[curves]]
+sensor = "distance"
+points = [[0, 1.8], [2, 1.8], [4, 0.2], [100, 0.2]]
+"""
+
+
+def lit(image: np.ndarray) -> int:
+    return int((image.max(axis=2) > 40).sum())
+
+
+def test_a_sensor_plugin_feeds_a_display_plugin_driven_by_a_scenario(tmp_path: Path) -> None:
+    gallery = Path(__file__).resolve().parents[2] / "plugins" / "gallery"
+    (tmp_path / "edged.toml").write_text(SENSOR_CONFIG.format(gallery=gallery.as_posix()))
+    (tmp_path / "walk-up.toml").write_text(SCENARIO)
+    hw = DeviceHardware("pi4-sensor-kit", emulate=True, scenario=tmp_path / "walk-up.toml")
+    d = Daemon(load_config(tmp_path / "edged.toml"), hw, frames=150, clock=FakeClock())
+    seen: list[tuple[float, int]] = []
+
+    def watch(runner: object) -> None:
+        value = d.values.get("distance_m")
+        if value is not None:
+            seen.append((float(value.decode()), lit(latest(d))))
+
+    d.on_frame = watch
+    d.start()
+    d.wait()
+    far = [n for v, n in seen if v > 1.5]
+    near = [n for v, n in seen if v < 0.5]
+    assert far and near, seen
+    assert max(near) < min(far)  # the bar shrinks as the visitor comes close
+    stats = d.stats()
+    assert stats["plugins"]["main/sensor/distance_sensor"]["ticks"] >= 10
+    assert stats["plugins"]["main/sensor/distance_sensor"]["strikes"] == 0
+    d.stop()
