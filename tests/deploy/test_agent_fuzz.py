@@ -1,0 +1,83 @@
+"""Hypothesis-generated malformed messages on every topic the device subscribes to: each is refused with an error
+status, the agent keeps running and answering, and what it runs does not change."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edged.deploy import topics
+from edged.deploy.trust import generate_key, sign_envelope
+from tests.deploy.harness import Harness, wait_for
+
+TOPICS = [topics.desired("dev-1"), topics.group_desired("lobby"), topics.cmd("dev-1"), topics.chunks("dev-1")]
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+# keys that can never make a valid desired state or command
+_junk_dict = st.dictionaries(st.text(alphabet="xyzXYZ_", min_size=1, max_size=6), _json, max_size=4)
+_ROGUE = generate_key()
+
+
+def _payloads(h_key: Any) -> st.SearchStrategy[bytes]:
+    envelope_like = st.fixed_dictionaries(
+        {
+            "payload": _junk_dict,
+            "key_id": st.text(max_size=20),
+            "issued_at": st.floats(allow_nan=False),
+            "expires_at": st.floats(allow_nan=False),
+            "nonce": st.text(max_size=20),
+            "signature": st.text(max_size=90),
+        }
+    ).map(lambda d: json.dumps(d).encode())
+    return st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=200).map(str.encode),
+        _json.map(lambda v: json.dumps(v).encode()),
+        envelope_like,
+        # correctly signed by the trusted key, but not a desired state or a command
+        _junk_dict.map(lambda d: sign_envelope(d, h_key, 60).model_dump_json().encode()),
+        # well formed, signed by a key the device does not trust
+        _junk_dict.map(lambda d: sign_envelope(d, _ROGUE, 60).model_dump_json().encode()),
+        # a chunk-like message: a header line of junk, then bytes
+        st.tuples(_json, st.binary(max_size=64)).map(lambda t: json.dumps(t[0]).encode() + b"\n" + t[1]),
+    )
+
+
+def test_malformed_messages_on_every_topic(harness: Harness) -> None:
+    h = harness
+    h.publish("glow", "1.0.0")
+    agent = h.agent("dev-1", groups=("lobby",))
+    h.market.set_desired("device:dev-1", "glow", "1.0.0")
+    h.wait_healthy("dev-1", "glow", "1.0.0")
+    sent: list[tuple[str, bytes]] = []
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        database=None,
+    )
+    @given(topic=st.sampled_from(TOPICS), payload=_payloads(h.key))
+    def one(topic: str, payload: bytes) -> None:
+        errors = agent.errors
+        h.market.client.publish(topic, payload, qos=1).wait_for_publish(20)
+        sent.append((topic, payload))
+        wait_for(lambda: agent.errors > errors, what=f"an error report for {payload[:80]!r} on {topic}")
+        assert agent._worker is not None and agent._worker.is_alive()
+
+    one()
+    assert len(sent) >= 20
+    # every topic got its share, and each refusal was reported on the status topic
+    assert {t for t, _ in sent} == set(TOPICS)
+    wait_for(lambda: len(h.events.statuses("dev-1", state="rejected")) >= len(sent), what="a status per message")
+    assert h.store("dev-1").installed()["glow"].version == "1.0.0"
+    assert h.targets["dev-1"].running() == {"glow": "1.0.0"}
+    cid = h.market.command("dev-1", "identify")
+    assert wait_for(lambda: h.events.reply(cid), what="identify reply").ok
