@@ -1,0 +1,201 @@
+"""``edged plugin new`` and ``edged plugin check``: scaffolds that build and pass, and a failure per kind of bad
+plugin, manifest or usage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from edged.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+GALLERY = ROOT / "plugins" / "gallery"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["plugin", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def gallery_manifest(tmp_path: Path, name: str, **edits: object) -> Path:
+    """A copy of a gallery plugin's manifest pointing at its built module, with edits to the edged block."""
+    doc = json.loads((GALLERY / name / "manifest.json").read_text())
+    doc["wasm"] = [{"path": str(GALLERY / name / f"{name}.wasm")}]
+    doc["edged"].update(edits)
+    path = tmp_path / f"{name}.manifest.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("lang", ["as", "c", "zig"])
+def test_new_plugin_builds_and_passes_check(tmp_path: Path, capsys: pytest.CaptureFixture[str], lang: str) -> None:
+    name = f"hello_{lang}"
+    code, out, _ = run(capsys, "new", name, "--lang", lang, "--dir", str(tmp_path))
+    assert code == 0
+    folder = tmp_path / name
+    source = folder / f"{name}.{ {'as': 'ts', 'c': 'c', 'zig': 'zig'}[lang] }"
+    assert source.is_file() and (folder / "manifest.json").is_file()
+    assert str(source) in out
+    assert (
+        "__NAME__" not in source.read_text()
+        and json.loads((folder / "manifest.json").read_text())["edged"]["name"] == name
+    )
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "plugins" / "build"), str(folder)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert build.returncode == 0, build.stderr
+    assert (folder / f"{name}.wasm").is_file()
+    for size in ("16x16", "64x64"):
+        code, out, _ = run(capsys, "check", str(folder), "--frames", "30", "--size", size)
+        assert code == 0, out
+        assert out.rstrip().endswith("PASS")
+        assert "fuel p50" in out and "ms p50" in out and "budget" in out
+
+
+def test_new_refuses_to_overwrite_and_bad_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "new", "one", "--lang", "c", "--dir", str(tmp_path))[0] == 0
+    code, _, err = run(capsys, "new", "one", "--lang", "c", "--dir", str(tmp_path))
+    assert code == 2 and "already exists" in err
+    code, _, err = run(capsys, "new", "Bad-Name", "--lang", "c", "--dir", str(tmp_path))
+    assert code == 2 and "invalid plugin name" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["plugin", "new", "two", "--lang", "rust", "--dir", str(tmp_path)])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("name", ["rainbow", "distance_sensor", "matricks_pulse", "button_modes"])
+def test_gallery_plugins_pass(capsys: pytest.CaptureFixture[str], name: str) -> None:
+    code, out, _ = run(capsys, "check", str(GALLERY / name), "--frames", "10")
+    assert code == 0, out
+    assert f"plugin:   {name}" in out
+
+
+def test_a_wasm_checked_against_a_given_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    wasm = GALLERY / "clock" / "clock.wasm"
+    code, out, _ = run(capsys, "check", str(wasm), "--manifest", str(GALLERY / "clock" / "manifest.json"))
+    assert code == 0, out
+
+
+# --- failures: exit 1, with a message that names the problem ----------------------------------------------------
+
+
+def test_manifest_with_an_unknown_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gallery_manifest(tmp_path, "rainbow", colour="red")
+    code, out, _ = run(capsys, "check", str(path))
+    assert code == 1 and "colour" in out and "FAIL" in out
+
+
+def test_bad_capabilities_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gallery_manifest(tmp_path, "rainbow", capabilities={"led": True, "gpio": {"write": [99]}})
+    code, out, _ = run(capsys, "check", str(path))
+    assert code == 1 and "edged.capabilities.gpio.write" in out
+
+
+def test_import_without_its_capability(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gallery_manifest(tmp_path, "bar_graph", capabilities={"led": True})
+    code, out, _ = run(capsys, "check", str(path))
+    assert code == 1
+    assert "edged_value_get" in out and "'subscribe' capability" in out
+
+
+def test_wasi_import_without_wasi(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gallery_manifest(tmp_path, "clock", capabilities={"led": True})
+    code, out, _ = run(capsys, "check", str(path))
+    assert code == 1 and "clock_time_get" in out and "'wasi'" in out
+
+
+def test_kind_without_its_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gallery_manifest(tmp_path, "rainbow", kind="sensor")
+    code, out, _ = run(capsys, "check", str(path))
+    assert code == 1 and "kind 'sensor' needs the export 'tick'" in out
+
+
+def test_over_the_fuel_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gallery_manifest(tmp_path, "plasma", budget={"frame_ms": 4, "fuel": 1000})
+    code, out, _ = run(capsys, "check", str(path), "--frames", "3")
+    assert code == 1 and "the budget is 1,000" in out
+
+
+def test_frame_budget_longer_than_the_frame_period(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gallery_manifest(tmp_path, "rainbow", budget={"frame_ms": 50})
+    code, out, _ = run(capsys, "check", str(path), "--fps", "60")
+    assert code == 1 and "does not fit the frame period at 60 fps" in out
+    assert run(capsys, "check", str(path), "--fps", "10")[0] == 0
+
+
+def test_a_reserved_pin_cannot_run_on_a_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gallery_manifest(tmp_path, "button_modes", capabilities={"led": True, "gpio": {"events": [18]}})
+    code, out, _ = run(capsys, "check", str(path))
+    assert code == 1 and "reserved" in out
+
+
+def test_a_plugin_that_traps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wasm = tmp_path / "trap.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm('(module (func (export "frame") (result i32) unreachable))'))
+    code, out, _ = run(capsys, "check", str(wasm))
+    assert code == 1 and "frame 0 failed" in out
+    assert "no 'edged' block" in out
+
+
+def test_a_frame_of_the_wrong_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wasm = tmp_path / "short.wasm"
+    wasm.write_bytes(
+        wasmtime.wat2wasm(
+            """(module
+              (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+              (import "extism:host/env" "output_set" (func $out (param i64 i64)))
+              (func (export "frame") (result i32)
+                (call $out (call $alloc (i64.const 5)) (i64.const 5))
+                (i32.const 0)))"""
+        )
+    )
+    code, out, _ = run(capsys, "check", str(wasm))
+    assert code == 1 and "frame has 5 bytes" in out
+
+
+def test_not_a_wasm_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wasm = tmp_path / "junk.wasm"
+    wasm.write_bytes(b"\0asm but not really")
+    code, out, _ = run(capsys, "check", str(wasm))
+    assert code == 1 and "does not load" in out
+
+
+def test_an_unknown_host_function(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wasm = tmp_path / "odd.wasm"
+    wasm.write_bytes(
+        wasmtime.wat2wasm(
+            """(module (import "extism:host/user" "edged_teleport" (func))
+              (func (export "frame") (result i32) (i32.const 0)))"""
+        )
+    )
+    code, out, _ = run(capsys, "check", str(wasm))
+    assert code == 1 and "edged_teleport, which is not an edged host function" in out
+
+
+def test_module_missing_before_a_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "new", "unbuilt", "--lang", "c", "--dir", str(tmp_path))[0] == 0
+    code, out, _ = run(capsys, "check", str(tmp_path / "unbuilt"))
+    assert code == 1 and "build the plugin first" in out
+
+
+# --- usage: exit 2 ------------------------------------------------------------------------------------------------
+
+
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "check", str(tmp_path / "nope.wasm"))
+    assert code == 2 and "no such plugin" in err
+    rainbow = str(GALLERY / "rainbow")
+    code, _, err = run(capsys, "check", rainbow, "--size", "16")
+    assert code == 2 and "WxH" in err
+    code, _, err = run(capsys, "check", rainbow, "--config", "novalue")
+    assert code == 2 and "K=V" in err
+    code, _, err = run(capsys, "check", rainbow, "--frames", "0")
+    assert code == 2 and "frames" in err
+    code, _, err = run(capsys, "check", rainbow, "--manifest", str(tmp_path / "missing.json"))
+    assert code == 2 and "no such manifest" in err
