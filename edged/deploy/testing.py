@@ -6,6 +6,7 @@ Not for production: ``deploy/mosquitto.conf`` is the shipped broker configuratio
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -61,12 +62,14 @@ class Mosquitto:
             f"persistence_location {self.workdir}/",
             f"max_queued_messages {max_queued_messages}",
             "max_inflight_messages 0",
-            "message_size_limit 4194304",
+            "max_packet_size 4194304",
             f"log_dest file {self.workdir / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",
             "log_type notice",
         ]
+        if os.geteuid() == 0:  # as root mosquitto would switch to user "mosquitto", who cannot read our tmp files
+            lines.append("user root")
         if users is not None:
             pw = self.workdir / "passwd"
             pw.write_text("")

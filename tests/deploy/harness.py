@@ -141,7 +141,8 @@ class RecordingMarketplace(Marketplace):
 class Harness:
     """A marketplace (catalog in tmp, serving chunks) and in-process device agents, all on one broker."""
 
-    def __init__(self, tmp: Path, broker: Broker) -> None:
+    def __init__(self, tmp: Path, broker: Broker, passwords: dict[str, str] | None = None) -> None:
+        self.passwords = passwords
         self.tmp = tmp
         self.broker = broker
         self.key: Ed25519PrivateKey = generate_key()
@@ -153,11 +154,16 @@ class Harness:
         self.trust.to_file(self.trust_path)
         self.catalog = SQLiteCatalog(tmp / "market.db")
         self.events = Events()
-        self.market = RecordingMarketplace(self.catalog, self.key, broker.config())
+        self.market = RecordingMarketplace(self.catalog, self.key, self.broker_config("market"))
         self.market.add_listener(self.events)
         self.market.start()
         self.agents: dict[str, DeviceAgent] = {}
         self.targets: dict[str, EmulatedTarget] = {}
+
+    def broker_config(self, user: str) -> BrokerConfig:
+        if self.passwords is None:
+            return self.broker.config()
+        return self.broker.config(username=user, password=self.passwords[user])
 
     def publish(
         self,
@@ -192,7 +198,8 @@ class Harness:
         kw.setdefault("health_frames", 10)
         kw.setdefault("health_timeout_s", 10.0)
         kw.setdefault("chunk_size", 4096)
-        a = DeviceAgent(device, self.broker.config(), self.store(device), self.trust, target, policy, groups, **kw)
+        cfg = self.broker_config(device)
+        a = DeviceAgent(device, cfg, self.store(device), self.trust, target, policy, groups, **kw)
         self.agents[device] = a
         self.targets[device] = target
         if start:
