@@ -105,6 +105,8 @@ class DaemonSection(BaseModel):
     #: measure fuel per ms at start-up so budgets in ms become fuel (else only the wall-clock deadline applies)
     calibrate_fuel: bool = True
     strikes: StrikePolicy = Field(default_factory=StrikePolicy)
+    #: memory cap (MiB) for a plugin whose manifest sets no ``memory.max_pages``
+    plugin_memory_mb: int = Field(default=64, ge=1, le=4096)
 
 
 class DaemonConfig(BaseModel):

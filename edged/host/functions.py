@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import CapabilityDenied, PluginError
+from ..errors import CapabilityDenied, HardwareError, PluginError
 from ..runtime import HostFunction
 from ..runtime._host_fn import CurrentPlugin
 from .capabilities import Capabilities
@@ -358,6 +358,9 @@ def _bind(spec: Spec, namespace: str, ctx: HostContext) -> HostFunction:
     impl = spec.impl
 
     def call(current: CurrentPlugin, *args: Any) -> Any:
-        return impl(ctx, current, *args)
+        try:
+            return impl(ctx, current, *args)
+        except HardwareError as exc:  # the plugin's call fails (a strike), never the frame loop
+            raise PluginError(f"{spec.name}: {exc}") from exc
 
     return HostFunction(call, spec.name, namespace, ["current", *spec.params], list(spec.results))

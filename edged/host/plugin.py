@@ -50,7 +50,7 @@ class DevicePlugin:
     without an ``edged`` block (a released Matricks plugin, say) gets ``policy.legacy``. ``display`` sets the
     Matricks config keys (``width``, ``height``, ``target_fps``, ``serpentine``, ``brightness``); ``config`` is
     merged over the manifest's and those. ``legacy_grant`` overrides the policy's grant for plugins without an
-    ``edged`` block.
+    ``edged`` block. ``default_max_pages`` caps the memory of plugins whose manifest sets no ``max_pages``.
     """
 
     def __init__(
@@ -67,8 +67,13 @@ class DevicePlugin:
         legacy_grant: Capabilities | None = None,
         cache: ModuleCache | None = None,
         name: str | None = None,
+        default_max_pages: int | None = None,
     ) -> None:
         manifest, base_dir = _resolve(source)
+        if default_max_pages is not None and manifest.memory.max_pages is None:
+            # the device's memory cap for plugins whose manifest sets none (a memory bomb must not take the Pi)
+            memory = manifest.memory.model_copy(update={"max_pages": default_max_pages})
+            manifest = manifest.model_copy(update={"memory": memory})
         policy = policy or DevicePolicy()
         edged = manifest.edged
         self.name = name or (edged.name if edged else _default_name(manifest))

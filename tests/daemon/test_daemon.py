@@ -14,7 +14,7 @@ from edged.daemon.control import ControlServer, handle, request
 from edged.daemon.hardware import DeviceHardware
 from edged.engine.clock import FakeClock
 from edged.errors import ConfigError
-from tests.engine.anims import SPIN, done_after, solid, trap_every
+from tests.engine.anims import MEMORY_BOMB, SPIN, done_after, solid, trap_every
 
 CONFIG = """
 [daemon]
@@ -57,6 +57,7 @@ def site(tmp_path: Path) -> Path:
     write_plugin(tmp_path, "spin", SPIN)
     write_plugin(tmp_path, "trapper", trap_every(2))
     write_plugin(tmp_path, "short", done_after(3, 9, 9, 9))
+    write_plugin(tmp_path, "bomb", MEMORY_BOMB)
     write_plugin(tmp_path, "garbage", b"\x00asm\x01\x00\x00\x00garbage")
     return tmp_path
 
@@ -106,6 +107,15 @@ def test_a_looping_plugin_is_struck_and_quarantined_while_its_neighbour_draws(si
     assert stats["displays"]["main"]["frames"] == 20
     img = latest(d)
     assert img[:, :8, 0].min() > 200  # the red layer kept drawing
+    d.stop()
+
+
+def test_a_memory_bomb_meets_the_default_memory_cap(site: Path) -> None:
+    d = make(site, side="bomb")
+    run_frames(d, 3)
+    bomb = d.stats()["plugins"]["main/right/bomb"]
+    assert bomb["errors"] == {"OutOfMemory": 3} and bomb["quarantines"] == 1
+    assert latest(d)[:, :8, 0].min() > 200
     d.stop()
 
 

@@ -285,3 +285,23 @@ def test_legacy_grant_for_plugins_without_a_manifest() -> None:
     assert json.loads(dp.plugin.call("display_info"))["width"] == 4
     with pytest.raises(CapabilityDenied, match="edged_gpio_read, which needs the 'gpio.read' capability"):
         DevicePlugin(probe(["edged_gpio_read"]), io=FakeIO())
+
+
+def test_hardware_errors_fail_the_call_not_the_caller() -> None:
+    """A pin the policy grants but the board does not have is the plugin call's failure (a strike in the engine),
+    never an exception that escapes the frame loop."""
+    from edged.hardware.gpio import GpioBoard, GpioConfig
+
+    board = GpioBoard(GpioConfig.model_validate({"gpio": {"led": {"type": "digital_out", "pin": 22}}}), emulated=True)
+    with board:
+        p = DevicePlugin(
+            {"wasm": [{"data": ALL}], "edged": {"name": "probe", "capabilities": FULL}},
+            policy=POLICY,
+            io=board,
+            display=DisplayInfo(16, 8),
+        ).plugin
+        with pytest.raises(PluginError, match="^edged_gpio_read: ") as err:
+            p.call("gpio_read", '{"pin": 17}')
+        assert not isinstance(err.value, CapabilityDenied)
+        p.call("gpio_write", '{"pin": 22, "value": 1}')
+        assert board.gpio_read(22) == 1

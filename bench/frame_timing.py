@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Frame timing under misbehaving plugins: a 64x64 display at 60 fps, measured side by side in one run.
+
+Four layers, one per quadrant: the gallery's plasma (a normal animation), an infinite loop, a memory bomb, and a
+plugin that traps every 10th frame. Scenarios, each the same number of frames on the real clock:
+
+  anchor       plasma alone, nothing else running
+  misbehaving  all four layers
+  + background all four layers while another thread compiles new modules, hashes 1 MiB blobs and logs, as a
+               plugin install does (the GIL is shared with the frame thread)
+
+Prints frame intervals p50/p99/max, dropped frames, render time, each plugin's strikes and quarantines, and the
+ratios of p99 and dropped frames against the anchor. Usage: python bench/frame_timing.py [--seconds S] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import wasmtime  # noqa: E402
+
+from edged.daemon import Daemon, load_config  # noqa: E402
+from edged.daemon.hardware import DeviceHardware  # noqa: E402
+from edged.runtime._cache import compile_module  # noqa: E402
+from tests.engine.anims import MEMORY_BOMB, SPIN, trap_every  # noqa: E402
+
+PLASMA = ROOT / "plugins" / "gallery" / "plasma"
+
+LAYERS = {
+    "plasma": (0, 0),
+    "loop": (32, 0),
+    "bomb": (0, 32),
+    "trapper": (32, 32),
+}
+
+
+def write_site(root: Path, layers: list[str]) -> Path:
+    plugins = root / "plugins"
+    for name, wasm in (("loop", SPIN), ("bomb", MEMORY_BOMB), ("trapper", trap_every(10))):
+        (plugins / name).mkdir(parents=True, exist_ok=True)
+        (plugins / name / f"{name}.wasm").write_bytes(wasm)
+    lines = [
+        "[daemon]",
+        'hardware = "emulated-64x64"',
+        f'plugins_dir = ["{plugins.as_posix()}", "{PLASMA.parent.as_posix()}"]',
+        f'state_dir = "{(root / "state").as_posix()}"',
+        "",
+        "[[displays]]",
+        'name = "main"',
+        "fps = 60",
+        "layers = [",
+    ]
+    for name in layers:
+        x, y = LAYERS[name]
+        lines.append(f'  {{ name = "{name}", playlist = "{name}", x = {x}, y = {y}, width = 32, height = 32 }},')
+    lines.append("]")
+    for name in layers:
+        lines += ["", f"[playlists.{name}]", f'items = [{{ plugin = "{name}", duration_s = 100000 }}]']
+    path = root / f"edged-{len(layers)}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def background(stop: threading.Event, counts: dict[str, int]) -> None:
+    """What a plugin install does next to the frame loop: compile (uncached), hash, log."""
+    log = logging.getLogger("edged.bench.background")
+    blob = os.urandom(1 << 20)
+    n = 0
+    while not stop.is_set():
+        wat = f'(module (memory 1) (func (export "f{n}") (result i32) i32.const {n}))'
+        compile_module(wasmtime.wat2wasm(wat) + b"")
+        compile_module((PLASMA / "plasma.wasm").read_bytes())
+        hashlib.sha256(blob + n.to_bytes(8, "little")).hexdigest()
+        log.info("installed", extra={"n": n})
+        n += 1
+    counts["installs"] = n
+
+
+def run(config: Path, frames: int, with_background: bool) -> dict[str, Any]:
+    cfg = load_config(config)
+    daemon = Daemon(cfg, DeviceHardware("emulated-64x64", emulate=True), frames=frames)
+    stop = threading.Event()
+    counts: dict[str, int] = {}
+    worker = threading.Thread(target=background, args=(stop, counts), daemon=True)
+    daemon.start()
+    if with_background:
+        worker.start()
+    daemon.wait()
+    stop.set()
+    if with_background:
+        worker.join()
+    stats = daemon.stats()
+    daemon.stop()
+    stats["background_installs"] = counts.get("installs", 0)
+    return stats
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each scenario (default 10 s)")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("edged").setLevel(logging.CRITICAL)  # strikes are expected here; keep the output readable
+    frames = int(args.seconds * 60)
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        alone = write_site(root, ["plasma"])
+        everyone = write_site(root, list(LAYERS))
+        for label, config, bg in (
+            ("anchor: plasma alone", alone, False),
+            ("misbehaving: 4 layers", everyone, False),
+            ("misbehaving + background install", everyone, True),
+        ):
+            print(f"  {label} ...", file=sys.stderr)
+            results[label] = run(config, frames, bg)
+
+    anchor = results["anchor: plasma alone"]["displays"]["main"]
+    print()
+    print(f"64x64 at 60 fps (period 16.67 ms), {frames} frames per scenario")
+    print()
+    print("| scenario | p50 ms | p99 ms | max ms | dropped | render max ms | p99 / anchor | background installs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, st in results.items():
+        d = st["displays"]["main"]
+        iv = d["interval"]
+        ratio = iv["p99_ms"] / anchor["interval"]["p99_ms"] if anchor["interval"]["p99_ms"] else float("nan")
+        print(
+            f"| {label} | {iv['p50_ms']:.2f} | {iv['p99_ms']:.2f} | {iv['max_ms']:.2f} | {d['dropped']} "
+            f"| {d['render_ms_max']:.2f} | {ratio:.2f}× | {st['background_installs']} |"
+        )
+    print()
+    print("| plugin (misbehaving + background) | calls | strikes | quarantines | errors | budget ms | ms max |")
+    print("|---|---|---|---|---|---|---|")
+    for key, p in results["misbehaving + background install"]["plugins"].items():
+        errors = ", ".join(f"{k} {v}" for k, v in p["errors"].items()) or "–"
+        print(
+            f"| {key.split('/')[-1]} | {p['calls']} | {p['strikes']} | {p['quarantines']} | {errors} "
+            f"| {p['budget_ms']:.2f} | {p['ms_max']:.2f} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
