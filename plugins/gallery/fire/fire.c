@@ -18,7 +18,8 @@ static void palette(uint8_t h, uint8_t rgb[3]) {
 
 static void step(int w, int h) {
   for (int x = 0; x < w; x++) heat[(h - 1) * w + x] = (uint8_t)(200 + edged_rand_below(&rng, 56));
-  int decay_max = 1 + cooling * 3 / (h > 16 ? h / 16 : 1) / 10;
+  /* flames burn out over about 70% of the height at the default cooling, whatever the display size */
+  int decay_max = 1 + 510 * (cooling + 20) / (35 * (h > 0 ? h : 1));
   for (int y = 0; y < h - 1; y++) {
     for (int x = 0; x < w; x++) {
       int src = (y + 1) * w + x;
