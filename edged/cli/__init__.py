@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from .. import __version__
 from . import call as call_cmd
 from . import ctl as ctl_cmd
+from . import market as market_cmd
 from . import plugin as plugin_cmd
 from . import preview as preview_cmd
 from . import run as run_cmd
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview_cmd.register(sub)
     run_cmd.register(sub)
     ctl_cmd.register(sub)
+    market_cmd.register(sub)
     return parser
 
 

@@ -1,0 +1,333 @@
+"""``edged market``: the marketplace. Publish signed plugin bundles and deploy them to devices over MQTT.
+
+``keygen`` makes the marketplace key (and a trust file for devices); ``publish`` validates, signs and stores a
+plugin; ``list``/``show`` read the catalog; ``deploy NAME@VERSION`` rolls it out to a device or a group (optionally
+a canary fraction first, halting past a failure rate) with a progress bar per device; ``rollback`` goes back one
+version; ``status`` shows every device; ``serve`` answers chunk requests and tracks device state. Exit code 0 on
+success, 1 when something failed (a rollout halted, a device failed), 2 for bad usage or a broker that cannot be
+reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..daemon.config import default_state_dir
+from ..deploy.agent import BrokerConfig
+from ..deploy.trust import TrustStore, generate_key, key_id, load_private_key, public_key_b64, save_private_key
+from ..errors import BundleRejected, ConfigError, EdgedError
+from ..market import Marketplace, Rollout, SQLiteCatalog, publish
+from ..market.rollout import DeviceProgress
+
+log = logging.getLogger("edged.cli.market")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _default_dir() -> Path:
+    return default_state_dir() / "market"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("market", help="publish and deploy plugins over MQTT", description=__doc__)
+    p.add_argument("--db", type=Path, help="catalog (SQLite) path (default: <state dir>/market/catalog.db)")
+    p.add_argument("--key", type=Path, help="marketplace signing key (default: <state dir>/market/market.key)")
+    p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT", help="MQTT broker")
+    p.add_argument("--username", help="MQTT user (the ACL expects 'market')")
+    p.add_argument("--password", help="MQTT password")
+    p.add_argument("--ca", type=Path, help="CA certificate: connect with TLS")
+    ms = p.add_subparsers(dest="market_command", metavar="ACTION", required=True)
+
+    k = ms.add_parser("keygen", help="create the marketplace key and a trust file for devices")
+    k.add_argument("--trust-out", type=Path, help="write a device trust file here (default: next to the key)")
+    k.add_argument("--force", action="store_true", help="replace an existing key")
+
+    pub = ms.add_parser("publish", help="validate, sign and store a plugin")
+    pub.add_argument("wasm", type=Path)
+    pub.add_argument("--manifest", type=Path, required=True, help="manifest JSON (with the edged block)")
+    pub.add_argument("--name", required=True)
+    pub.add_argument("--version", required=True)
+    pub.add_argument("--rollback", action="store_true", help="sign it as an allowed downgrade")
+
+    ms.add_parser("list", help="published plugins")
+    sh = ms.add_parser("show", help="one plugin's versions and metadata")
+    sh.add_argument("name")
+
+    d = ms.add_parser("deploy", help="deploy NAME@VERSION to a device or a group")
+    d.add_argument("ref", metavar="NAME@VERSION")
+    _target(d)
+    d.add_argument("--canary", type=float, default=0.0, metavar="FRACTION", help="deploy to this fraction first")
+    d.add_argument("--halt-failure-rate", type=float, default=0.0, metavar="R", help="halt past this failure rate")
+    d.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up waiting after S seconds")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--serve-chunks", action="store_true", help="answer chunk requests too (no `serve` running)")
+
+    r = ms.add_parser("rollback", help="go back to the version before the deployed one")
+    r.add_argument("name")
+    _target(r)
+
+    ms.add_parser("status", help="per-device table: version, state, last seen")
+    ms.add_parser("serve", help="answer chunk requests and track device state until interrupted")
+    p.set_defaults(handler=run)
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--device", metavar="ID")
+    g.add_argument("--group", metavar="G")
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    base = _default_dir()
+    return args.db or base / "catalog.db", args.key or base / "market.key"
+
+
+def _broker(args: argparse.Namespace) -> BrokerConfig:
+    host, sep, port = args.broker.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--broker expects HOST:PORT, got {args.broker!r}")
+    return BrokerConfig(host=host, port=int(port), username=args.username, password=args.password, ca_file=args.ca)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _ACTIONS[args.market_command](args)
+    except (ValueError, ConfigError, FileNotFoundError) as exc:
+        print(f"edged market: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TimeoutError as exc:
+        print(f"edged market: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (EdgedError, LookupError) as exc:
+        print(f"edged market: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    _, key_path = _paths(args)
+    if key_path.exists() and not args.force:
+        raise ValueError(f"{key_path} exists; use --force to replace it")
+    key = generate_key()
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    save_private_key(key, key_path)
+    trust = TrustStore()
+    trust.add(key, ["publisher", "marketplace"], "marketplace")
+    trust_out = args.trust_out or key_path.with_name("trust.json")
+    trust.to_file(trust_out)
+    print(f"key id:     {key_id(key)}")
+    print(f"public key: {public_key_b64(key)}")
+    print(f"key file:   {key_path}")
+    print(f"trust file: {trust_out} (copy to each device)")
+    return EXIT_OK
+
+
+def _catalog(args: argparse.Namespace) -> SQLiteCatalog:
+    db, _ = _paths(args)
+    return SQLiteCatalog(db)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    _, key_path = _paths(args)
+    key = load_private_key(key_path)
+    try:
+        manifest = json.loads(args.manifest.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{args.manifest}: not valid JSON ({exc})") from None
+    catalog = _catalog(args)
+    try:
+        meta = publish(catalog, args.wasm.read_bytes(), manifest, args.name, args.version, key, args.rollback)
+    except BundleRejected as exc:
+        print(f"edged market: refused ({exc.reason}): {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        catalog.close()
+    print(f"published {meta.ref}  sha256 {meta.wasm_sha256}  {meta.wasm_size} bytes")
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    catalog = _catalog(args)
+    try:
+        by_name: dict[str, list[str]] = {}
+        for m in catalog.bundles():
+            by_name.setdefault(m.name, []).append(m.version)
+    finally:
+        catalog.close()
+    rows = [{"name": n, "latest": vs[-1], "versions": ", ".join(vs)} for n, vs in sorted(by_name.items())]
+    print(_table(rows, ["name", "latest", "versions"]))
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    catalog = _catalog(args)
+    try:
+        metas = catalog.bundles(args.name)
+        if not metas:
+            print(f"edged market: no plugin named {args.name!r}", file=sys.stderr)
+            return EXIT_FAILED
+        out = []
+        for m in metas:
+            b = catalog.get_bundle(m.name, m.version)
+            edged = (b.manifest.get("edged") if b else None) or {}
+            out.append({**m.model_dump(mode="json"), "capabilities": edged.get("capabilities", {})})
+    finally:
+        catalog.close()
+    print(json.dumps(out, indent=2))
+    return EXIT_OK
+
+
+def _market(args: argparse.Namespace, serve: bool) -> tuple[Marketplace, SQLiteCatalog]:
+    _, key_path = _paths(args)
+    key = load_private_key(key_path)
+    catalog = _catalog(args)
+    market = Marketplace(catalog, key, _broker(args), serve=serve)
+    try:
+        market.start()
+    except TimeoutError:
+        catalog.close()
+        raise
+    return market, catalog
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    name, sep, version = args.ref.partition("@")
+    if not sep or not name or not version:
+        raise ValueError(f"expected NAME@VERSION, got {args.ref!r}")
+    market, catalog = _market(args, serve=args.serve_chunks)
+    bars: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def progress(device: str, p: DeviceProgress) -> None:
+        if args.no_progress:
+            return
+        from tqdm import tqdm
+
+        with lock:
+            bar = bars.get(device)
+            if bar is None:
+                bar = bars[device] = tqdm(total=100, desc=device, unit="%", position=len(bars), leave=True)
+            bar.n = int(p.percent)
+            bar.set_postfix_str(p.state + (f" ({p.reason})" if p.reason else ""))
+            bar.refresh()
+
+    try:
+        rollout = Rollout(
+            market,
+            name,
+            version,
+            device=args.device,
+            group=args.group,
+            canary=args.canary,
+            halt_failure_rate=args.halt_failure_rate,
+            timeout_s=args.timeout,
+            on_progress=progress,
+        )
+        result = rollout.run()
+    finally:
+        for bar in bars.values():
+            bar.close()
+        market.stop()
+        catalog.close()
+    for device, state in sorted(result.outcomes.items()):
+        reason = rollout.progress[device].reason
+        print(f"{device}: {state}" + (f" ({reason})" if reason else ""))
+    if result.canaries:
+        print(f"canaries: {', '.join(result.canaries)}")
+    print(f"rollout {result.state}: {name}@{version}, failure rate {result.failure_rate:.0%}")
+    if not result.outcomes:
+        print("no devices known in the target (are they online? is `edged market serve` tracking them?)")
+    return EXIT_OK if result.state == "done" else EXIT_FAILED
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    market, catalog = _market(args, serve=False)
+    try:
+        target = f"device:{args.device}" if args.device else f"group:{args.group}"
+        version = market.rollback(args.name, target)
+    finally:
+        market.stop()
+        catalog.close()
+    print(f"{target}: {args.name} rolled back to {version}")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    catalog = _catalog(args)
+    try:
+        devices = catalog.devices()
+    finally:
+        catalog.close()
+    rows = []
+    for d in devices:
+        plugins = d.reported.get("plugins", {}) if d.reported else {}
+        names = sorted(set(plugins) | set(d.status)) or [""]
+        for n in names:
+            rp = plugins.get(n, {})
+            st = d.status.get(n, {})
+            state = rp.get("state") or st.get("state") or ""
+            if st.get("state") == "downloading" and st.get("version") != rp.get("version"):
+                state = f"downloading {st.get('percent', 0):.0f}%"
+            rows.append(
+                {
+                    "device": d.id,
+                    "groups": ",".join(d.groups),
+                    "presence": d.presence,
+                    "plugin": n,
+                    "version": rp.get("version") or "",
+                    "state": state,
+                    "reason": rp.get("reason") or st.get("reason") or "",
+                    "last seen": _ago(d.last_seen),
+                }
+            )
+    print(_table(rows, ["device", "groups", "presence", "plugin", "version", "state", "reason", "last seen"]))
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    market, catalog = _market(args, serve=True)
+    done = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    print(f"serving on {args.broker}", flush=True)
+    try:
+        done.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        market.stop()
+        catalog.close()
+    print(f"served {market.chunks_served} chunks ({market.bytes_served} bytes)")
+    return EXIT_OK
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    cells = [[str(r.get(c, "")) or "-" for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+_ACTIONS = {
+    "keygen": _keygen,
+    "publish": _publish,
+    "list": _list,
+    "show": _show,
+    "deploy": _deploy,
+    "rollback": _rollback,
+    "status": _status,
+    "serve": _serve,
+}
