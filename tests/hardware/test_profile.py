@@ -16,6 +16,9 @@ HARDWARE = Path(__file__).resolve().parents[2] / "hardware"
 SHIPPED = sorted(p.stem for p in HARDWARE.glob("*.toml"))
 
 
+ROOT_DIR = Path(__file__).resolve().parents[2]
+
+
 def test_the_expected_profiles_ship() -> None:
     expected = {"emulated-16x16", "pi4-ws2812b-16x16", "pi5-spi-strip-60", "pi4-ws2812b-32x8", "pi4-ws2812b-8x8"}
     assert expected <= set(SHIPPED)
@@ -118,10 +121,18 @@ def test_invalid_toml(tmp_path: Path) -> None:
 def test_sensor_kit_profile_has_gpio_and_sensors() -> None:
     p = load_profile("pi4-sensor-kit")
     board = p.gpio_config()
-    assert set(board.gpio) == {"button", "status_led", "glow_led"}
-    assert set(board.sensors) == {"motion", "distance", "cpu_temperature"}
+    assert set(board.gpio) == {"mode", "status_led", "glow_led"}
+    assert set(board.sensors) == {"pir", "distance", "cpu_temperature", "ldr"}
     assert p.led_pins() == {18} and 18 not in board.pins()
     assert "divider" in p.notes
+
+
+@pytest.mark.parametrize("scenario", sorted((ROOT_DIR / "hardware" / "scenarios").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_scenarios_fit_the_sensor_kit(scenario: Path) -> None:
+    from edged.hardware.scenario import load_scenario
+
+    loaded = load_scenario(scenario, config=load_profile("pi4-sensor-kit").gpio_config())
+    assert loaded.events or loaded.curves
 
 
 def test_gpio_on_the_led_data_pin_is_refused(tmp_path: Path) -> None:
