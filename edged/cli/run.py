@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _configure_logging(cfg, explicit=args.log_level_explicit)
     render = args.render or ("terminal" if args.emulate and sys.stdout.isatty() else "headless")
+    if render == "terminal" and not args.log_level_explicit and sys.stderr.isatty():
+        # info lines on the same terminal would scroll the live picture away
+        logging.getLogger("edged").setLevel(logging.WARNING)
     try:
         hardware = DeviceHardware(
             args.profile or cfg.daemon.hardware, emulate=args.emulate, renderer=render, scenario=args.scenario

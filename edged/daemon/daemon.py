@@ -152,9 +152,12 @@ class Daemon:
             self._problem(where, f"plugin '{name}' not loaded: {exc}")
             return None
         edged = plugin.compiled.manifest.edged
-        hint = edged.budget.get("frame_ms") if edged is not None else None
+        hints = edged.budget if edged is not None else {}
         # the config wins, then the manifest's own hint, then the display's share of the frame period
-        budget = Budget.from_ms(entry.budget_ms or hint or budget_ms, self._rate())
+        budget = Budget.from_ms(entry.budget_ms or hints.get("frame_ms") or budget_ms, self._rate())
+        if hints.get("fuel") and (budget.fuel is None or hints["fuel"] < budget.fuel):
+            # a plugin that says it never needs more fuel is held to that: a deterministic cap, machine-independent
+            budget = Budget(budget.ms, int(hints["fuel"]), budget.deadline_ms)
         return Supervised(plugin, budget, self.clock, self.config.daemon.strikes)
 
     def _player(self, playlist: str, info: DisplayInfo, budget_ms: float, where: str) -> PlaylistPlayer | None:
