@@ -100,11 +100,14 @@ def _broker(args: argparse.Namespace) -> BrokerConfig:
 def run(args: argparse.Namespace) -> int:
     try:
         return _ACTIONS[args.market_command](args)
-    except (ValueError, ConfigError, FileNotFoundError) as exc:
+    except FileNotFoundError as exc:
+        print(f"edged market: no such file: {exc.filename}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, ConfigError) as exc:
         print(f"edged market: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except TimeoutError as exc:
-        print(f"edged market: {exc}", file=sys.stderr)
+    except (TimeoutError, OSError) as exc:
+        print(f"edged market: cannot reach the broker at {args.broker}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (EdgedError, LookupError) as exc:
         print(f"edged market: {exc}", file=sys.stderr)

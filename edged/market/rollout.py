@@ -176,16 +176,22 @@ class Rollout:
                 result.failure_rate = failure_rate(outcomes)
                 if should_halt(outcomes, self.halt) or not all(s in (DONE, FAILED) for s in outcomes.values()):
                     result.state = "halted" if should_halt(outcomes, self.halt) else "timeout"
+                    self._release(canaries)  # canaries follow their group (the old version) again
                     catalog.update_rollout(rid, result.state, _detail(result))
                     return result
             self._watch(members)
             self.market.set_desired(target, self.name, self.version)
+            self._release(canaries)  # the group now wants the same; later group changes must reach them
             outcomes = self._wait(members, deadline, stop_on_halt=False)
             result.outcomes = outcomes
             result.failure_rate = failure_rate(outcomes)
             result.state = _final(outcomes, self.halt)
         catalog.update_rollout(rid, result.state, _detail(result))
         return result
+
+    def _release(self, devices: Sequence[str]) -> None:
+        for d in devices:
+            self.market.set_desired(f"device:{d}", self.name, None)
 
 
 def _final(outcomes: dict[str, str], halt: float) -> str:

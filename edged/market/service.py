@@ -96,8 +96,9 @@ class Marketplace:
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> None:
-        """Connect and subscribe; raises ``TimeoutError`` if the broker does not answer in time."""
-        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
+        """Connect and subscribe; raises ``OSError`` if the broker refuses the connection, ``TimeoutError`` if it
+        does not answer in time. Afterwards paho reconnects by itself."""
+        self.client.connect(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
         self.client.loop_start()
         if not self._subscribed.wait(timeout):
             self.client.loop_stop()

@@ -1,0 +1,133 @@
+"""``edged market`` end to end: keygen, publish, list, show, serve (a subprocess), deploy, status, rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edged.cli import main
+from edged.deploy.agent import BrokerConfig, DeviceAgent
+from edged.deploy.store import PluginStore
+from edged.deploy.target import EmulatedTarget
+from edged.deploy.testing import free_port
+from edged.deploy.trust import TrustStore
+from tests.conftest import ROOT
+from tests.deploy.harness import ANIM_MANIFEST, Broker, anim_wasm, wait_for
+
+
+@pytest.fixture
+def market_dir(tmp_path: Path, broker: Broker) -> Iterator[dict[str, Any]]:
+    d = tmp_path / "market"
+    base = ["market", "--db", str(d / "catalog.db"), "--key", str(d / "market.key")]
+    base += ["--broker", f"{broker.host}:{broker.port}"]
+    yield {"dir": d, "base": base, "tmp": tmp_path, "broker": broker}
+
+
+def cli(ctx: dict[str, Any], capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main([*ctx["base"], *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_market_cli_end_to_end(market_dir: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    ctx = market_dir
+    tmp, broker = ctx["tmp"], ctx["broker"]
+    rc, out, _ = cli(ctx, capsys, "keygen")
+    assert rc == 0 and "key id:" in out
+    assert cli(ctx, capsys, "keygen")[0] == 2  # never overwrites a key by accident
+    (tmp / "m.json").write_text(json.dumps(ANIM_MANIFEST))
+    for v in ("1.0.0", "1.1.0"):
+        (tmp / f"glow-{v}.wasm").write_bytes(anim_wasm(f"glow-{v}"))
+        rc, out, err = cli(
+            ctx, capsys, "publish", str(tmp / f"glow-{v}.wasm"), "--manifest", str(tmp / "m.json"),
+            "--name", "glow", "--version", v,
+        )  # fmt: skip
+        assert rc == 0, err
+        assert f"published glow@{v}" in out
+    rc, out, _ = cli(ctx, capsys, "list")
+    assert rc == 0 and "glow" in out and "1.0.0, 1.1.0" in out
+    rc, out, _ = cli(ctx, capsys, "show", "glow")
+    shown = json.loads(out)
+    assert [s["version"] for s in shown] == ["1.0.0", "1.1.0"] and shown[0]["capabilities"] == {"led": True}
+    assert cli(ctx, capsys, "show", "nope")[0] == 1
+
+    # the marketplace service in its own process, and a device
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "edged", *ctx["base"], "serve"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    target = EmulatedTarget(width=8, height=8, fps=200)
+    agent = DeviceAgent(
+        "dev-1",
+        BrokerConfig(host=broker.host, port=broker.port),
+        PluginStore(tmp / "dev-1"),
+        TrustStore.from_file(ctx["dir"] / "trust.json"),
+        target,
+        groups=["lobby"],
+        chunk_size=4096,
+        health_frames=10,
+    )
+    try:
+        assert serve.stdout is not None and b"serving on" in serve.stdout.readline()
+        agent.start()
+        rc, out, err = cli(ctx, capsys, "deploy", "glow@1.0.0", "--device", "dev-1", "--timeout", "60")
+        assert rc == 0, out + err
+        assert "dev-1: healthy" in out and "rollout done" in out
+        assert "dev-1" in err  # the progress bar
+        assert target.running() == {"glow": "1.0.0"}
+        rc, out, err = cli(ctx, capsys, "deploy", "glow@1.1.0", "--group", "lobby", "--canary", "0.5", "--no-progress")
+        assert rc == 0, out + err
+        assert target.running() == {"glow": "1.1.0"}
+        rc, out, _ = cli(ctx, capsys, "rollback", "glow", "--group", "lobby")
+        assert rc == 0 and "rolled back to 1.0.0" in out
+        wait_for(lambda: target.running() == {"glow": "1.0.0"}, what="the rollback to run")
+        # `serve` tracked the device into the shared catalog
+        wait_for(lambda: "1.0.0" in cli(ctx, capsys, "status")[1], what="status to show 1.0.0")
+        rc, out, _ = cli(ctx, capsys, "status")
+        header, row = out.splitlines()[:2]
+        cols = ["device", "groups", "presence", "plugin", "version", "state", "reason", "last", "seen"]
+        assert header.split() == cols
+        assert row.split()[:5] == ["dev-1", "lobby", "online", "glow", "1.0.0"]
+    finally:
+        agent.stop()
+        target.close()
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=20)
+    assert serve.returncode == 0
+
+
+def test_market_cli_bad_input(market_dir: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    ctx = market_dir
+    tmp = ctx["tmp"]
+    assert cli(ctx, capsys, "keygen")[0] == 0
+    (tmp / "m.json").write_text("{not json")
+    (tmp / "ok.json").write_text(json.dumps(ANIM_MANIFEST))
+    (tmp / "p.wasm").write_bytes(anim_wasm("p"))
+    (tmp / "bad.wasm").write_bytes(b"not wasm at all")
+    pub = ["publish", "--name", "p", "--version", "1.0.0"]
+    rc, _, err = cli(ctx, capsys, *pub, str(tmp / "p.wasm"), "--manifest", str(tmp / "m.json"))
+    assert rc == 2 and "not valid JSON" in err
+    rc, _, err = cli(ctx, capsys, *pub, str(tmp / "bad.wasm"), "--manifest", str(tmp / "ok.json"))
+    assert rc == 1 and "invalid_wasm" in err
+    rc, _, err = cli(ctx, capsys, *pub, str(tmp / "missing.wasm"), "--manifest", str(tmp / "ok.json"))
+    assert rc == 2 and "missing.wasm" in err
+    rc, _, err = cli(ctx, capsys, "deploy", "p-without-version", "--device", "x")
+    assert rc == 2 and "NAME@VERSION" in err
+    rc, _, err = cli(ctx, capsys, "deploy", "nope@1.0.0", "--device", "x", "--timeout", "5")
+    assert rc == 1 and "not published" in err
+    base = [*ctx["base"][:-1], f"127.0.0.1:{free_port()}"]
+    assert main([*base, "deploy", "p@1.0.0", "--device", "x"]) == 2
+    assert "cannot reach the broker" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([*ctx["base"], "deploy", "p@1.0.0"])  # needs --device or --group
+    assert exc.value.code == 2
