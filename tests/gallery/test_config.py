@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conftest import ascii_art, load, render, tick
+from .helpers import ascii_art, load, render, tick
 
 SECOND_US = 1_000_000
 

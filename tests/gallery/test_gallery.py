@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import FPS, GALLERY, load, manifest, render
+from .helpers import FPS, GALLERY, load, manifest, render
 
 DRAWING = sorted(
     p.name

@@ -13,7 +13,7 @@ from edged.hardware.scenario import ScenarioPlayer, load_scenario
 from edged.host.frames import Tick
 from edged.host.functions import SharedValues
 
-from .conftest import load, tick
+from .helpers import load, tick
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 

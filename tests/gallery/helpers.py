@@ -1,4 +1,7 @@
-"""Helpers for the gallery tests: load a gallery plugin as the device would, and render frames on the frame grid."""
+"""Helpers for the gallery tests: load a gallery plugin as the device would, and render frames on the frame grid.
+
+A plain module, not a conftest: importing edged.runtime installs wasmtime's trap handlers, which must happen after
+pytest enables faulthandler (an initial conftest is imported before that, and a wasm trap then kills the process)."""
 
 from __future__ import annotations
 
