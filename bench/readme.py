@@ -37,7 +37,8 @@ def main(names: list[str]) -> int:
         pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- bench:{name} --> section")
-        text = pattern.sub(lambda m: m.group(1) + table(out) + m.group(2), text)
+        quoted = table(out)
+        text = pattern.sub(lambda m, q=quoted: m.group(1) + q + m.group(2), text)
         README.write_text(text)
         print(f"README.md: bench:{name} updated", file=sys.stderr)
     return 0
