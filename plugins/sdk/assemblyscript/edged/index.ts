@@ -256,62 +256,53 @@ export class GpioEvent {
 }
 
 const theEvent = new GpioEvent();
+const eventBuf = new Uint8Array(256);
 
 /** Parses the input of `on_gpio` ({"pin": 17, "edge": "rising", "t": 1.5}); the same object every call. */
 export function readGpioEvent(): GpioEvent {
-  const n = <i32>input_length();
+  const n = <i32>min<u64>(input_length(), <u64>eventBuf.length);
+  for (let i = 0; i < n; i++) eventBuf[i] = input_load_u8(<u64>i);
   const ev = theEvent;
-  ev.pin = -1;
-  ev.rising = false;
-  ev.t = 0;
-  // a tiny scanner for the three known keys: the host always sends exactly this shape
-  let i = 0;
-  while (i < n) {
-    const c = input_load_u8(<u64>i);
-    if (c == 112 /* p */ && matchAt(i, '"pin"') >= 0) {
-      ev.pin = <i32>numberAfter(i + 4, n);
-    } else if (c == 101 /* e */ && matchAt(i - 1, '"edge"') >= 0) {
-      ev.rising = findFrom(i, n, 114 /* r */);
-    } else if (c == 116 /* t */ && matchAt(i - 1, '"t"') >= 0) {
-      ev.t = numberAfter(i + 2, n);
-    }
-    i++;
-  }
+  const pin = valueAfter(n, '"pin"');
+  ev.pin = pin < 0 ? -1 : <i32>parseNumber(pin, n);
+  const edge = valueAfter(n, '"edge"');
+  ev.rising = edge >= 0 && edge + 1 < n && eventBuf[edge] == 34 && eventBuf[edge + 1] == 114; // "r
+  const t = valueAfter(n, '"t"');
+  ev.t = t < 0 ? 0 : parseNumber(t, n);
   return ev;
 }
 
-function matchAt(at: i32, lit: string): i32 {
-  if (at < 0) return -1;
-  for (let k = 0; k < lit.length; k++) {
-    if (<i32>input_load_u8(<u64>(at + k)) != lit.charCodeAt(k)) return -1;
+/** Where the value of a JSON key starts in eventBuf (after the colon and spaces), or -1. */
+function valueAfter(n: i32, key: string): i32 {
+  const k = key.length;
+  for (let i = 0; i + k <= n; i++) {
+    let match = true;
+    for (let j = 0; j < k; j++) {
+      if (<i32>eventBuf[i + j] != key.charCodeAt(j)) {
+        match = false;
+        break;
+      }
+    }
+    if (!match) continue;
+    let at = i + k;
+    while (at < n && (eventBuf[at] == 32 || eventBuf[at] == 58)) at++; // spaces and ':'
+    return at;
   }
-  return at;
+  return -1;
 }
 
-function findFrom(at: i32, n: i32, ch: u8): bool {
-  // the edge value is the next quoted word after the key
-  let i = at + 5;
-  while (i < n && input_load_u8(<u64>i) != 34) i++;
-  return i + 1 < n && input_load_u8(<u64>(i + 1)) == ch;
-}
-
-function numberAfter(at: i32, n: i32): f64 {
+function parseNumber(at: i32, n: i32): f64 {
   let i = at;
-  while (i < n) {
-    const c = input_load_u8(<u64>i);
-    if ((c >= 48 && c <= 57) || c == 45) break;
-    i++;
-  }
   let neg = false;
-  if (i < n && input_load_u8(<u64>i) == 45) {
+  if (i < n && eventBuf[i] == 45) {
     neg = true;
     i++;
   }
   let v: f64 = 0;
   let scale: f64 = 0;
   for (; i < n; i++) {
-    const c = input_load_u8(<u64>i);
-    if (c == 46) {
+    const c = eventBuf[i];
+    if (c == 46 && scale == 0) {
       scale = 1;
       continue;
     }
