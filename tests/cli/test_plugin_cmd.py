@@ -56,6 +56,10 @@ def test_new_plugin_builds_and_passes_check(tmp_path: Path, capsys: pytest.Captu
         assert code == 0, out
         assert out.rstrip().endswith("PASS")
         assert "fuel p50" in out and "ms p50" in out and "budget" in out
+    # and it previews without edits, through edged preview
+    png = tmp_path / f"{name}.png"
+    assert main(["preview", str(folder / "manifest.json"), "--png", str(png), "--frames", "5", "--size", "16x16"]) == 0
+    assert png.stat().st_size > 0
 
 
 def test_new_refuses_to_overwrite_and_bad_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,8 +12,9 @@ from edged.hardware.gpio import GpioBoard, GpioConfig
 from edged.hardware.scenario import ScenarioPlayer, load_scenario
 from edged.host.frames import Tick
 from edged.host.functions import SharedValues
+from edged.tooling.check import DryRunIO
 
-from .helpers import load, tick
+from .helpers import load, manifest, tick
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 
@@ -90,3 +91,21 @@ def test_button_release_edges_do_not_count_as_presses() -> None:
         board.release("mode")
         frame = plugin.frame(tick(2, 16, 16))
         assert frame is not None and mode_of(frame) == 2, "a release is a rising edge, not a press"
+
+
+def test_distance_sensor_publishes_nothing_for_an_unavailable_reading() -> None:
+    values = SharedValues()
+    good = load("distance_sensor", io=DryRunIO(sensor_value=0.75), values=values)
+    good.tick(Tick(0, 0, 0, 0, 0, True))
+    assert values.get("distance_m") == b"0.750"
+    broken = load("distance_sensor", io=DryRunIO(sensor_value=float("nan")), values=values)
+    broken.tick(Tick(0, 0, 0, 0, 0, True))
+    assert values.get("distance_m") == b"0.750", "a NaN reading keeps the last good value"
+
+
+def test_distance_sensor_tick_stays_in_its_fuel_budget() -> None:
+    budget = manifest("distance_sensor")["edged"]["budget"]["fuel"]
+    plugin = load("distance_sensor", io=DryRunIO(sensor_value=1.5), values=SharedValues())
+    for i in range(20):
+        plugin.tick(Tick(i, i * 100_000, 100_000, 0, 0, i == 0))
+        assert plugin.last_fuel_used is not None and plugin.last_fuel_used <= budget
