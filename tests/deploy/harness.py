@@ -196,7 +196,7 @@ class Harness:
     ) -> DeviceAgent:
         target = EmulatedTarget(width=8, height=8, fps=200, policy=policy)
         kw.setdefault("health_frames", 10)
-        kw.setdefault("health_timeout_s", 10.0)
+        kw.setdefault("health_timeout_s", 30.0)
         kw.setdefault("chunk_size", 4096)
         cfg = self.broker_config(device)
         a = DeviceAgent(device, cfg, self.store(device), self.trust, target, policy, groups, **kw)

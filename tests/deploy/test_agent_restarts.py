@@ -50,6 +50,7 @@ class AgentProcess:
             "--window", "4",
             "--stall", "0.5",
             "--health-frames", "10",
+            "--health-timeout", "30",
             "--fps", "200",
             "--log-level", "warning",
         ]  # fmt: skip
