@@ -102,7 +102,7 @@ class DevicePlugin:
         self.ctx = HostContext(self.name, self.grant, io, values or SharedValues(), display, self.logger)
         merged: dict[str, str] = {**(display.config() if display else {}), **manifest.config, **(config or {})}
         self.compiled = CompiledPlugin(
-            manifest, wasi=self.grant.wasi, functions=host_functions(self.ctx, imports), cache=cache
+            manifest, wasi=self.grant.wasi, functions=host_functions(self.ctx, imports), cache=cache, metered=True
         )
         self.plugin = Plugin(self.compiled, config=merged, fuel=fuel, timeout_ms=timeout_ms, logger=self.logger)
         self._setup_done = False

@@ -17,7 +17,7 @@ from pathlib import Path
 import wasmtime
 
 from ..errors import PluginLoadError
-from ._engine import ENGINE, ENGINE_FINGERPRINT
+from ._engine import ENGINE, fingerprint
 
 log = logging.getLogger("edged.runtime.cache")
 
@@ -38,12 +38,12 @@ def default_cache_dir() -> Path:
     return Path(xdg or Path.home() / ".cache") / "edged" / "modules"
 
 
-def compile_module(wasm: bytes) -> wasmtime.Module:
+def compile_module(wasm: bytes, engine: wasmtime.Engine = ENGINE) -> wasmtime.Module:
     """Compile without the cache; invalid bytes raise :class:`PluginLoadError` with wasmtime's reason."""
     if wasm[:4] != b"\0asm":
         raise PluginLoadError("not a WebAssembly module (missing the \\0asm magic header)")
     try:
-        return wasmtime.Module(ENGINE, wasm)
+        return wasmtime.Module(engine, wasm)
     except wasmtime.WasmtimeError as exc:
         reason = str(exc).strip().splitlines()
         raise PluginLoadError(
@@ -61,15 +61,15 @@ class ModuleCache:
         # compiled modules already loaded in this process, by key: a module can serve any number of stores
         self._memo: dict[str, wasmtime.Module] = {}
 
-    def key(self, wasm: bytes) -> str:
-        salt = f"{ENGINE_FINGERPRINT};wasmtime={_WASMTIME_VERSION};{platform.machine()}"
+    def key(self, wasm: bytes, engine: wasmtime.Engine = ENGINE) -> str:
+        salt = f"{fingerprint(engine)};wasmtime={_WASMTIME_VERSION};{platform.machine()}"
         return hashlib.sha256(hashlib.sha256(wasm).digest() + salt.encode()).hexdigest()
 
-    def load(self, wasm: bytes) -> wasmtime.Module:
-        """Return the compiled module, from the cache when possible."""
+    def load(self, wasm: bytes, engine: wasmtime.Engine = ENGINE) -> wasmtime.Module:
+        """Return the module compiled for ``engine`` (the metered one by default), from the cache when possible."""
         if self.directory is None:
-            return compile_module(wasm)
-        key = self.key(wasm)
+            return compile_module(wasm, engine)
+        key = self.key(wasm, engine)
         memo = self._memo.get(key)
         if memo is not None:
             self.hits += 1
@@ -79,7 +79,7 @@ class ModuleCache:
             try:
                 # read, not mapped: a mapped entry that someone truncates or rewrites in place would crash the
                 # process (SIGBUS) the next time wasmtime touches it
-                module = wasmtime.Module.deserialize(ENGINE, path.read_bytes())
+                module = wasmtime.Module.deserialize(engine, path.read_bytes())
                 self.hits += 1
                 self._memo[key] = module
                 return module
@@ -87,7 +87,7 @@ class ModuleCache:
                 log.warning("discarding corrupt module cache entry", extra={"path": str(path), "error": str(exc)})
                 path.unlink(missing_ok=True)
         self.misses += 1
-        module = compile_module(wasm)
+        module = compile_module(wasm, engine)
         self._store(path, module)
         self._memo[key] = module
         return module

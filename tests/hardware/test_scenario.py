@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from edged.errors import CapabilityDenied, ConfigError, HardwareError
+from edged.errors import CapabilityDenied, ConfigError, HardwareError, PluginError
 from edged.hardware.gpio import GpioBoard, GpioConfig
 from edged.hardware.scenario import Scenario, ScenarioCurve, ScenarioPlayer, load_scenario
 from edged.host import DevicePolicy
@@ -258,8 +258,10 @@ def test_an_ungranted_pin_never_reaches_the_board(board: GpioBoard) -> None:
 
 def test_a_granted_pin_the_board_lacks_fails_the_call_with_the_boards_message(board: GpioBoard) -> None:
     p = _plugin(board, caps={**CAPS, "gpio": {"read": [26], "write": [26], "pwm": [12], "events": [17]}}).plugin
-    with pytest.raises(HardwareError, match="gpio_read: pin 26 is not configured in the hardware profile"):
+    # the plugin's call fails (a strike in the engine) with the board's message; the HardwareError is its cause
+    with pytest.raises(PluginError, match="gpio_read: pin 26 is not configured in the hardware profile") as err:
         p.call("gpio_read", '{"pin": 26}')
-    with pytest.raises(HardwareError, match="gpio_write: pin 26 is not configured"):
+    assert isinstance(err.value.__cause__, HardwareError)
+    with pytest.raises(PluginError, match="gpio_write: pin 26 is not configured"):
         p.call("gpio_write", '{"pin": 26, "value": 1}')
     assert json.loads(p.call("display_info"))["width"] == 8  # the plugin keeps working

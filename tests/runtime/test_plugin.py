@@ -208,3 +208,16 @@ def test_discarded_plugins_are_freed_with_their_host_callbacks() -> None:
     gc.collect()
     assert ref() is None
     assert not set(_rawcall._RAW_FUNCS) - before
+
+
+def test_fuel_needs_a_metered_compilation() -> None:
+    fast = CompiledPlugin(KITCHEN)
+    assert not fast.metered and Plugin(fast).fuel is None
+    with pytest.raises(ValueError, match=r"CompiledPlugin\(\.\.\., metered=True\)"):
+        Plugin(fast, fuel=1000)
+    metered = CompiledPlugin(KITCHEN, metered=True)
+    p = Plugin(metered, fuel=10_000_000)
+    assert p.call("echo", "x") == b"x" and p.last_fuel_used
+    assert Plugin(KITCHEN, fuel=10_000_000).compiled.metered  # a fuel limit picks the metered engine itself
+    with pytest.raises(ValueError, match="fuel must be positive"):
+        Plugin(metered, fuel=0)
