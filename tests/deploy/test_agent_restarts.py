@@ -99,6 +99,8 @@ def test_device_killed_during_install_recovers_on_restart(harness: Harness, kill
     h.market.set_desired("device:dev-k", "big", "1.0.0")
     first = AgentProcess(h, "dev-k", kill_at)
     first.wait_killed()
+    # the broker publishes the agent's last will for it
+    wait_for(lambda: (d := h.catalog.device("dev-k")) and d.presence == "offline", what="the last will")
     root = h.tmp / "devices" / "dev-k"
     t = PluginStore(root).get_transfer(meta.wasm_sha256)
     had = set(t.received()) if t is not None else set()
