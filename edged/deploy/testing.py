@@ -36,7 +36,8 @@ class Mosquitto:
     """A mosquitto on ``127.0.0.1:port`` with persistence under ``workdir``.
 
     ``users`` (``{name: password}``) turns on a password file and ``acl`` (file text) an ACL file; without them
-    anonymous clients may do anything. ``restart()`` keeps the port and the persisted sessions.
+    anonymous clients may do anything. ``tls`` (CA, certificate, key files) makes the listener TLS-only.
+    ``restart()`` keeps the port and the persisted sessions.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class Mosquitto:
         users: dict[str, str] | None = None,
         acl: str | None = None,
         max_queued_messages: int = 10000,
+        tls: tuple[Path, Path, Path] | None = None,
         binary: Path | None = None,
     ) -> None:
         self.binary = binary or find_mosquitto()
@@ -58,6 +60,7 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
         lines = [
             f"listener {self.port} {self.host}",
+            *([f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}", "tls_version tlsv1.2"] if tls else []),
             "persistence true",
             f"persistence_location {self.workdir}/",
             f"max_queued_messages {max_queued_messages}",

@@ -141,8 +141,11 @@ class RecordingMarketplace(Marketplace):
 class Harness:
     """A marketplace (catalog in tmp, serving chunks) and in-process device agents, all on one broker."""
 
-    def __init__(self, tmp: Path, broker: Broker, passwords: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, broker: Broker, passwords: dict[str, str] | None = None, ca_file: Path | None = None
+    ) -> None:
         self.passwords = passwords
+        self.ca_file = ca_file
         self.tmp = tmp
         self.broker = broker
         self.key: Ed25519PrivateKey = generate_key()
@@ -162,8 +165,8 @@ class Harness:
 
     def broker_config(self, user: str) -> BrokerConfig:
         if self.passwords is None:
-            return self.broker.config()
-        return self.broker.config(username=user, password=self.passwords[user])
+            return self.broker.config(ca_file=self.ca_file)
+        return self.broker.config(username=user, password=self.passwords[user], ca_file=self.ca_file)
 
     def publish(
         self,

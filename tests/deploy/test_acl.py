@@ -4,12 +4,14 @@ publish as the marketplace or as B, and the whole protocol still works for A wit
 from __future__ import annotations
 
 import queue
+import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from edged.deploy import topics
 from edged.deploy.testing import Mosquitto
@@ -127,3 +129,64 @@ def test_protocol_works_within_the_acl(start_broker: Callable[..., Any], tmp_pat
         assert wait_for(lambda: h.events.reply(cid), what="reply").ok
     finally:
         h.close()
+
+
+def _tls_files(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a broker certificate for 127.0.0.1 (as deploy/README.md makes with openssl)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> x509.Certificate:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            san = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key, broker_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("edged test CA", ca_key, "edged test CA", ca_key, True)
+    leaf = cert("127.0.0.1", broker_key, "edged test CA", ca_key, False)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = (d / "ca.crt", d / "broker.crt", d / "broker.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        broker_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+def test_deploy_over_tls_with_passwords_and_acl(start_broker: Callable[..., Any], tmp_path: Path) -> None:
+    ca, crt, key = _tls_files(tmp_path / "tls")
+    m = start_broker(users=PASSWORDS, acl=acl_text(), tls=(ca, crt, key))
+    h = Harness(tmp_path / "h", Broker(m.host, m.port, m.restart, m), passwords=PASSWORDS, ca_file=ca)
+    try:
+        h.publish("glow", "1.0.0")
+        h.agent("dev-a")
+        h.market.set_desired("device:dev-a", "glow", "1.0.0")
+        h.wait_healthy("dev-a", "glow", "1.0.0")
+    finally:
+        h.close()
+    # a client without the fleet CA cannot even connect
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="no-ca")
+    c.tls_set()  # the system's CAs: the broker's certificate is not among them
+    with pytest.raises(ssl.SSLCertVerificationError):
+        c.connect(m.host, m.port)
