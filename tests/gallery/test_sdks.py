@@ -17,6 +17,7 @@ from edged.host.capabilities import DevicePolicy
 from edged.host.frames import Tick
 from edged.host.functions import SharedValues
 from edged.host.plugin import DevicePlugin
+from edged.tooling.check import DryRunIO
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBES = Path(__file__).parent / "sdk_probes"
@@ -37,12 +38,13 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return built
 
 
-def probe(path: Path, config: dict[str, str] | None = None, values: SharedValues | None = None) -> DevicePlugin:
-    manifest = {
-        "wasm": [{"path": str(path)}],
-        "edged": {"name": "probe", "capabilities": {"publish": ["k"], "subscribe": ["k"]}},
-    }
-    return DevicePlugin(json.dumps(manifest), policy=DevicePolicy(), values=values, config=config)
+def probe(
+    path: Path, config: dict[str, str] | None = None, values: SharedValues | None = None, io: DryRunIO | None = None
+) -> DevicePlugin:
+    caps = {"publish": ["k"], "subscribe": ["k"], "sensors": ["distance"]}
+    manifest = {"wasm": [{"path": str(path)}], "edged": {"name": "probe", "capabilities": caps}}
+    policy = DevicePolicy(sensors=["distance"])
+    return DevicePlugin(json.dumps(manifest), policy=policy, values=values, config=config, io=io)
 
 
 def call(path: Path, fn: str, data: bytes = b"", config: dict[str, str] | None = None) -> bytes:
@@ -119,3 +121,12 @@ def test_shared_values_round_trip(probes: dict[str, Path]) -> None:
         nan = struct.unpack("<d", p.plugin.call("value", b"n/a"))[0]
         assert nan != nan, "text that is not a number reads as NaN"
     assert values.get("k") == b"n/a"
+
+
+def test_assemblyscript_value_text_and_sensor(probes: dict[str, Path]) -> None:
+    values = SharedValues()
+    with probe(probes["as"], values=values, io=DryRunIO(sensor_value=0.625)) as p:
+        assert p.plugin.call("value_text") == b"<unset>"
+        values.set("k", "Grüße".encode())
+        assert p.plugin.call("value_text") == "Grüße".encode()
+        assert struct.unpack("<d", p.plugin.call("sensor"))[0] == 0.625

@@ -337,6 +337,20 @@ export function valueSet(key: Key, value: string): void {
   free(v);
 }
 
+/** A shared value as text, or null if it was never set (needs `subscribe`). Allocates: for per-frame reads of
+ * numbers use valueGetNumber. */
+export function valueGet(key: Key): string | null {
+  const k = key.block();
+  const h = edged_value_get(k);
+  free(k);
+  if (h == 0) return null;
+  const n = <i32>length(h);
+  const buf = new Uint8Array(n);
+  for (let i = 0; i < n; i++) buf[i] = load_u8(h + <u64>i);
+  free(h);
+  return String.UTF8.decode(buf.buffer);
+}
+
 /** A shared value parsed as a number, or NaN if it was never set or is not a number (needs `subscribe`). */
 export function valueGetNumber(key: Key): f64 {
   const k = key.block();

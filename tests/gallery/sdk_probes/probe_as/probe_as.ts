@@ -1,6 +1,20 @@
 // SDK probe (AssemblyScript): exposes the SDK's helpers one export each, so the tests can compare the three SDKs.
 import { Host, LogLevel } from "@extism/as-pdk";
-import { Key, Rng, configColor, configInt, hsv, outputBytes, readGpioEvent, readTick, valueGetNumber, valueSet } from "edged";
+import {
+  Key,
+  Rng,
+  configColor,
+  configInt,
+  hsv,
+  outputBytes,
+  outputText,
+  readGpioEvent,
+  readTick,
+  sensorRead,
+  valueGet,
+  valueGetNumber,
+  valueSet,
+} from "edged";
 
 function myAbort(message: string | null, fileName: string | null, line: u32, column: u32): void {
   Host.log(LogLevel.Error, "abort: " + (message == null ? "" : message!));
@@ -70,6 +84,22 @@ const KEY = new Key("k");
 export function value(): i32 {
   valueSet(KEY, Host.inputString());
   store<f64>(out.dataStart, valueGetNumber(KEY));
+  outputBytes(out, 8);
+  return 0;
+}
+
+// the shared value "k" as text, or "<unset>"
+export function value_text(): i32 {
+  const v = valueGet(KEY);
+  outputText(v == null ? "<unset>" : v!);
+  return 0;
+}
+
+const DISTANCE = new Key("distance");
+
+// the sensor "distance" as f64
+export function sensor(): i32 {
+  store<f64>(out.dataStart, sensorRead(DISTANCE));
   outputBytes(out, 8);
   return 0;
 }
