@@ -20,7 +20,11 @@ from typing import Any
 from ..daemon.config import DaemonConfig, load_config
 from ..daemon.control import ControlServer
 from ..daemon.daemon import Daemon
+from ..daemon.deploy import DaemonTarget
 from ..daemon.hardware import DeviceHardware
+from ..deploy.agent import DeviceAgent
+from ..deploy.store import PluginStore
+from ..deploy.trust import TrustStore
 from ..errors import EdgedError
 
 log = logging.getLogger("edged.daemon")
@@ -66,6 +70,27 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _start_agent(cfg: DaemonConfig, daemon: Daemon) -> DeviceAgent:
+    """The MQTT deploy agent, deploying into ``daemon`` (started: it reconnects by itself)."""
+    m = cfg.mqtt
+    assert m is not None
+    agent = DeviceAgent(
+        m.device_id,
+        m.broker,
+        PluginStore(m.store or cfg.state_dir / "store", keep=m.keep_versions),
+        TrustStore.from_file(m.trust),
+        DaemonTarget(daemon, cfg.state_dir),
+        cfg.policy,
+        m.groups,
+        chunk_size=m.chunk_size,
+        health_frames=m.health_frames,
+        health_timeout_s=m.health_timeout_s,
+        state_dir=cfg.state_dir,
+    )
+    agent.start()
+    return agent
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
@@ -105,12 +130,19 @@ def run(args: argparse.Namespace) -> int:
             log.warning("SIGHUP: reloading", extra={"report": daemon.reload()})
 
     control: ControlServer | None = None
+    agent: DeviceAgent | None = None
     try:
         try:
             daemon.start()
         except EdgedError as exc:
             print(f"edged run: {exc}", file=sys.stderr)
             return 2
+        if cfg.mqtt is not None:
+            try:
+                agent = _start_agent(cfg, daemon)
+            except (EdgedError, OSError) as exc:
+                print(f"edged run: mqtt: {exc}", file=sys.stderr)
+                return 2
         if not args.no_control:
             try:
                 control = ControlServer(daemon, cfg.control_socket)
@@ -120,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
                 return 2
         daemon.wait(stop, poll)
     finally:
+        if agent is not None:
+            agent.stop()
         if control is not None:
             control.close()
         daemon.stop()

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..deploy.agent import DEFAULT_CHUNK_SIZE, BrokerConfig
 from ..engine.playlist import PlaylistItem
 from ..engine.supervisor import StrikePolicy
 from ..host.capabilities import DevicePolicy
@@ -109,6 +110,25 @@ class DaemonSection(BaseModel):
     plugin_memory_mb: int = Field(default=64, ge=1, le=4096)
 
 
+class MqttSection(BaseModel):
+    """Plugin installs over MQTT from a marketplace (docs/mqtt.md). Without this section there is no agent."""
+
+    model_config = _STRICT
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    groups: list[str] = Field(default_factory=list)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    #: trusted publisher and marketplace keys (JSON or TOML, see docs/deploy-store.md)
+    trust: Path
+    #: the on-device plugin store; default ``<state_dir>/store``
+    store: Path | None = None
+    keep_versions: int = Field(default=3, ge=1)
+    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=1024 * 1024)
+    #: a new version must run this many frames (or sensor ticks) without a strike ...
+    health_frames: int = Field(default=30, ge=1)
+    #: ... within this many seconds, or the device rolls back to the previous version
+    health_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class DaemonConfig(BaseModel):
     """The whole ``edged.toml``."""
 
@@ -120,6 +140,7 @@ class DaemonConfig(BaseModel):
     playlists: dict[str, PlaylistConfig] = Field(default_factory=dict)
     displays: list[DisplaySection] = Field(default_factory=list)
     sensors: list[SensorSection] = Field(default_factory=list)
+    mqtt: MqttSection | None = None
 
     @model_validator(mode="after")
     def _references(self) -> DaemonConfig:
@@ -153,7 +174,18 @@ class DaemonConfig(BaseModel):
             }
         )
         plugins = {k: v.model_copy(update={"path": fix(v.path)}) for k, v in self.plugins.items()}
-        return self.model_copy(update={"daemon": daemon, "plugins": plugins})
+        mqtt = self.mqtt
+        if mqtt is not None:
+            broker = mqtt.broker
+            files = {k: fix(v) for k in ("ca_file", "cert_file", "key_file") if (v := getattr(broker, k)) is not None}
+            mqtt = mqtt.model_copy(
+                update={
+                    "trust": fix(mqtt.trust),
+                    "store": fix(mqtt.store) if mqtt.store else None,
+                    "broker": broker.model_copy(update=files),
+                }
+            )
+        return self.model_copy(update={"daemon": daemon, "plugins": plugins, "mqtt": mqtt})
 
     @property
     def state_dir(self) -> Path:

@@ -26,7 +26,7 @@ from ..engine.supervisor import Budget, Supervised
 from ..errors import ConfigError, EdgedError
 from ..host.functions import DeviceIO, DisplayInfo, SharedValues
 from ..host.plugin import DevicePlugin
-from .config import DaemonConfig, DisplaySection, PluginConfig, SensorSection
+from .config import DaemonConfig, DisplaySection, PlaylistConfig, PluginConfig, SensorSection
 from .plugins import discover, fingerprint
 
 log = logging.getLogger("edged.daemon")
@@ -117,6 +117,10 @@ class Daemon:
         self._prints: dict[str, str] = {}
         self.reloads = 0
         self._t0 = 0.0
+        #: plugins installed over MQTT (name -> entry), overriding plugins_dir, kept across reloads
+        self._deployed: dict[str, PluginConfig] = {}
+        #: the config as read from the file, before deployed plugins are overlaid
+        self._base_config = config
 
     # --- building --------------------------------------------------------------------------------------------
 
@@ -238,7 +242,7 @@ class Daemon:
             self.config = self.config.model_copy(update={"policy": policy})
 
     def _refresh_catalog(self) -> None:
-        self._catalog = discover(self.config)
+        self._catalog = {**discover(self.config), **self._deployed}
         self._prints = {name: fingerprint(entry.path) for name, entry in self._catalog.items()}
 
     # --- running ---------------------------------------------------------------------------------------------
@@ -330,6 +334,8 @@ class Daemon:
                 return {"error": [str(exc)]}
         report: dict[str, list[str]] = {"kept": [], "rebuilt": [], "added": [], "removed": []}
         with self._lock:
+            self._base_config = config
+            config = self._overlay(config)
             old_config = self.config
             self.config = config
             self._reserve_led_pins()
@@ -410,6 +416,73 @@ class Daemon:
                 return i
         raise KeyError(f"unknown layer '{layer}' (known: {[layer.name for layer in rd.runner.layers]})")
 
+    # --- deployed plugins (the MQTT agent's target) ------------------------------------------------------------
+
+    def _overlay(self, config: DaemonConfig) -> DaemonConfig:
+        """``config`` with the deployed plugins that no playlist or sensor names placed on the first display: an
+        animation as the only item of its first layer, a sensor plugin as one of its sensors."""
+        named = {i.plugin for pl in config.playlists.values() for i in pl.items} | {s.plugin for s in config.sensors}
+        adhoc = [n for n in self._deployed if n not in named]
+        if not adhoc or not config.displays:
+            return config
+        playlists = dict(config.playlists)
+        sensors = list(config.sensors)
+        displays = list(config.displays)
+        first = displays[0]
+        for name in adhoc:
+            if _kind(self._deployed[name].path) == "sensor":
+                sensors.append(SensorSection(plugin=name, display=first.name))
+                continue
+            playlists[f"deployed:{name}"] = PlaylistConfig(items=[PlaylistItem(plugin=name, duration_s=None)])
+            layer = first.layers[0].model_copy(update={"playlist": f"deployed:{name}"})
+            first = first.model_copy(update={"layers": [layer, *first.layers[1:]]})
+        displays[0] = first
+        return config.model_copy(update={"playlists": playlists, "sensors": sensors, "displays": displays})
+
+    def deploy(self, name: str, entry: PluginConfig) -> dict[str, list[str]]:
+        """Run ``entry`` as plugin ``name`` from now on (a new version replaces the old one): every display that
+        uses it is rebuilt, so its statistics start over for the health check."""
+        with self._lock:
+            self._deployed[name] = entry
+            self._prints.pop(name, None)
+            report = self._rebuild_using(name)
+        return report
+
+    def undeploy(self, name: str) -> dict[str, list[str]]:
+        """Stop running the deployed plugin ``name``; a plugin of that name in ``plugins_dir`` comes back."""
+        with self._lock:
+            if self._deployed.pop(name, None) is None:
+                return {"kept": list(self.displays), "rebuilt": [], "added": [], "removed": []}
+            return self._rebuild_using(name)
+
+    def _rebuild_using(self, name: str) -> dict[str, list[str]]:
+        # a plugin whose file did not change keeps its fingerprint, so force the displays that use it to rebuild
+        for rd in self.displays.values():
+            if name in rd.key:
+                rd.key = ""
+        return self.reload(self._base_config)
+
+    def plugin_health(self, name: str) -> tuple[int, int, str | None, bool]:
+        """(frames or ticks run, strikes, last error, running) of every slot of plugin ``name`` since it started."""
+        frames = strikes = 0
+        last_error: str | None = None
+        running = False
+        with self._lock:
+            slots = [
+                slot
+                for rd in self.displays.values()
+                for layer in rd.runner.layers
+                for key, slot in layer.player.slots.items()
+                if key == name or key.startswith(name + "#")
+            ]
+            slots += [t.slot for rd in self.displays.values() for t in rd.runner.sensors if t.slot.name == name]
+        for slot in slots:
+            frames += slot.stats.calls - slot.stats.failures
+            strikes += slot.stats.strikes
+            last_error = slot.stats.last_error or last_error
+            running = running or not slot.quarantined
+        return frames, strikes, last_error, running
+
     # --- reporting -------------------------------------------------------------------------------------------
 
     def list_plugins(self) -> list[dict[str, Any]]:
@@ -482,3 +555,16 @@ class Daemon:
             "plugins": plugins,
             "problems": [{"where": p.where, "message": p.message, "t": p.t} for p in self.problems],
         }
+
+
+def _kind(path: Path) -> str:
+    """The ``edged.kind`` a plugin's manifest declares (``animation`` when it declares none or is bare wasm)."""
+    if path.suffix != ".json":
+        return "animation"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "animation"
+    edged = doc.get("edged") if isinstance(doc, dict) else None
+    kind = edged.get("kind") if isinstance(edged, dict) else None
+    return kind if isinstance(kind, str) else "animation"
