@@ -205,4 +205,3 @@ class Supervised:
 
     def close(self) -> None:
         self.plugin.close()
-
