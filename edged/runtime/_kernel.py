@@ -82,14 +82,16 @@ class Kernel:
         memory_limit: int | None = None,
         indices: dict[str, int] | None = None,
     ) -> None:
-        ex: Any = instance.exports(store) if indices is None else exports_at(store, instance, indices)
-        self._store = store
-        self._memory_limit = memory_limit
-        self.memory: wasmtime.Memory = ex["memory"]  # type: ignore[assignment]
-        self.funcs = {name: ex[name] for name in KERNEL_EXPORTS if name in ex}
-        self._host_funcs = ex
-        self.base = ctypes.addressof(self.memory.data_ptr(store).contents)
         global _constants
+        self._store = store
+        self._instance = instance
+        self._indices = indices
+        self._funcs: dict[str, Any] = {}
+        self._memory_limit = memory_limit
+        first = _constants is None
+        ex: Any = self._fetch(["memory", "edged_ctl", "edged_init"] if first else ["memory"])
+        self.memory: wasmtime.Memory = ex["memory"]
+        self.base = ctypes.addressof(self.memory.data_ptr(store).contents)
         if _constants is None:  # the control block's address and the heap base are constants of the kernel module
             _constants = (
                 raw_caller(store, ex["edged_ctl"], (), ("i32",))(),
@@ -113,11 +115,24 @@ class Kernel:
         _I32.pack_into(self.ctl, L.LOG_LEVEL, log_level)
         self.heap_start = heap_start
 
+    def _fetch(self, names: list[str]) -> dict[str, Any]:
+        if self._indices is None:
+            ex = self._instance.exports(self._store)
+            return {n: ex[n] for n in names}
+        return exports_at(self._store, self._instance, {n: self._indices[n] for n in names})
+
+    def func(self, name: str) -> wasmtime.Func:
+        """A kernel export, fetched on first use (plugins usually link the kernel as a whole instance)."""
+        f = self._funcs.get(name)
+        if f is None:
+            f = self._funcs[name] = self._fetch([name])[name]
+        return f  # type: ignore[no-any-return]
+
     def __getattr__(self, name: str) -> Any:
         # the kernel exports the host calls itself, made on first use: many instances never need them
         if name in _LAZY_CALLERS:
             params, results = _LAZY_CALLERS[name]
-            caller = raw_caller(self._store, self._host_funcs[name[1:]], params, results)
+            caller = raw_caller(self._store, self.func(name[1:]), params, results)
             setattr(self, name, caller)
             return caller
         raise AttributeError(name)

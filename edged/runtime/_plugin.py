@@ -175,20 +175,17 @@ class CompiledPlugin:
         self.init_steps = _init_steps({e.name for e in self.main.exports}, self.exports)
         #: where each export an instance needs sits, so instances skip wasmtime-py's map of every export
         self.export_indices = export_indices(self.main, ["memory", *self.exports])
-        kernel_module()  # fills _kernel_indices
-        used = {
-            n
+        kernel_module(self.engine)  # fills _kernel_indices
+        #: does any module import the kernel under its own name? Then the kernel instance is linked as a whole.
+        self.links_kernel = any((ENV_MODULE, n) in self.imports for n in KERNEL_EXPORTS)
+        #: (import name, kernel export) for each legacy ``env::extism_*`` import, linked one by one
+        self.legacy_links = [
+            (LEGACY_MODULE.encode(), (LEGACY_PREFIX + n).encode(), n)
             for n in KERNEL_EXPORTS
-            if (ENV_MODULE, n) in self.imports or (LEGACY_MODULE, LEGACY_PREFIX + n) in self.imports
-        }
-        #: (module, import name, kernel export) for each kernel function some module imports
-        self.kernel_links = [
-            (m.encode(), q.encode(), n)
-            for n in KERNEL_EXPORTS
-            for m, q in ((ENV_MODULE, n), (LEGACY_MODULE, LEGACY_PREFIX + n))
-            if (m, q) in self.imports
+            if (LEGACY_MODULE, LEGACY_PREFIX + n) in self.imports
         ]
-        self.kernel_indices = {n: i for n, i in _kernel_indices.items() if n in HOST_EXPORTS or n in used}
+        self.kernel_indices = dict(_kernel_indices)
+        self._user_types = {(f.namespace, f.name): f.functype() for f in self.functions}
 
     def _check_imports(self, module_name: str, module: wasmtime.Module) -> None:
         where = f"module '{module_name}'"
@@ -394,8 +391,10 @@ class Plugin:
             store.set_limits(memory_size=self.memory_limit)
         linker = wasmtime.Linker(engine)
         wanted = compiled.imports  # link only what the modules import: defining costs more than calling
-        for module_b, name_b, kernel_name in compiled.kernel_links:
-            define_func(linker, store, module_b, name_b, kernel.funcs[kernel_name])
+        if compiled.links_kernel:  # one call links every kernel function (its other exports are never imported)
+            linker.define_instance(store, ENV_MODULE, kinst)
+        for module_b, name_b, kernel_name in compiled.legacy_links:
+            define_func(linker, store, module_b, name_b, kernel.func(kernel_name))
         env_functions = None
         for name, kinds in ENV_HOST_FUNCTIONS.items():
             for module, qualified in ((ENV_MODULE, name), (LEGACY_MODULE, LEGACY_PREFIX + name)):
@@ -407,7 +406,12 @@ class Plugin:
             if (hf.namespace, hf.name) in wanted:
                 fn = hf.bind(self._kernel_ref, self.name)
                 define_raw_func(
-                    linker, hf.namespace, hf.name, hf.functype(), fn, compiled._user_kinds[(hf.namespace, hf.name)]
+                    linker,
+                    hf.namespace,
+                    hf.name,
+                    compiled._user_types[(hf.namespace, hf.name)],
+                    fn,
+                    compiled._user_kinds[(hf.namespace, hf.name)],
                 )
         if compiled.wasi:
             linker.define_wasi()
