@@ -450,7 +450,11 @@ class DeviceAgent:
             return
         job.chunk_size = self.chunk_size
         job.total = max(1, math.ceil(meta.wasm_size / self.chunk_size))
-        job.transfer = self.store.transfer(meta, self.chunk_size, job.total)
+        try:
+            job.transfer = self.store.transfer(meta, self.chunk_size, job.total)
+        except DeployError as exc:
+            self._fail(job, getattr(exc, "reason", "malformed"), str(exc))
+            return
         self._progress(job, force=True)
         if not job.transfer.missing():
             self._finish_download(job)
@@ -530,6 +534,13 @@ class DeviceAgent:
         try:
             wasm = job.transfer.assemble()
         except DeployError as exc:
+            missing = job.transfer.missing()
+            if 0 < len(missing) < job.total:  # some stored chunks rotted on disk: fetch just those again
+                log.warning("refetching corrupt chunks", extra={"plugin": name, "chunks": missing})
+                job.state = "downloading"
+                job.requested.clear()
+                self._request_more(job)
+                return
             job.transfer.discard()
             self._fail(job, getattr(exc, "reason", "hash_mismatch"), str(exc))
             return
@@ -542,7 +553,11 @@ class DeviceAgent:
             return
         job.state = "installing"
         self._status("installing", name=name, version=version, percent=100)
-        self.store.install(job.meta, job.spec.manifest, wasm)
+        try:
+            self.store.install(job.meta, job.spec.manifest, wasm)
+        except (DeployError, OSError) as exc:  # e.g. this version is installed with other wasm, or the disk is full
+            self._fail(job, getattr(exc, "reason", "install_failed"), str(exc))
+            return
         job.transfer.discard()
         self._activate_installed(job)
 

@@ -117,3 +117,22 @@ def test_device_killed_during_install_recovers_on_restart(harness: Harness, kill
     assert store.transfers() == []
     refetched = {i for _, i in h.market.served[served_before:]} & had
     assert not refetched, f"chunks {sorted(refetched)} were fetched again after the restart"
+
+
+def test_chunk_corrupted_on_disk_while_down_is_fetched_again(harness: Harness) -> None:
+    h = harness
+    meta = h.publish("big", "1.0.0", anim_wasm("big", pad=80_000))
+    h.market.set_desired("device:dev-k", "big", "1.0.0")
+    AgentProcess(h, "dev-k", "after_chunk_rename:15").wait_killed()
+    root = h.tmp / "devices" / "dev-k"
+    chunk0 = next((root / "transfers" / meta.wasm_sha256 / "chunks").glob("0.*"))
+    chunk0.write_bytes(b"\0" * chunk0.stat().st_size)  # bit rot: same size, wrong bytes
+    served_before = len(h.market.served)
+    second = AgentProcess(h, "dev-k")
+    try:
+        h.wait_healthy_remote("dev-k", "big", "1.0.0")
+    finally:
+        second.stop()
+    store = PluginStore(root)
+    assert store.wasm_path(store.active("big")).read_bytes() == h.catalog.get_bundle("big", "1.0.0").wasm
+    assert 0 in {i for _, i in h.market.served[served_before:]}
