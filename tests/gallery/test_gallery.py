@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .helpers import FPS, GALLERY, load, manifest, render
+from .helpers import GALLERY, load, manifest, render
 
 DRAWING = sorted(
     p.name
@@ -15,7 +15,8 @@ DRAWING = sorted(
 )
 #: static until something outside happens: a shared value arrives, a button is pressed (tested elsewhere)
 WAITING = {"bar_graph", "button_modes"}
-SIZES = [16, 64, (32, 8)]
+#: the SDKs' frame buffers hold up to 128x128, so the declared budgets cover that
+SIZES = [16, 64, (32, 8), 128, (128, 64)]
 
 
 def test_the_gallery_has_what_the_issue_lists() -> None:
@@ -28,13 +29,12 @@ def test_the_gallery_has_what_the_issue_lists() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in GALLERY.iterdir() if (p / "manifest.json").exists()))
-def test_manifest_declares_a_budget_that_fits_60_fps(name: str) -> None:
+def test_manifest_declares_a_fuel_budget(name: str) -> None:
     edged = manifest(name)["edged"]
     assert edged["name"] == name
     budget = edged["budget"]
-    assert budget["fuel"] > 0
-    if edged["kind"] != "sensor":
-        assert 0 < budget["frame_ms"] <= 1000 / FPS
+    # fuel only: a deterministic per-call cap on any machine; the device derives its ms budget from the frame period
+    assert set(budget) == {"fuel"} and budget["fuel"] > 0
 
 
 @pytest.mark.parametrize("size", SIZES, ids=str)

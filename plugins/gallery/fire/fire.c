@@ -46,9 +46,10 @@ EDGED_EXPORT("frame") int32_t frame(void) {
     memset(heat, 0, sizeof heat);
     ready = true;
   }
-  /* the fire advances at 30 steps per second of play time, whatever the frame rate */
+  /* the fire advances at 30 steps per second of play time, whatever the frame rate; after a pause it skips
+     ahead instead of catching up, so no frame costs more than two steps */
   uint64_t target = t.time_us * 30 / 1000000 + 1;
-  int guard = 8;
+  int guard = 2;
   while (steps < target && guard--) step(f.width, f.height), steps++;
   steps = target;
   uint8_t rgb[3];

@@ -2,7 +2,7 @@
    starts cycling (a still life, a blinker, anything whose whole board repeats within the last 32 generations) or
    dies out, the plugin returns "done" (0 bytes) and the playlist moves on.
    Config: seed (default 1), density (percent of live cells at the start, default 30), rate (generations per
-   second, default 10), pattern ("random", "blinker", "block" or "glider"; default "random"). */
+   second, default 10; at most two per frame), pattern ("random", "blinker", "block" or "glider"; default "random"). */
 #include <edged.h>
 
 #define HISTORY 32
@@ -84,12 +84,14 @@ EDGED_EXPORT("frame") int32_t frame(void) {
   if (finished) return edged_done();
   /* rounded, so a rate equal to the frame rate gives one generation per frame despite µs truncation */
   uint64_t target = (t.time_us * (uint64_t)rate + 500000) / 1000000;
-  while (generation < target) {
+  /* at most two generations per frame (a bounded cost per call); after a pause the board skips ahead */
+  for (int n = 0; generation < target && n < 2; n++) {
     if (!step(f.width, f.height)) {
       finished = true;
       return edged_done();
     }
   }
+  if (generation < target) generation = target;
   const uint8_t *a = age[cur];
   for (int y = 0; y < f.height; y++) {
     for (int x = 0; x < f.width; x++) {
