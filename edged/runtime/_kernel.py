@@ -24,7 +24,7 @@ _LAZY_CALLERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 _constants: tuple[int, int] | None = None
 
 #: Exports the host itself uses, besides :data:`KERNEL_EXPORTS`.
-HOST_EXPORTS = ("memory", "edged_ctl", "edged_init", "length", "alloc", "free")
+HOST_EXPORTS = ("memory", "edged_ctl", "edged_init", "edged_var_get", "edged_var_set", "length", "alloc", "free")
 
 #: The kernel functions a plugin may import from ``extism:host/env`` (and, with an ``extism_`` prefix, from ``env``).
 KERNEL_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -54,6 +54,7 @@ KERNEL_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 _U64 = struct.Struct("<Q")
 _I32 = struct.Struct("<i")
+_U32 = struct.Struct("<I")
 _TWO_U64 = struct.Struct("<QQ")
 
 
@@ -81,6 +82,7 @@ class Kernel:
         log_level: int,
         memory_limit: int | None = None,
         indices: dict[str, int] | None = None,
+        kernel_vars: tuple[dict[bytes, bytes], int] | None = None,
     ) -> None:
         global _constants
         self._store = store
@@ -100,8 +102,8 @@ class Kernel:
         ctl_addr, heap_start = _constants
         self.ctl = (ctypes.c_char * L.CTL_SIZE).from_address(self.base + ctl_addr)
         fields = L.CTL.unpack_from(self.ctl)
-        if fields[-1] != L.ABI_VERSION:
-            raise PluginError(f"kernel ABI {fields[-1]} does not match the host's {L.ABI_VERSION}")
+        if fields[L.ABI_FIELD] != L.ABI_VERSION:
+            raise PluginError(f"kernel ABI {fields[L.ABI_FIELD]} does not match the host's {L.ABI_VERSION}")
         self.size = self.memory.data_len(store)
 
         if config:  # the config table sits below the heap and survives every reset
@@ -110,10 +112,47 @@ class Kernel:
             ctypes.memmove(self.base + heap_start, table, len(table))
             _U64.pack_into(self.ctl, L.CONFIG_OFFSET, heap_start)
             heap_start = L.align(heap_start + len(table))
+        if kernel_vars is not None:  # the var table sits below the heap too; capacity = the byte budget
+            heap_start = self._place_vars(heap_start, *kernel_vars)
         _U64.pack_into(self.ctl, L.HEAP_START, heap_start)
         _U64.pack_into(self.ctl, L.HEAP_TOP, heap_start)
         _I32.pack_into(self.ctl, L.LOG_LEVEL, log_level)
         self.heap_start = heap_start
+
+    def _place_vars(self, start: int, values: dict[bytes, bytes], max_var_bytes: int) -> int:
+        """Write the var table at ``start`` with room for ``max_var_bytes``; return where the heap begins."""
+        table = b"".join(L.VAR_ENTRY.pack(len(k), len(v)) + k + v for k, v in values.items())
+        counted = sum(len(k) + len(v) + L.VAR_ENTRY_OVERHEAD for k, v in values.items())
+        capacity = max(max_var_bytes, len(table))
+        self._ensure(start + capacity)
+        if table:
+            ctypes.memmove(self.base + start, table, len(table))
+        for offset, value in (
+            (L.VARS_OFFSET, start),
+            (L.VARS_CAPACITY, capacity),
+            (L.VARS_USED, len(table)),
+            (L.VAR_BYTES, counted),
+            (L.MAX_VAR_BYTES, max_var_bytes),
+        ):
+            _U64.pack_into(self.ctl, offset, value)
+        return L.align(start + capacity)
+
+    def read_vars(self) -> dict[bytes, bytes]:
+        """The var table as a dict (to carry vars over to the next instance)."""
+        used = _U64.unpack_from(self.ctl, L.VARS_USED)[0]
+        raw = ctypes.string_at(self.base + _U64.unpack_from(self.ctl, L.VARS_OFFSET)[0], used) if used else b""
+        out: dict[bytes, bytes] = {}
+        pos = 0
+        while pos + 8 <= len(raw):
+            kl, vl = L.VAR_ENTRY.unpack_from(raw, pos)
+            out[raw[pos + 8 : pos + 8 + kl]] = raw[pos + 8 + kl : pos + 8 + kl + vl]
+            pos += 8 + kl + vl
+        return out
+
+    def host_error(self) -> str | None:
+        """The message of a deliberate kernel trap (a full or disabled var store), if that is what happened."""
+        code = _U32.unpack_from(self.ctl, L.HOST_ERROR)[0]
+        return L.HOST_ERRORS.get(code) if code else None
 
     def _fetch(self, names: list[str]) -> dict[str, Any]:
         if self._indices is None:

@@ -36,6 +36,10 @@ LEGACY_MODULE = "env"
 LEGACY_PREFIX = "extism_"
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 
+#: The largest max_var_bytes served from kernel memory (the table reserves that much); above it Python serves vars.
+KERNEL_VARS_MAX_BYTES = 16 * 1024 * 1024
+_KERNEL_VAR_EXPORTS = {"var_get": "edged_var_get", "var_set": "edged_var_set"}
+
 #: Kernel memory set aside before a max_pages limit is applied (see Plugin._instantiate).
 KERNEL_RESERVE_UNDER_LIMIT = 64 * 1024 * 1024
 
@@ -309,6 +313,8 @@ class Plugin:
             self._kernel_ref,
         )
         self.last_fuel_used: int | None = None
+        #: vars served by the kernel (in wasm) unless the budget is too big to reserve in kernel memory
+        self._kernel_vars = self.env.max_var_bytes <= KERNEL_VARS_MAX_BYTES
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -319,8 +325,18 @@ class Plugin:
         self.close()
 
     def close(self) -> None:
-        """Drop the instance; safe to call twice. A later call instantiates again."""
+        """Drop the instance; safe to call twice. A later call instantiates again (vars survive)."""
+        self._drop_instance()
+
+    def _drop_instance(self) -> None:
+        """Discard the instance (after a trap, or on close); kernel-served vars move back to the host first, so
+        they survive into the next instance."""
+        inst = self._inst
         self._inst = None
+        if inst is not None and self._kernel_vars:
+            values = inst.kernel.read_vars()
+            self.env.vars = values
+            self.env.var_bytes = sum(len(k) + len(v) + L.VAR_ENTRY_OVERHEAD for k, v in values.items())
 
     @property
     def fuel(self) -> int | None:
@@ -350,8 +366,11 @@ class Plugin:
 
     @property
     def vars(self) -> dict[bytes, bytes]:
-        """The plugin's persistent vars (read-only view intended; changes bypass max_var_bytes)."""
-        return self.env.vars
+        """The plugin's persistent vars (a snapshot)."""
+        inst = self._inst
+        if inst is not None and self._kernel_vars:
+            return inst.kernel.read_vars()
+        return dict(self.env.vars)
 
     def _wasi_config(self) -> wasmtime.WasiConfig:
         cfg = wasmtime.WasiConfig()
@@ -382,7 +401,13 @@ class Plugin:
         store.set_epoch_deadline(UNLIMITED_TICKS)
         kinst = wasmtime.Instance(store, kernel_module(engine), [])
         kernel = Kernel(
-            store, kinst, self.config, extism_log_level(self.logger), self.memory_limit, compiled.kernel_indices
+            store,
+            kinst,
+            self.config,
+            extism_log_level(self.logger),
+            self.memory_limit,
+            compiled.kernel_indices,
+            (self.env.vars, self.env.max_var_bytes) if self._kernel_vars else None,
         )
         if self.memory_limit is not None:
             # wasmtime's store limit applies to every memory, but max_pages is meant for the plugin's alone:
@@ -399,6 +424,11 @@ class Plugin:
         for name, kinds in ENV_HOST_FUNCTIONS.items():
             for module, qualified in ((ENV_MODULE, name), (LEGACY_MODULE, LEGACY_PREFIX + name)):
                 if (module, qualified) in wanted:
+                    if self._kernel_vars and name in _KERNEL_VAR_EXPORTS:  # served in wasm: no crossing
+                        define_func(
+                            linker, store, module.encode(), qualified.encode(), kernel.func(_KERNEL_VAR_EXPORTS[name])
+                        )
+                        continue
                     env_functions = env_functions or self.env.functions()
                     ft, fn = env_functions[name]
                     define_raw_func(linker, module, qualified, ft, fn, kinds)
@@ -425,12 +455,12 @@ class Plugin:
                 linker.define_instance(store, name, linker.instantiate(store, module))
             main = linker.instantiate(store, compiled.main)
         except wasmtime.WasmtimeError as exc:
-            self._inst = None
+            self._drop_instance()
             if self.memory_limit is not None and "memory" in str(exc) and "limit" in str(exc):
                 raise OutOfMemory("oom") from exc
             raise PluginLoadError(f"cannot instantiate plugin: {str(exc).strip()}") from None
         except (wasmtime.Trap, PluginError) as exc:
-            self._inst = None
+            self._drop_instance()
             raise self._classify(exc, inst) from exc
         exports = exports_at(store, main, compiled.export_indices)
         mem = exports.get("memory")
@@ -446,7 +476,7 @@ class Plugin:
             try:
                 exports[name](inst.store, *args)
             except (wasmtime.Trap, wasmtime.WasmtimeError, PluginError) as exc:
-                self._inst = None
+                self._drop_instance()
                 raise self._classify(exc, inst, f"plugin initialisation ({name}) failed: ") from exc
 
     # --- calls -------------------------------------------------------------------------------------------------
@@ -479,11 +509,11 @@ class Plugin:
         except wasmtime.ExitTrap as exc:  # WASI proc_exit: 0 with no error is a success
             rc = exc.code
         except PluginError:  # raised by a host function: already the right error, with its own cause
-            self._inst = None
+            self._drop_instance()
             raise
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             error = self._classify(exc, inst)
-            self._inst = None
+            self._drop_instance()
             raise error from exc
         finally:
             if timeout is not None:
@@ -508,6 +538,9 @@ class Plugin:
         """Turn what wasmtime raised into the Extism-style error."""
         if isinstance(exc, PluginError):
             return exc
+        message = inst.kernel.host_error()
+        if message is not None:  # the kernel trapped on purpose (vars), with Extism's message
+            return PluginError(prefix + message)
         if isinstance(exc, wasmtime.Trap):
             code = exc.trap_code
             if code == wasmtime.TrapCode.OUT_OF_FUEL:

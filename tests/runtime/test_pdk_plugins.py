@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edged.runtime import (
     OutOfFuel,
@@ -206,3 +208,52 @@ def test_allowed_path_that_is_not_a_directory_is_a_clear_error(built_plugin: Any
     p = wasi_plugin(built_plugin, {str(tmp_path / "missing"): "/data"}, wasi=True)
     with pytest.raises(PluginLoadError, match="is not a directory"):
         p.call("hello_stdout")
+
+
+# --- vars: served in the kernel (the default) or by the host (budgets too big to reserve) -----------------------
+
+KEYS = st.sampled_from(["a", "b", "count", "k" * 40])
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), KEYS, st.text(alphabet="xyz\u00e9", min_size=1, max_size=30)),
+        st.tuples(st.just("del"), KEYS, st.just("")),
+        st.tuples(st.just("get"), KEYS, st.just("")),
+        st.tuples(st.just("trap"), st.just(""), st.just("")),
+    ),
+    max_size=30,
+)
+
+
+@pytest.mark.parametrize("max_var_bytes", [1024, 32 * 1024 * 1024], ids=["kernel", "host"])
+@settings(max_examples=40, deadline=None)
+@given(ops=OPS)
+def test_vars_behave_like_a_dict_across_traps(built_plugin: Any, max_var_bytes: int, ops: list) -> None:
+    p = kitchen(built_plugin, manifest={"memory": {"max_var_bytes": max_var_bytes}})
+    model: dict[str, str] = {}
+    for op, key, value in ops:
+        if op == "set":
+            size = sum(len(k.encode()) + len(v.encode()) + 48 for k, v in {**model, key: value}.items())
+            if size > max_var_bytes:
+                with pytest.raises(PluginError, match="^Variable store is full$"):
+                    p.call("var_set", f"{key}={value}")
+                continue
+            p.call("var_set", f"{key}={value}")
+            model[key] = value
+        elif op == "del":
+            p.call("var_set", f"{key}=")
+            model.pop(key, None)
+        elif op == "get":
+            assert p.call("var_get", key).decode() == model.get(key, "<none>")
+        else:
+            with pytest.raises(PluginTrap):
+                p.call("trap")
+    assert {k.decode(): v.decode() for k, v in p.vars.items()} == model
+    p.close()
+    assert {k.decode(): v.decode() for k, v in p.vars.items()} == model
+
+
+def test_host_served_vars_for_a_huge_budget(built_plugin: Any) -> None:
+    p = kitchen(built_plugin, manifest={"memory": {"max_var_bytes": 64 * 1024 * 1024}})
+    assert not p._kernel_vars
+    assert [p.call("counter") for _ in range(3)] == [b"1", b"2", b"3"]
+    assert p.vars == {b"count": b"3"}

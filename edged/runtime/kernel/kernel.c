@@ -6,7 +6,8 @@
  * on is the `edged_ctl` control block and the 16-byte block header below (mirrored in edged/runtime/_layout.py).
  *
  * Memory layout
- *   [data + stack] [config table, written by the host at start-up] [blocks: heap_start .. heap_top] [free space]
+ *   [data + stack] [config table] [var table] [blocks: heap_start .. heap_top] [free space]
+ * The host writes the config table and the var table at start-up; both survive every reset.
  *
  * A handle is the offset of a block's data; its header sits in the 16 bytes before it. 0 is null.
  * Built by edged/runtime/kernel/build (zig cc, wasm32-freestanding); the committed kernel.wasm is checked to be
@@ -41,10 +42,21 @@ typedef struct {
     uint64_t free_blocks;   /* number of free blocks below heap_top (0 lets alloc skip the scan) */
     int32_t log_level;      /* trace 0 .. error 4, INT32_MAX when logging is off */
     uint32_t abi_version;
+    /* ABI 2: vars served by the kernel. The host places the table below the heap and persists it between
+     * instances; 0 capacity means the host serves vars itself. */
+    uint64_t vars_offset;   /* var table: entries {u32 key_len, u32 value_len, key, value}, packed */
+    uint64_t vars_capacity; /* bytes reserved for the table */
+    uint64_t vars_used;     /* bytes of the table in use */
+    uint64_t var_bytes;     /* the Extism count: key + value + VAR_OVERHEAD per entry */
+    uint64_t max_var_bytes; /* Extism's memory.max_var_bytes; 0 disables vars */
+    uint32_t host_error;    /* set before a deliberate trap: 1 vars disabled, 2 var store full */
+    uint32_t reserved;
 } ctl_t;
 
+#define VAR_OVERHEAD 48u
+
 extern unsigned char __heap_base;
-static ctl_t ctl = {.abi_version = 1, .log_level = 0x7fffffff};
+static ctl_t ctl = {.abi_version = 2, .log_level = 0x7fffffff};
 
 EXPORT(edged_ctl) ctl_t *edged_ctl_ptr(void) { return &ctl; }
 
@@ -253,4 +265,82 @@ EXPORT(config_get) uint64_t k_config_get(uint64_t key) {
     if (found_len) __builtin_memcpy((void *)(uintptr_t)h, (const void *)(uintptr_t)found, found_len);
     hdr_at(h - HDR)->length = found_len;
     return h;
+}
+
+/* --- vars ----------------------------------------------------------------------------------------------------
+ * The same observable semantics as the host's own var functions (edged/runtime/_env.py): both handles are consumed,
+ * an empty or missing value reads as 0, a value handle of 0 removes the key, and a store over max_var_bytes or a
+ * disabled store fails the call with Extism's messages (the host turns host_error into the error after the trap).
+ */
+static uint8_t *var_find(const uint8_t *k, uint64_t klen) {
+    uint8_t *t = (uint8_t *)(uintptr_t)ctl.vars_offset, *end = t + ctl.vars_used;
+    while (t < end) {
+        uint32_t kl = ((uint32_t *)t)[0], vl = ((uint32_t *)t)[1];
+        if (kl == klen && bytes_equal(t + 8, k, kl)) return t;
+        t += 8 + kl + vl;
+    }
+    return 0;
+}
+
+EXPORT(edged_var_get) uint64_t k_var_get(uint64_t key) {
+    header_t *kb = active_block(key);
+    if (!kb) return 0;
+    uint8_t *e = var_find((const uint8_t *)(uintptr_t)key, kb->length);
+    k_free(key);
+    if (!e) return 0;
+    uint32_t kl = ((uint32_t *)e)[0], vl = ((uint32_t *)e)[1];
+    if (!vl) return 0;
+    uint64_t h = k_alloc(vl);
+    if (!h) return 0;
+    __builtin_memcpy((void *)(uintptr_t)h, e + 8 + kl, vl);
+    return h;
+}
+
+EXPORT(edged_var_set) void k_var_set(uint64_t key, uint64_t value) {
+    header_t *kb = active_block(key);
+    header_t *vb = value ? active_block(value) : 0;
+    uint64_t klen = kb ? kb->length : 0;
+    int remove = value == 0;
+    uint64_t vlen = vb ? vb->length : 0;
+    if (ctl.max_var_bytes == 0) {
+        k_free(key);
+        if (value) k_free(value);
+        ctl.host_error = 1;
+        __builtin_trap();
+    }
+    const uint8_t *k = (const uint8_t *)(uintptr_t)key;
+    uint8_t *old = var_find(k, klen);
+    uint64_t old_size = 0, old_span = 0;
+    if (old) {
+        uint32_t okl = ((uint32_t *)old)[0], ovl = ((uint32_t *)old)[1];
+        old_size = okl + ovl + VAR_OVERHEAD;
+        old_span = 8 + okl + ovl;
+    }
+    if (!remove) {
+        uint64_t new_size = klen + vlen + VAR_OVERHEAD;
+        if (ctl.var_bytes - old_size + new_size > ctl.max_var_bytes ||
+            ctl.vars_used - old_span + 8 + klen + vlen > ctl.vars_capacity) {
+            k_free(key);
+            k_free(value);
+            ctl.host_error = 2;
+            __builtin_trap();
+        }
+    }
+    if (old) { /* close the gap: entries stay packed */
+        uint8_t *end = (uint8_t *)(uintptr_t)ctl.vars_offset + ctl.vars_used;
+        __builtin_memmove(old, old + old_span, (uint64_t)(end - (old + old_span)));
+        ctl.vars_used -= old_span;
+        ctl.var_bytes -= old_size;
+    }
+    if (!remove) {
+        uint8_t *e = (uint8_t *)(uintptr_t)ctl.vars_offset + ctl.vars_used;
+        ((uint32_t *)e)[0] = (uint32_t)klen;
+        ((uint32_t *)e)[1] = (uint32_t)vlen;
+        __builtin_memcpy(e + 8, k, klen);
+        if (vlen) __builtin_memcpy(e + 8 + klen, (const void *)(uintptr_t)value, vlen);
+        ctl.vars_used += 8 + klen + vlen;
+        ctl.var_bytes += klen + vlen + VAR_OVERHEAD;
+    }
+    k_free(key);
+    if (value) k_free(value);
 }
