@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import CapabilityDenied, ManifestError, PluginError
 from ..host.capabilities import Capabilities, DevicePolicy
 from ..host.frames import Tick
-from ..host.functions import LEGACY, SPECS_BY_NAME, USER, DisplayInfo, SharedValues, has_capability
+from ..host.functions import LEGACY, SPECS_BY_NAME, USER, DisplayInfo, GpioEvent, SharedValues, has_capability
 from ..host.plugin import DevicePlugin, detect_kind
 from ..runtime import Manifest, WasmPath, default_cache
 from ..runtime._manifest import load_manifest_file, read_module
@@ -79,6 +79,10 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stats: FrameStats | None = None
+    #: shared values the plugin published during the dry run
+    published: dict[str, bytes] = field(default_factory=dict)
+    #: GPIO edge events delivered to ``on_gpio`` during the dry run
+    events_delivered: int = 0
     fuel_budget: int | None = None
     ms_budget: float | None = None
     fps: float = 60.0
@@ -110,6 +114,11 @@ class CheckReport:
                 + f"; ms p50 {s.ms_p50:.3f} max {s.ms_max:.3f}"
                 + (f" (budget {self.ms_budget:.2f} at {self.fps:g} fps)" if self.ms_budget else "")
             )
+        for key, value in sorted(self.published.items()):
+            text = value[:40].decode("utf-8", errors="replace") + ("…" if len(value) > 40 else "")
+            out.append(f"published: {key} = {text!r}")
+        if self.events_delivered:
+            out.append(f"on_gpio:  {self.events_delivered} edge events delivered")
         out += [f"warning:  {w}" for w in self.warnings]
         out += [f"problem:  {p}" for p in self.problems]
         out.append("PASS" if self.ok else f"FAIL ({len(self.problems)} problem{'s' * (len(self.problems) != 1)})")
@@ -325,12 +334,13 @@ def _dry_run(
             f"(about {int(rate * period_ms):,})"
         )
     display = DisplayInfo(opts.width, opts.height, opts.fps)
+    io, values = DryRunIO(), SharedValues()
     try:
         plugin = DevicePlugin(
             manifest,
             policy=_policy_for(grant),
-            io=DryRunIO(),
-            values=SharedValues(),
+            io=io,
+            values=values,
             display=display,
             config=opts.config,
             fuel=report.fuel_budget * _FUEL_CEILING,
@@ -376,6 +386,9 @@ def _dry_run(
                 first = rgb.copy()
             elif not changed and not np.array_equal(first, rgb):
                 changed = True
+        if not report.problems and done_at is None:
+            _gpio_events(plugin, io, kind, len(times), opts, report, fuels, times)
+    report.published = values.snapshot()
     if times:
         report.stats = FrameStats(
             calls=len(times),
@@ -401,3 +414,40 @@ def _dry_run(
         elif not changed and len(times) > 1:
             report.warnings.append("the frames did not change (fine for a static picture)")
     log.info("plugin checked", extra={"plugin": report.name, "ok": report.ok, "source": str(source)})
+
+
+def _gpio_events(
+    plugin: DevicePlugin,
+    io: DryRunIO,
+    kind: str,
+    n: int,
+    opts: CheckOptions,
+    report: CheckReport,
+    fuels: list[int],
+    times: list[float],
+) -> None:
+    """Deliver a falling and a rising edge on every pin the plugin watched, then run one more frame or tick."""
+    if not plugin.grant.gpio.events:
+        return
+    if not io.watched:
+        report.warnings.append("asks for gpio.events but never called edged_gpio_watch during the dry run")
+        return
+    if not plugin.plugin.function_exists("on_gpio"):
+        return
+    t = round(n / opts.fps, 6)
+    for pin in sorted(set(io.watched)):
+        plugin.ctx.events.extend([GpioEvent(pin, "falling", t), GpioEvent(pin, "rising", t)])
+    period_us = round(1e6 / opts.fps)
+    w, h = (0, 0) if kind == "sensor" else (opts.width, opts.height)
+    tick = Tick(n, n * period_us, period_us, w, h, False)
+    try:
+        report.events_delivered = plugin.deliver_events()
+        start = time.perf_counter()
+        result = plugin.tick(tick) if kind == "sensor" else plugin.frame(tick)
+        times.append((time.perf_counter() - start) * 1e3)
+        fuels.append(plugin.last_fuel_used or 0)
+    except PluginError as exc:
+        report.problems.append(f"after GPIO edge events: {exc}")
+        return
+    if kind != "sensor" and result is None:
+        report.warnings.append("returned done right after GPIO edge events")

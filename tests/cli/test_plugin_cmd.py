@@ -203,3 +203,40 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 2 and "frames" in err
     code, _, err = run(capsys, "check", rainbow, "--manifest", str(tmp_path / "missing.json"))
     assert code == 2 and "no such manifest" in err
+
+
+def test_dry_run_reports_published_values_and_gpio_events(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", str(GALLERY / "distance_sensor"), "--frames", "3")
+    assert code == 0 and "published: distance_m = '0.500'" in out
+    code, out, _ = run(capsys, "check", str(GALLERY / "button_modes"), "--frames", "3")
+    assert code == 0 and "on_gpio:  2 edge events delivered" in out
+
+
+def test_an_on_gpio_handler_that_traps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wasm = tmp_path / "bad_button.wasm"
+    wasm.write_bytes(
+        wasmtime.wat2wasm(
+            """(module
+              (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+              (import "extism:host/env" "output_set" (func $out (param i64 i64)))
+              (import "extism:host/user" "edged_gpio_watch_i" (func $watch (param i32 i32)))
+              (func (export "frame") (result i32)
+                (call $watch (i32.const 17) (i32.const 3))
+                (call $out (call $alloc (i64.const 768)) (i64.const 768))
+                (i32.const 0))
+              (func (export "on_gpio") (result i32) unreachable))"""
+        )
+    )
+    manifest = tmp_path / "manifest.json"
+    caps = {"led": True, "gpio": {"events": [17]}}
+    manifest.write_text(
+        json.dumps({"wasm": [{"path": wasm.name}], "edged": {"name": "bad_button", "capabilities": caps}})
+    )
+    code, out, _ = run(capsys, "check", str(manifest), "--frames", "3")
+    assert code == 1 and "after GPIO edge events" in out
+
+
+def test_events_asked_for_but_never_watched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = gallery_manifest(tmp_path, "rainbow", capabilities={"led": True, "gpio": {"events": [17]}})
+    code, out, _ = run(capsys, "check", str(path), "--frames", "3")
+    assert code == 0 and "never called edged_gpio_watch" in out and "exports no 'on_gpio'" in out
