@@ -43,6 +43,11 @@ def register(sub: Any) -> None:
         help="with --emulate: draw the displays live in this terminal (default when stdout is a terminal)",
     )
     p.add_argument("--scenario", metavar="FILE", help="with --emulate: script the mock inputs (docs/gpio.md)")
+    p.add_argument(
+        "--snapshot",
+        metavar="FILE.png",
+        help="with --emulate: on exit, save each display's last frame as a PNG (FILE-DISPLAY.png with several)",
+    )
     p.add_argument("--no-control", action="store_true", help="do not open the control socket")
     p.set_defaults(handler=run)
 
@@ -68,6 +73,23 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _snapshot(hardware: DeviceHardware, path: Path) -> None:
+    """Save what each emulated display shows now (before stopping blanks it)."""
+    from ..hardware.backends import EmulatedBackend
+    from ..hardware.render import emulated_image, save_png
+
+    outputs = hardware.outputs
+    for name, output in outputs.items():
+        if not isinstance(output.backend, EmulatedBackend):
+            continue
+        image = emulated_image(output.pipeline, output.backend)
+        if image is None:
+            continue
+        target = path if len(outputs) == 1 else path.with_name(f"{path.stem}-{name}{path.suffix}")
+        save_png(image, target, scale=1)
+        log.info("snapshot saved", extra={"display": name, "path": str(target)})
 
 
 def _start_agent(cfg: DaemonConfig, daemon: Daemon) -> DeviceAgent:
@@ -151,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"edged run: control socket {cfg.control_socket}: {exc}", file=sys.stderr)
                 return 2
         daemon.wait(stop, poll)
+        if args.snapshot:
+            _snapshot(hardware, Path(args.snapshot))
     finally:
         if agent is not None:
             agent.stop()

@@ -124,3 +124,72 @@ def test_unknown_profile_exits_2(site: Path, capsys: pytest.CaptureFixture[str])
 def test_ctl_without_a_daemon_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ctl", "--socket", str(tmp_path / "none.sock"), "list"]) == 2
     assert "cannot reach the daemon" in capsys.readouterr().err
+
+
+def test_embedded_default_end_to_end_stats_and_emulated_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edged run --emulate` with no config: the bundled gallery on the emulated 16×16, asserted on the stats file
+    and on the last emulated frame."""
+    from PIL import Image
+
+    monkeypatch.setenv("EDGED_STATE_DIR", str(tmp_path / "state"))
+    args = ["run", "--emulate", "--render", "headless", "--no-control", "--frames", "40"]
+    code = main([*args, "--stats", str(tmp_path / "s.json"), "--snapshot", str(tmp_path / "last.png")])
+    assert code == 0
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["displays"]["main"]["frames"] == 40 and stats["problems"] == []
+    assert stats["plugins"]["main/main/rainbow"]["calls"] == 40
+    assert stats["plugins"]["main/main/rainbow"]["strikes"] == 0
+    image = Image.open(tmp_path / "last.png").convert("RGB")
+    assert image.size == (16, 16)
+    colours = {image.getpixel((x, y)) for x in range(16) for y in range(16)}
+    assert len(colours) >= 8  # a hue gradient, not a blank or solid frame
+    assert json.loads((tmp_path / "state" / "state.json").read_text())["stopped"] == "clean"
+
+
+MISTAKES = [
+    ("[daemon]\nhardwre = 'x'\n", "edged.toml:2: daemon.hardwre: unknown key"),
+    ("[daemon]\ncalibrate_fuel = 'yes please'\n", "edged.toml:2: daemon.calibrate_fuel"),
+    (
+        "[[displays]]\nname = 'main'\nfps = 0\nlayers = [{ name = 'a', playlist = 'p' }]\n[playlists.p]\n"
+        "items = [{ plugin = 'x' }]\n",
+        "edged.toml:3: displays.0.fps",
+    ),
+    ("[[displays]]\nname = 'main'\nlayers = []\n", "edged.toml:3: displays.0.layers"),
+    ("[[displays]]\nname = 'main'\nlayers = [{ name = 'a', playlist = 'nope' }]\n", "unknown playlist 'nope'"),
+    ("[playlists.p]\nitems = [{ plugin = 'x', transition = 'wipe' }]\n", "edged.toml:2: playlists.p.items.0"),
+    ("[playlists.p]\nitems = [{ plugin = 'x', schedule = '25:00-26:00' }]\n", "schedule must look like"),
+    ("[playlists.p]\nitems = [{ plugin = 'x', duration_s = -1 }]\n", "playlists.p.items.0.duration_s"),
+    (
+        "[[displays]]\nname = 'main'\nlayers = [{ name = 'a', playlist = 'p', opacity = 2 }]\n[playlists.p]\n"
+        "items = [{ plugin = 'x' }]\n",
+        "displays.0.layers.0.opacity",
+    ),
+    ("[policy]\ngpio_write = [40]\n", "not BCM GPIO numbers 0-27: [40]"),
+    ("[[sensors]]\nplugin = 's'\ninterval_s = 0\n", "edged.toml:3: sensors.0.interval_s"),
+    ("[[sensors]]\nplugin = 's'\ndisplay = 'wall'\n", "names unknown display 'wall'"),
+    ("[mqtt]\ndevice_id = 'has space'\ntrust = 't.json'\n", "edged.toml:2: mqtt.device_id"),
+    ("[logging]\nlevel = 'loud'\n", "edged.toml:2: logging.level"),
+    ("[daemon\nhardware = 'x'\n", "invalid TOML"),
+    (
+        "[[displays]]\nname = 'a'\nlayers = [{ name = 'x', playlist = 'p' }]\n[[displays]]\nname = 'a'\n"
+        "layers = [{ name = 'x', playlist = 'p' }]\n[playlists.p]\nitems = [{ plugin = 'x' }]\n",
+        "must be unique",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), MISTAKES, ids=[m for _, m in MISTAKES])
+def test_every_kind_of_config_mistake_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    (tmp_path / "edged.toml").write_text(text)
+    assert main(["run", "--config", str(tmp_path / "edged.toml"), "--emulate", "--frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "edged.toml").write_bytes(b"[daemon]\nhardware = '\xff\xfe'\n")
+    assert main(["run", "--config", str(tmp_path / "edged.toml"), "--emulate", "--frames", "1"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
