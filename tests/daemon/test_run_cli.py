@@ -193,3 +193,18 @@ def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path: Path, capsys: pyte
     (tmp_path / "edged.toml").write_bytes(b"[daemon]\nhardware = '\xff\xfe'\n")
     assert main(["run", "--config", str(tmp_path / "edged.toml"), "--emulate", "--frames", "1"]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_after_sigkill_the_next_start_reclaims_the_socket_and_runs(site: Path) -> None:
+    proc = start(site)
+    wait_for(lambda: Path(socket_of(site)).exists(), "the control socket")
+    proc.kill()
+    proc.wait(timeout=PATIENCE)
+    assert Path(socket_of(site)).exists()  # left behind by the killed process
+    again = start(site)
+    try:
+        wait_for(lambda: ctl(site, "stats").returncode == 0, "the restarted daemon to answer")
+        assert json.loads(ctl(site, "stats").stdout)["displays"]["main"]["frames"] >= 0
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=PATIENCE) == 0
