@@ -111,7 +111,8 @@ class DeviceHardware:
         output = open_led_output(prof.display, prof.backend, emulate=self.emulate)
         self.outputs[display] = output
         if self.renderer == "terminal" and isinstance(output.backend, EmulatedBackend):
-            return TerminalSink(output, TerminalRenderer(self.stream), self._term_lock)
+            scale = 2 if prof.display.width <= 40 else 1  # small matrices read better doubled
+            return TerminalSink(output, TerminalRenderer(self.stream, scale=scale), self._term_lock)
         return output
 
     def advance(self, t: float) -> None:
