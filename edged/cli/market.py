@@ -132,6 +132,12 @@ def _keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_key(path: Path) -> Any:
+    if not path.exists():
+        raise ValueError(f"no marketplace key at {path}: run `edged market keygen` first, or pass --key")
+    return load_private_key(path)
+
+
 def _catalog(args: argparse.Namespace) -> SQLiteCatalog:
     db, _ = _paths(args)
     return SQLiteCatalog(db)
@@ -139,7 +145,7 @@ def _catalog(args: argparse.Namespace) -> SQLiteCatalog:
 
 def _publish(args: argparse.Namespace) -> int:
     _, key_path = _paths(args)
-    key = load_private_key(key_path)
+    key = _load_key(key_path)
     try:
         manifest = json.loads(args.manifest.read_text())
     except json.JSONDecodeError as exc:
@@ -189,7 +195,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _market(args: argparse.Namespace, serve: bool) -> tuple[Marketplace, SQLiteCatalog]:
     _, key_path = _paths(args)
-    key = load_private_key(key_path)
+    key = _load_key(key_path)
     catalog = _catalog(args)
     market = Marketplace(catalog, key, _broker(args), serve=serve)
     try:

@@ -109,6 +109,8 @@ def test_market_cli_end_to_end(market_dir: dict[str, Any], capsys: pytest.Captur
 def test_market_cli_bad_input(market_dir: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     ctx = market_dir
     tmp = ctx["tmp"]
+    rc, _, err = cli(ctx, capsys, "rollback", "p", "--device", "x")
+    assert rc == 2 and "edged market keygen" in err  # no key yet
     assert cli(ctx, capsys, "keygen")[0] == 0
     (tmp / "m.json").write_text("{not json")
     (tmp / "ok.json").write_text(json.dumps(ANIM_MANIFEST))
