@@ -126,24 +126,47 @@ class DisplayRunner:
                 task.ticks += 1
                 task.next_due = now + task.interval_s
 
+    def _render_ahead(self, deadline: float) -> np.ndarray:
+        """Render the frame due at ``deadline`` now, before it is due (under the lock the control interface uses)."""
+        with self.lock:
+            start = self.clock.now()
+            frame = self.render(deadline).copy()
+            self.stats.render_ms_max = max(self.stats.render_ms_max, (self.clock.now() - start) * 1e3)
+        self.frame_index += 1
+        return frame
+
     def run(
         self,
         stop: threading.Event,
         frames: int | None = None,
         on_frame: Callable[[DisplayRunner], Any] | None = None,
     ) -> None:
-        """Loop until ``stop`` is set (or ``frames`` frames were shown)."""
+        """Loop until ``stop`` is set (or ``frames`` frames were shown).
+
+        Each frame is rendered during the period before its deadline and shown exactly at it, so how long the
+        plugins take moves nothing on the LEDs as long as it fits the period. A frame whose rendering ends after
+        its deadline is dropped, not shown late, and the next deadline stays on the grid. Idle time is slept.
+        """
         grid = FrameGrid.at_fps(self.fps, self.clock.now())
         shown = 0
+        pending = self._render_ahead(grid.deadline())
         while not stop.is_set() and (frames is None or shown < frames):
             self.clock.sleep_until(grid.deadline(), stop)
             if stop.is_set():
                 break
-            self.step(grid.deadline())
+            self.sink.show(pending)
+            self.stats.intervals.mark(self.clock.now())
+            self.stats.frames += 1
             shown += 1
             if on_frame is not None:
                 on_frame(self)
+            if frames is not None and shown >= frames:
+                break
             nxt = grid.next_after(self.clock.now())
+            pending = self._render_ahead(nxt)
+            while self.clock.now() > nxt and not stop.is_set():  # rendered too late for its deadline: drop it
+                nxt = grid.next_after(self.clock.now())
+                pending = self._render_ahead(nxt)
             self.stats.dropped = grid.dropped
             self.run_sensors(self.clock.now(), nxt)
 

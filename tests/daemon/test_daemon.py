@@ -304,11 +304,15 @@ def test_a_sensor_plugin_feeds_a_display_plugin_driven_by_a_scenario(tmp_path: P
     hw = DeviceHardware("pi4-sensor-kit", emulate=True, scenario=tmp_path / "walk-up.toml")
     d = Daemon(load_config(tmp_path / "edged.toml"), hw, frames=150, clock=FakeClock())
     seen: list[tuple[float, int]] = []
+    previous: list[float] = []
 
     def watch(runner: object) -> None:
+        # a frame is rendered ahead of its deadline, so it shows the value published before the previous show
+        if previous:
+            seen.append((previous[-1], lit(latest(d))))
         value = d.values.get("distance_m")
         if value is not None:
-            seen.append((float(value.decode()), lit(latest(d))))
+            previous.append(float(value.decode()))
 
     d.on_frame = watch
     d.start()
