@@ -46,8 +46,13 @@ def test_life_is_done_when_the_pattern_cycles() -> None:
     assert blinker.done_at == 2, "a blinker repeats after two generations (period 2)"
     block = render(load("life", 16, {"pattern": "block", "rate": "60"}), 100)
     assert block.done_at == 1, "a block is a still life (period 1)"
-    glider = render(load("life", 16, {"pattern": "glider", "rate": "60"}), 40)
-    assert glider.done_at is None, "a glider keeps moving on the torus"
+    # a glider on a 16x16 torus is back where it started after 64 generations (4 per cell, 16 cells); Brent's
+    # detection sees the repeat within two periods
+    glider = render(load("life", 16, {"pattern": "glider", "rate": "60"}), 400)
+    assert glider.done_at is not None and 64 <= glider.done_at <= 2 * 64, glider.done_at
+    assert len({f.tobytes() for f in glider.frames[:64]}) == 64, "it moves for its whole first period"
+    wide = render(load("life", 32, {"pattern": "glider", "rate": "60"}), 600)
+    assert wide.done_at is not None and 128 <= wide.done_at <= 2 * 128, "period 128 on a 32x32 torus"
     random = render(load("life", 16, {"seed": "3", "rate": "60"}), 3000)
     assert random.done_at is not None, "a random soup on a 16x16 torus settles into cycles"
 

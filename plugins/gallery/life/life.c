@@ -1,16 +1,21 @@
 /* life: Conway's Game of Life on a torus the size of the display. Cells are coloured by age. When the pattern
-   starts cycling (a still life, a blinker, anything whose whole board repeats within the last 32 generations) or
-   dies out, the plugin returns "done" (0 bytes) and the playlist moves on.
+   starts cycling (a still life, a blinker, a glider back where it started on the torus: any period, found by
+   Brent's cycle detection on a 64-bit hash of the board) or dies out, the plugin returns "done" (0 bytes) and
+   the playlist moves on.
    Config: seed (default 1), density (percent of live cells at the start, default 30), rate (generations per
    second, default 10; at most two per frame), pattern ("random", "blinker", "block" or "glider"; default "random"). */
 #include <edged.h>
 
-#define HISTORY 32
-
 static uint8_t age[2][EDGED_MAX_PIXELS]; /* 0 = dead, else generations alive (saturating) */
 static int cur;
-static uint64_t history[HISTORY];
+/* short periods (still lifes, blinkers) end on their first repeat, seen in a ring of recent boards */
+#define RECENT 16
+static uint64_t recent[RECENT];
 static int seen;
+/* any period, by Brent's algorithm: compare each new board with a saved one, saved anew whenever the steps since
+   it reach a power of two; a cycle of period p is caught within about 2 * max(p, generations before it) */
+static uint64_t saved;
+static uint64_t power = 1, since;
 static uint64_t generation;
 static bool ready, finished;
 static int rate;
@@ -46,7 +51,7 @@ static uint64_t board_hash(const uint8_t *b, int n) {
   return hash;
 }
 
-/* Advances one generation; returns false when the new board repeats a recent one (or everything died). */
+/* Advances one generation; returns false when the board has started cycling (or everything died). */
 static bool step(int w, int h) {
   const uint8_t *a = age[cur];
   uint8_t *b = age[cur ^ 1];
@@ -66,10 +71,11 @@ static bool step(int w, int h) {
   cur ^= 1;
   generation++;
   uint64_t hash = board_hash(b, w * h);
-  int n = seen < HISTORY ? seen : HISTORY;
-  for (int i = 0; i < n; i++)
-    if (history[i] == hash) return false;
-  history[seen++ % HISTORY] = hash;
+  if (hash == saved) return false;
+  for (int i = 0; i < (seen < RECENT ? seen : RECENT); i++)
+    if (recent[i] == hash) return false;
+  recent[seen++ % RECENT] = hash;
+  if (++since == power) saved = hash, power *= 2, since = 0;
   return live > 0;
 }
 
@@ -78,7 +84,7 @@ EDGED_EXPORT("frame") int32_t frame(void) {
   edged_frame_t f = edged_frame(&t);
   if (!ready) {
     start(f.width, f.height);
-    history[seen++] = board_hash(age[0], f.width * f.height);
+    saved = recent[seen++] = board_hash(age[0], f.width * f.height);
     ready = true;
   }
   if (finished) return edged_done();
