@@ -92,9 +92,12 @@ class HardwareProfile(BaseModel):
 def _led_pins(dp: DisplayProfile) -> list[int]:
     if isinstance(dp.backend, Ws281xBackendConfig):
         return [dp.backend.gpio]
-    if isinstance(dp.backend, SpiBackendConfig) and dp.backend.mode == "spidev" and dp.backend.bus == 0:
-        return [SPI0_MOSI, SPI0_CLOCK]
-    return []  # emulated; leds0's pin is set by the overlay in config.txt
+    if isinstance(dp.backend, SpiBackendConfig):
+        if dp.backend.mode == "leds0":
+            return [dp.backend.gpio]  # the ws2812-pio overlay's data pin
+        if dp.backend.bus == 0:
+            return [SPI0_MOSI, SPI0_CLOCK]
+    return []  # emulated
 
 
 def profile_dirs() -> list[Path]:

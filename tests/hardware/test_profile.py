@@ -192,3 +192,43 @@ def test_open_outputs_per_display(tmp_path: Path) -> None:
     assert len(opened) == 1 and opened[0].closed
     latest = opened[0].latest()
     assert latest is not None and latest.data.max() == 0
+
+
+LEDS0 = (
+    'name = "x"\n[displays.s.display]\nwidth = 60\nheight = 1\ncolor_order = "RGB"\n'
+    '[displays.s.backend]\ntype = "spi"\nmode = "leds0"\n'
+)
+
+
+def test_leds0_data_pin_is_reserved_like_the_other_led_pins(tmp_path: Path) -> None:
+    from edged.cli.preview import _policy
+    from edged.errors import CapabilityDenied
+    from edged.host import Capabilities
+
+    assert SpiBackendConfig(mode="leds0").gpio == 4  # the ws2812-pio overlay's default
+    assert load_profile("pi5-leds0-strip-60").led_pins() == {4}
+    path = tmp_path / "leds0.toml"
+    path.write_text(LEDS0.replace('mode = "leds0"\n', 'mode = "leds0"\ngpio = 12\n'))
+    profile = load_profile(path)
+    assert profile.led_pins() == {12}
+    policy = _policy(profile)
+    assert 12 in policy.reserved_pins
+    with pytest.raises(CapabilityDenied, match=r"gpio.write pin 12 \(reserved by the device\)"):
+        policy.grant(Capabilities.model_validate({"gpio": {"write": [12]}}), "p")
+
+
+@pytest.mark.parametrize(("pin_line", "pin"), [("", 4), ("gpio = 21\n", 21)])
+def test_gpio_device_on_the_leds0_data_pin_is_refused(tmp_path: Path, pin_line: str, pin: int) -> None:
+    path = tmp_path / "clash.toml"
+    path.write_text(
+        LEDS0.replace('mode = "leds0"\n', f'mode = "leds0"\n{pin_line}') + f'[gpio.b]\ntype = "button"\npin = {pin}\n'
+    )
+    with pytest.raises(ConfigError, match=rf"pin {pin} drives LED display 's' and gpio\.b"):
+        load_profile(path)
+
+
+def test_leds0_gpio_must_be_a_bcm_pin(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(LEDS0 + "gpio = 40\n")
+    with pytest.raises(ConfigError, match="gpio"):
+        load_profile(path)

@@ -9,7 +9,8 @@ in one ``writebytes2`` call; raise ``spidev.bufsiz`` (e.g. 32768) so the kernel 
 
 **leds0 mode.** The ws2812-pio overlay (``dtoverlay=ws2812-pio,gpio=N,num_leds=N``, add ``rgbw`` for RGBW) makes
 ``/dev/leds0``, which takes 4 bytes per LED in R, G, B, W order and does the wire ordering itself; so the display's
-``color_order`` must be ``RGB`` or ``RGBW`` (3-byte buffers are padded with W = 0).
+``color_order`` must be ``RGB`` or ``RGBW`` (3-byte buffers are padded with W = 0). ``gpio`` repeats the overlay's
+data pin (default 4, the overlay's default) so the profile can reserve it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class SpiBackendConfig(BaseModel):
     bits_per_bit: Literal[3, 4] = 3
     reset_us: int = Field(300, ge=50, le=10_000, description="low time after a frame; WS2812B needs > 280 µs")
     path: str = Field("/dev/leds0", description="leds0 mode: the ws2812-pio device")
+    #: leds0 mode: the data pin, as the overlay's ``gpio=`` sets it (edged cannot read config.txt); reserved so no
+    #: GPIO device, sensor or plugin may use it
+    gpio: int = Field(4, ge=0, le=27, description="leds0 mode: the overlay's data pin (its default is 4)")
 
     @property
     def speed_hz(self) -> int:
