@@ -66,6 +66,12 @@ def register(sub: Any) -> None:
     _target(d)
     d.add_argument("--canary", type=float, default=0.0, metavar="FRACTION", help="deploy to this fraction first")
     d.add_argument("--halt-failure-rate", type=float, default=0.0, metavar="R", help="halt past this failure rate")
+    d.add_argument(
+        "--wave",
+        type=float,
+        metavar="FRACTION",
+        help="move this fraction of the group per wave, halting between waves (default 0.25 when R < 1, else 1)",
+    )
     d.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up waiting after S seconds")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.add_argument("--serve-chunks", action="store_true", help="answer chunk requests too (no `serve` running)")
@@ -236,6 +242,7 @@ def _deploy(args: argparse.Namespace) -> int:
             group=args.group,
             canary=args.canary,
             halt_failure_rate=args.halt_failure_rate,
+            wave=args.wave,
             timeout_s=args.timeout,
             on_progress=progress,
         )
@@ -250,6 +257,10 @@ def _deploy(args: argparse.Namespace) -> int:
         print(f"{device}: {state}" + (f" ({reason})" if reason else ""))
     if result.canaries:
         print(f"canaries: {', '.join(result.canaries)}")
+    if result.offline:
+        print(f"offline (they converge when they come back): {', '.join(result.offline)}")
+    if result.pinned:
+        print(f"kept on {version} through their own desired state: {', '.join(result.pinned)}")
     print(f"rollout {result.state}: {name}@{version}, failure rate {result.failure_rate:.0%}")
     if not result.outcomes:
         print("no devices known in the target (are they online? is `edged market serve` tracking them?)")

@@ -19,14 +19,18 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..deploy.bundle import BundleMeta, build_bundle
-from ..deploy.messages import Reported, Status
+from ..deploy.messages import Presence, Reported, Status
 from ..deploy.trust import TrustStore
 from .catalog import Catalog
 from .service import Marketplace
 
 log = logging.getLogger("edged.market.rollout")
 
-DONE, FAILED = "healthy", "failed"
+DONE, FAILED, OFFLINE = "healthy", "failed", "offline"
+#: states a stage does not wait past (an offline device converges later from the retained desired state)
+_SETTLED = (DONE, FAILED, OFFLINE)
+#: the fraction of a group per wave when a halt threshold is set and no wave size is given
+DEFAULT_WAVE = 0.25
 
 
 def publish(
@@ -56,7 +60,7 @@ def pick_canaries(devices: Sequence[str], fraction: float, salt: str = "") -> li
     if fraction <= 0 or not devices:
         return []
     n = min(len(devices), max(1, math.ceil(fraction * len(devices))))
-    ranked = sorted(devices, key=lambda d: hashlib.sha256(f"{salt}/{d}".encode()).digest())
+    ranked = sorted(devices, key=lambda d: _rank(d, salt))
     return sorted(ranked[:n])
 
 
@@ -80,14 +84,33 @@ class DeviceProgress:
 
 @dataclass
 class RolloutResult:
-    state: str  # done, halted, failed, timeout
+    """How a rollout went. ``state`` is ``done``, ``failed``, ``halted`` or ``timeout``.
+
+    ``outcomes`` maps every member to ``healthy``, ``failed``, ``offline`` (not reached: it converges later from
+    the retained desired state) or the state it was still in; ``pinned`` lists devices left on the new version
+    through their own desired state after a halt or timeout (they run it, or were still installing it).
+    """
+
+    state: str
     outcomes: dict[str, str] = field(default_factory=dict)
     canaries: list[str] = field(default_factory=list)
     failure_rate: float = 0.0
+    offline: list[str] = field(default_factory=list)
+    waves: list[list[str]] = field(default_factory=list)
+    pinned: list[str] = field(default_factory=list)
 
 
 class Rollout:
-    """Deploy ``name@version`` to one device or a group, with an optional canary stage.
+    """Deploy ``name@version`` to one device or a group, in stages.
+
+    A group rollout moves its online members first through their own desired state, stage by stage: the canaries
+    (``canary`` of the online members), then waves of ``wave`` of the group each (by default a quarter when a halt
+    threshold below 1 is set, else everyone at once). After each stage, and as soon as it passes the threshold
+    during one, it halts if the failure rate over every finished device passes ``halt_failure_rate``. When every
+    stage is through, the group's desired state moves to the new version (so offline members converge when they come
+    back) and the per-device overrides are dropped. On a halt or timeout the group's desired state is never moved;
+    devices that failed (and rolled back by themselves) follow their group again, and the others keep the new
+    version through their own desired state (``pinned``), so no device is asked for a downgrade it would refuse.
 
     ``on_progress(device, DeviceProgress)`` is called on every change (for progress bars).
     """
@@ -102,6 +125,7 @@ class Rollout:
         group: str | None = None,
         canary: float = 0.0,
         halt_failure_rate: float = 1.0,
+        wave: float | None = None,
         timeout_s: float = 300.0,
         on_progress: Callable[[str, DeviceProgress], None] | None = None,
     ) -> None:
@@ -109,10 +133,13 @@ class Rollout:
             raise ValueError("deploy to exactly one of a device or a group")
         if not 0 <= canary <= 1 or not 0 <= halt_failure_rate <= 1:
             raise ValueError("canary and halt failure rate are fractions between 0 and 1")
+        if wave is not None and not 0 < wave <= 1:
+            raise ValueError("a wave is a fraction of the group above 0 and at most 1")
         self.market = market
         self.name, self.version = name, version
         self.device, self.group = device, group
         self.canary, self.halt = canary, halt_failure_rate
+        self.wave = wave if wave is not None else (DEFAULT_WAVE if halt_failure_rate < 1 else 1.0)
         self.timeout_s = timeout_s
         self.on_progress = on_progress
         self.progress: dict[str, DeviceProgress] = {}
@@ -141,12 +168,17 @@ class Rollout:
                 with contextlib.suppress(ValueError):
                     self._listen(d, "reported", Reported.model_validate(rec.reported))
 
+    def _outcomes(self) -> dict[str, str]:
+        return {d: p.state for d, p in self.progress.items()}
+
     def _wait(self, devices: Sequence[str], deadline: float, stop_on_halt: bool) -> dict[str, str]:
+        """Wait until every one of ``devices`` is healthy, failed or offline (or the deadline, or a halt)."""
         with self._cond:
             while True:
                 outcomes = {d: self.progress[d].state for d in devices}
-                finished = all(s in (DONE, FAILED) for s in outcomes.values())
-                if finished or time.monotonic() > deadline or (stop_on_halt and should_halt(outcomes, self.halt)):
+                finished = all(s in _SETTLED for s in outcomes.values())
+                halted = stop_on_halt and should_halt(self._outcomes(), self.halt)
+                if finished or halted or time.monotonic() > deadline:
                     return outcomes
                 self._cond.wait(timeout=0.2)
 
@@ -161,55 +193,98 @@ class Rollout:
             self.market.set_desired(target, self.name, self.version)
             outcomes = self._wait([self.device], deadline, stop_on_halt=False)
             result = RolloutResult(_final(outcomes, self.halt), outcomes, [], failure_rate(outcomes))
+            result.offline = [d for d, s in outcomes.items() if s == OFFLINE]
         else:
-            assert self.group is not None
-            self.market.settle()
-            members = self.market.group_members(self.group)
-            canaries = pick_canaries(members, self.canary, f"{self.name}@{self.version}")
-            result = RolloutResult("done", {}, canaries)
-            if canaries:
-                self._watch(canaries)
-                for d in canaries:
-                    self.market.set_desired(f"device:{d}", self.name, self.version)
-                outcomes = self._wait(canaries, deadline, stop_on_halt=True)
-                result.outcomes = outcomes
-                result.failure_rate = failure_rate(outcomes)
-                if should_halt(outcomes, self.halt) or not all(s in (DONE, FAILED) for s in outcomes.values()):
-                    result.state = "halted" if should_halt(outcomes, self.halt) else "timeout"
-                    self._release(canaries)  # canaries follow their group (the old version) again
-                    catalog.update_rollout(rid, result.state, _detail(result))
-                    return result
-            self._watch(members)
-            self.market.set_desired(target, self.name, self.version)
-            self._release(canaries)  # the group now wants the same; later group changes must reach them
-            outcomes = self._wait(members, deadline, stop_on_halt=False)
-            result.outcomes = outcomes
-            result.failure_rate = failure_rate(outcomes)
-            result.state = _final(outcomes, self.halt)
+            result = self._run_group(target, deadline)
         catalog.update_rollout(rid, result.state, _detail(result))
         return result
+
+    def _run_group(self, target: str, deadline: float) -> RolloutResult:
+        assert self.group is not None
+        self.market.settle()
+        members = self.market.group_members(self.group)
+        offline = set(self.market.offline_devices(members))
+        online = [d for d in members if d not in offline]
+        salt = f"{self.name}@{self.version}"
+        canaries = pick_canaries(online, self.canary, salt)
+        rest = [d for d in sorted(online, key=lambda d: _rank(d, salt)) if d not in canaries]
+        size = max(1, math.ceil(self.wave * len(members))) if members else 1
+        stages = ([canaries] if canaries else []) + [sorted(rest[i : i + size]) for i in range(0, len(rest), size)]
+        result = RolloutResult("done", {}, canaries, offline=sorted(offline), waves=stages)
+        self._watch(members)
+        with self._cond:
+            for d in offline:
+                if self.progress[d].state != DONE:
+                    self.progress[d] = DeviceProgress(OFFLINE)
+        moved: list[str] = []
+        for stage in stages:
+            for d in stage:
+                self.market.set_desired(f"device:{d}", self.name, self.version)
+            moved += stage
+            self._wait(stage, deadline, stop_on_halt=True)
+            outcomes = self._outcomes()
+            if should_halt(outcomes, self.halt) or not all(outcomes[d] in _SETTLED for d in stage):
+                result.state = "halted" if should_halt(outcomes, self.halt) else "timeout"
+                result.pinned = self._settle_overrides(moved)
+                break
+        else:
+            self.market.set_desired(target, self.name, self.version)
+            self._release(moved)  # the group now wants the same; later group changes must reach them
+        # offline at the start and never moved: reported offline unless it already said how it went; an online
+        # member never moved (after a halt) stays "pending"
+        result.outcomes = {
+            d: OFFLINE if d in offline and d not in moved and s not in (DONE, FAILED) else s
+            for d, s in self._outcomes().items()
+        }
+        result.failure_rate = failure_rate(result.outcomes)
+        if result.state == "done":
+            result.state = _final(result.outcomes, self.halt)
+        log.info("rollout finished", extra={"target": target, "state": result.state, "offline": result.offline})
+        return result
+
+    def _settle_overrides(self, moved: Sequence[str]) -> list[str]:
+        """After a halt or timeout: failed devices (rolled back by themselves) follow their group again; the others
+        keep the new version through their own desired state. Returns those."""
+        outcomes = self._outcomes()
+        self._release([d for d in moved if outcomes[d] == FAILED])
+        return [d for d in moved if outcomes[d] != FAILED]
 
     def _release(self, devices: Sequence[str]) -> None:
         for d in devices:
             self.market.set_desired(f"device:{d}", self.name, None)
 
 
+def _rank(device: str, salt: str) -> bytes:
+    return hashlib.sha256(f"{salt}/{device}".encode()).digest()
+
+
 def _final(outcomes: dict[str, str], halt: float) -> str:
-    if not all(s in (DONE, FAILED) for s in outcomes.values()):
+    if not all(s in _SETTLED for s in outcomes.values()):
         return "timeout"
     if should_halt(outcomes, halt):
         return "halted"
-    return "done" if all(s == DONE for s in outcomes.values()) else "failed"
+    return "done" if all(s in (DONE, OFFLINE) for s in outcomes.values()) else "failed"
 
 
 def _detail(r: RolloutResult) -> dict[str, Any]:
-    return {"outcomes": r.outcomes, "canaries": r.canaries, "failure_rate": r.failure_rate}
+    return {
+        "outcomes": r.outcomes,
+        "canaries": r.canaries,
+        "failure_rate": r.failure_rate,
+        "offline": r.offline,
+        "waves": r.waves,
+        "pinned": r.pinned,
+    }
 
 
 def _advance(p: DeviceProgress, kind: str, msg: Any, name: str, version: str) -> DeviceProgress | None:
     """The device's progress after ``msg``, or None if it says nothing new about ``name@version``."""
     if p.state in (DONE, FAILED):
         return None
+    if kind == "presence" and isinstance(msg, Presence):
+        if msg.state == "offline":
+            return DeviceProgress(OFFLINE, p.percent)
+        return DeviceProgress("pending", p.percent) if p.state == OFFLINE else None
     if kind == "status" and isinstance(msg, Status) and msg.name == name and msg.version == version:
         if msg.state == "healthy":
             return DeviceProgress(DONE, 100.0)

@@ -278,6 +278,11 @@ class Marketplace:
         """Devices known (from presence or reported state) to be in ``group``."""
         return [d.id for d in self.catalog.devices() if group in d.groups]
 
+    def offline_devices(self, devices: list[str]) -> list[str]:
+        """Those of ``devices`` whose retained presence says ``offline`` (their last will, or a clean stop)."""
+        wanted = set(devices)
+        return [d.id for d in self.catalog.devices() if d.id in wanted and d.presence == "offline"]
+
 
 def _spec(bundle: Bundle, allow_downgrade: bool) -> PluginSpec:
     return PluginSpec(

@@ -8,6 +8,7 @@ import pytest
 
 from edged.deploy.trust import generate_key
 from edged.errors import BundleRejected
+from edged.host.capabilities import DevicePolicy
 from edged.market import CatalogError, Rollout, SQLiteCatalog, failure_rate, pick_canaries, publish, should_halt
 from edged.market.catalog import DesiredEntry
 from tests.deploy.harness import ANIM_MANIFEST, Harness, anim_wasm, wait_for
@@ -89,4 +90,82 @@ def test_canary_failure_halts_the_rollout(harness: Harness) -> None:
         )
     entries, _ = h.catalog.get_desired("group:lobby")
     assert entries["glow"].version == "1.0.0"  # the group's desired state was never moved
+    assert h.catalog.rollouts()[-1].state == "halted"
+
+
+GPIO_MANIFEST = {"edged": {"kind": "animation", "capabilities": {"led": True, "gpio": {"write": [5]}}}}
+ALLOW_GPIO = DevicePolicy(gpio_write=[5])
+
+
+def _no_downgrade(h: Harness, devices: list[str]) -> None:
+    for d in devices:  # every earlier message is handled once a later command is answered
+        cid = h.market.command(d, "identify")
+        wait_for(lambda cid=cid: h.events.reply(cid), what=f"{d} to answer identify")
+        assert not h.events.statuses(d, reason="downgrade"), f"{d} was asked for a downgrade"
+
+
+def test_offline_member_does_not_block_and_converges_later(harness: Harness) -> None:
+    h = harness
+    h.publish("glow", "1.0.0")
+    for d in ("a", "b", "c"):
+        h.agent(d, groups=("lobby",))
+    h.agents["c"].stop()
+    wait_for(lambda: (r := h.catalog.device("c")) and r.presence == "offline", what="c's offline presence")
+    result = Rollout(h.market, "glow", "1.0.0", group="lobby", canary=0.5, halt_failure_rate=0.0, timeout_s=60).run()
+    assert result.state == "done", result
+    assert result.offline == ["c"]
+    assert result.outcomes == {"a": "healthy", "b": "healthy", "c": "offline"}
+    assert "c" not in result.canaries and result.canaries
+    assert h.catalog.rollouts()[-1].state == "done"
+    h.targets["c"].close()
+    h.agent("c", groups=("lobby",))  # back online: converges from the group's retained desired state
+    h.wait_healthy("c", "glow", "1.0.0")
+
+
+def test_halted_canaries_stay_healthy_on_their_version(harness: Harness) -> None:
+    h = harness
+    h.publish("glow", "1.0.0")
+    h.publish("glow", "2.0.0", manifest=GPIO_MANIFEST)
+    members = ["a", "b", "c", "d"]
+    canaries = pick_canaries(members, 0.5, "glow@2.0.0")
+    good = canaries[0]  # only this canary's policy allows 2.0.0; the other refuses it
+    for d in members:
+        h.agent(d, groups=("lobby",), policy=ALLOW_GPIO if d == good else None)
+    assert Rollout(h.market, "glow", "1.0.0", group="lobby", timeout_s=30).run().state == "done"
+    result = Rollout(h.market, "glow", "2.0.0", group="lobby", canary=0.5, halt_failure_rate=0.25, timeout_s=30).run()
+    assert result.state == "halted", result
+    # it halts as soon as the failure rate passes 0.25, maybe while the good canary is still installing
+    assert result.canaries == canaries and result.failure_rate > 0.25
+    assert result.outcomes[canaries[1]] == "failed" and result.pinned == [good]
+    assert all(result.outcomes[d] == "pending" for d in members if d not in canaries)
+    h.wait_healthy(good, "glow", "2.0.0")
+    assert h.catalog.get_desired("group:lobby")[0]["glow"].version == "1.0.0"
+    assert h.catalog.get_desired(f"device:{good}")[0]["glow"].version == "2.0.0"  # kept where it runs
+    _no_downgrade(h, members)
+    for d in members:
+        want = "2.0.0" if d == good else "1.0.0"
+        assert h.targets[d].running() == {"glow": want}
+        assert h.healthy(d, "glow", want) or d == canaries[1]
+
+
+def test_halt_between_waves_without_canaries(harness: Harness) -> None:
+    h = harness
+    h.publish("glow", "1.0.0")
+    h.publish("glow", "2.0.0", manifest=GPIO_MANIFEST)
+    members = ["a", "b", "c", "d"]
+    first = pick_canaries(members, 0.01, "glow@2.0.0")[0]  # the wave order is the canary ranking
+    second = pick_canaries([m for m in members if m != first], 0.01, "glow@2.0.0")[0]
+    for d in members:
+        h.agent(d, groups=("lobby",), policy=None if d == second else ALLOW_GPIO)
+    assert Rollout(h.market, "glow", "1.0.0", group="lobby", timeout_s=30).run().state == "done"
+    result = Rollout(h.market, "glow", "2.0.0", group="lobby", halt_failure_rate=0.0, timeout_s=30).run()
+    assert result.state == "halted", result
+    assert result.waves[:2] == [[first], [second]] and len(result.waves) == 4
+    assert result.outcomes[first] == "healthy" and result.outcomes[second] == "failed"
+    assert result.pinned == [first]
+    assert h.catalog.get_desired("group:lobby")[0]["glow"].version == "1.0.0"
+    _no_downgrade(h, members)
+    for d in members:  # the later waves never saw 2.0.0
+        assert h.targets[d].running() == {"glow": "2.0.0" if d == first else "1.0.0"}
+        assert (("activate", "glow", "2.0.0") in h.targets[d].history) == (d == first)
     assert h.catalog.rollouts()[-1].state == "halted"
