@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..daemon.plugins import plugin_in_folder
 from ..errors import ConfigError, PluginError, PluginLoadError
 from ..hardware.backends import EmulatedBackend
 from ..hardware.geometry import DisplayConfig
@@ -47,7 +48,7 @@ class UsageError(ValueError):
 
 def register(sub: Any) -> None:
     p = sub.add_parser("preview", help="render a plugin in emulation (GIF, PNG or terminal)", description=__doc__)
-    p.add_argument("plugin", help="a .wasm file or a manifest .json")
+    p.add_argument("plugin", help="a .wasm file, a manifest .json or a plugin folder")
     p.add_argument("--frames", "-n", type=int, default=60, metavar="N", help="frames to render (default 60)")
     p.add_argument("--fps", type=float, default=30.0, metavar="F", help="frame rate (default 30)")
     out = p.add_mutually_exclusive_group()
@@ -118,6 +119,20 @@ def _config(args: argparse.Namespace) -> dict[str, str]:
     return config
 
 
+def _source(plugin: str) -> str:
+    """The plugin to load: the path given, or for a plugin folder the manifest or wasm the daemon would pick."""
+    path = Path(plugin)
+    if not path.is_dir():
+        return plugin
+    found = plugin_in_folder(path.resolve())
+    if found is None:
+        name = path.resolve().name
+        raise UsageError(
+            f"no plugin in the folder {plugin}: expected {name}.manifest.json, manifest.json or {name}.wasm"
+        )
+    return str(found)
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.fps <= 0 or args.fps > 1000:
         raise UsageError("--fps must be above 0 and at most 1000")
@@ -143,12 +158,12 @@ def run(args: argparse.Namespace) -> int:
             if args.scenario and board is None:
                 raise UsageError("--scenario needs a --profile with [gpio] or [sensors] to drive")
             scenario = load_scenario(args.scenario, config=board.config) if args.scenario and board else None
-            info = DisplayInfo(
-                display.width, display.height, args.fps, display.wiring == "serpentine", display.brightness
-            )
+            # plugins draw in logical pixels; the pipeline maps serpentine wiring, so (as in the daemon) the
+            # Matricks key `serpentine` is always "false"
+            info = DisplayInfo(display.width, display.height, args.fps, False, display.brightness)
             plugin = stack.enter_context(
                 DevicePlugin(
-                    args.plugin,
+                    _source(args.plugin),
                     policy=_policy(profile),
                     io=board,
                     display=info,

@@ -370,3 +370,81 @@ def test_matricks_plugin_previews(plugin, tmp_path: Path) -> None:
 def test_sensor_plugin_is_not_previewable(plugin, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["preview", str(plugin(SENSOR_ONLY, "probe")), "--png", str(tmp_path / "x.png")]) == 2
     assert "probe is a sensor plugin; it does not draw frames" in capsys.readouterr().err
+
+
+SERPENTINE_ECHO = """(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "load_u8" (func $load_u8 (param i64) (result i32)))
+  (import "extism:host/env" "config_get" (func $config_get (param i64) (result i64)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "serpentine")
+  ;; a 1x1 frame: green when config `serpentine` starts with 'f', red when with 't', blue when it is missing
+  (func (export "frame") (result i32) (local $k i64) (local $v i64) (local $i i32) (local $h i64) (local $c i32)
+    (local.set $k (call $alloc (i64.const 10)))
+    (block $d (loop $l (br_if $d (i32.ge_u (local.get $i) (i32.const 10)))
+      (call $store_u8 (i64.add (local.get $k) (i64.extend_i32_u (local.get $i))) (i32.load8_u (local.get $i)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $l)))
+    (local.set $v (call $config_get (local.get $k)))
+    (local.set $h (call $alloc (i64.const 3)))
+    (if (i64.eqz (local.get $v)) (then (call $store_u8 (i64.add (local.get $h) (i64.const 2)) (i32.const 255)))
+      (else (local.set $c (call $load_u8 (local.get $v)))
+        (if (i32.eq (local.get $c) (i32.const 116)) (then (call $store_u8 (local.get $h) (i32.const 255))))
+        (if (i32.eq (local.get $c) (i32.const 102))
+          (then (call $store_u8 (i64.add (local.get $h) (i64.const 1)) (i32.const 255))))))
+    (call $output_set (local.get $h) (i64.const 3)) (i32.const 0)))
+"""
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "emulated-16x16"], ["--profile", "pi4-ws2812b-16x16"]])
+def test_plugins_are_told_serpentine_false_as_the_daemon_does(plugin, tmp_path: Path, profile: list[str]) -> None:
+    """The pipeline maps serpentine wiring, so plugins always draw in logical coordinates: the Matricks key
+    `serpentine` is "false" even on a serpentine profile (as edged/daemon/hardware.py passes it)."""
+    out = tmp_path / "s.png"
+    args = ["preview", str(plugin(SERPENTINE_ECHO)), "--size", "1x1", "-n", "1", "--scale", "1", "--png", str(out)]
+    assert main([*args, *profile]) == 0
+    with Image.open(out) as im:
+        r, g, b = im.convert("RGB").getpixel((0, 0))
+    assert g > 0 and r == 0 and b == 0
+
+
+def test_preview_accepts_a_plugin_folder(plugin, tmp_path: Path) -> None:
+    """The same lookup as the daemon's plugins_dir: NAME.manifest.json, manifest.json, then NAME.wasm."""
+    folder = tmp_path / "anim"
+    folder.mkdir()
+    (folder / "anim.wasm").write_bytes(wat(ANIMATION))
+    out = tmp_path / "f.png"
+    args = ["--frames", "1", "--scale", "1", "--png", str(out)]
+    assert main(["preview", str(folder), *args, "--size", "2x2"]) == 0
+    with Image.open(out) as im:
+        assert im.convert("RGB").getpixel((1, 0)) == expected(0, 1)
+    args += ["--size", "1x1"]
+    # a manifest beside it wins (and is used: its config reaches the plugin)
+    (folder / "config.wasm").write_bytes(wat(CONFIG_ECHO))
+    manifest = {"wasm": [{"path": "config.wasm"}], "config": {"seed": "9"}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["preview", str(folder), *args]) == 0
+    with Image.open(out) as im:
+        assert im.convert("RGB").getpixel((0, 0)) == (ord("9"), 0, 0)
+    (folder / "anim.manifest.json").write_text(json.dumps({**manifest, "config": {"seed": "5"}}))
+    assert main(["preview", str(folder), *args]) == 0
+    with Image.open(out) as im:
+        assert im.convert("RGB").getpixel((0, 0)) == (ord("5"), 0, 0)
+
+
+def test_gallery_plugin_folder_previews(tmp_path: Path) -> None:
+    gallery = Path(__file__).resolve().parents[2] / "plugins" / "gallery" / "rainbow"
+    out = tmp_path / "r.png"
+    assert main(["preview", str(gallery), "--frames", "2", "--size", "8x8", "--png", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.size == (128, 128)
+
+
+def test_folder_without_a_plugin_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "other.wasm").write_bytes(wat(ANIMATION))  # not named after the folder
+    assert main(["preview", str(folder), "--png", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no plugin in the folder" in err and "empty.manifest.json, manifest.json or empty.wasm" in err
