@@ -71,12 +71,15 @@ def decode_matricks(data: bytes, width: int, height: int) -> np.ndarray | None:
 
     The fourth byte is not an alpha: Matricks hands it to rpi_ws281x as the white channel, which RGB strips ignore,
     so it is ignored here too. Unlike Matricks, sizes are checked: a larger or smaller array is an error for the
-    plugin, not a crash.
+    plugin, not a crash, and so is any pixel value that is not a JSON integer from 0 to 255 (``1.7``, ``"12"``,
+    ``true``, ``-1e-9``).
     """
     try:
-        rows = json.loads(data)
+        rows = json.loads(data, parse_float=_not_an_integer, parse_constant=_not_an_integer)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FrameError(f"update returned invalid JSON: {exc}") from None
+    except _NotAnInteger as exc:
+        raise FrameError(f"update returned the pixel value {exc}; {_PIXEL_VALUES}") from None
     if rows is None:
         return None
     if not isinstance(rows, list) or len(rows) != height:
@@ -88,9 +91,27 @@ def decode_matricks(data: bytes, width: int, height: int) -> np.ndarray | None:
         raise FrameError(f"update returned ragged or non-numeric rows; expected {height}×{width} BGRA pixels") from None
     if arr.shape != (height, width, 4):
         raise FrameError(f"update returned shape {arr.shape}; expected ({height}, {width}, 4) BGRA pixels")
+    # numpy would quietly turn "12" into 12 and true into 1; a well-shaped array holds no objects, so a quote or a
+    # true/false literal anywhere in the text is a string or boolean value
+    if b'"' in data:
+        raise FrameError(f"update returned a string; {_PIXEL_VALUES}")
+    for literal in (b"true", b"false"):
+        if literal in data:
+            raise FrameError(f"update returned {literal.decode()}; {_PIXEL_VALUES}")
     if arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
         raise FrameError("update returned a pixel value outside 0-255")
     return np.ascontiguousarray(arr[..., [2, 1, 0]].astype(np.uint8))  # BGR(A) -> RGB
+
+
+_PIXEL_VALUES = "pixel values must be JSON integers from 0 to 255"
+
+
+class _NotAnInteger(ValueError):
+    pass
+
+
+def _not_an_integer(token: str) -> None:
+    raise _NotAnInteger(token)
 
 
 def to_rgb(frame: np.ndarray) -> np.ndarray:
