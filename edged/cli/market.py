@@ -3,7 +3,8 @@
 ``keygen`` makes the marketplace key (and a trust file for devices); ``publish`` validates, signs and stores a
 plugin; ``list``/``show`` read the catalog; ``deploy NAME@VERSION`` rolls it out to a device or a group (optionally
 a canary fraction first, halting past a failure rate) with a progress bar per device; ``rollback`` goes back one
-version; ``status`` shows every device; ``serve`` answers chunk requests and tracks device state. Exit code 0 on
+version; ``command DEVICE OP [NAME[@VERSION]]`` sends one signed command and prints the reply; ``status`` shows
+every device; ``serve`` answers chunk requests and tracks device state. Exit code 0 on
 success, 1 when something failed (a rollout halted, a device failed), 2 for bad usage or a broker that cannot be
 reached.
 """
@@ -17,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,14 @@ def register(sub: Any) -> None:
     r = ms.add_parser("rollback", help="go back to the version before the deployed one")
     r.add_argument("name")
     _target(r)
+
+    c = ms.add_parser("command", help="send one signed command to a device and wait for its reply")
+    c.add_argument("device", metavar="DEVICE")
+    c.add_argument("op", choices=["install", "remove", "restart", "identify", "rollback"])
+    c.add_argument("plugin", nargs="?", metavar="NAME[@VERSION]", help="install: NAME@VERSION; else NAME")
+    c.add_argument("--allow-downgrade", action="store_true", help="install: sign it as an allowed downgrade")
+    c.add_argument("--timeout", type=float, default=120.0, metavar="S", help="wait this long for the reply")
+    c.add_argument("--serve-chunks", action="store_true", help="answer chunk requests too (no `serve` running)")
 
     ms.add_parser("status", help="per-device table: version, state, last seen")
     ms.add_parser("serve", help="answer chunk requests and track device state until interrupted")
@@ -279,6 +289,29 @@ def _rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _command(args: argparse.Namespace) -> int:
+    name, _, version = (args.plugin or "").partition("@")
+    if args.op == "install" and not (name and version):
+        raise ValueError("install needs NAME@VERSION")
+    if args.op not in ("install", "identify") and not name:
+        raise ValueError(f"{args.op} needs the plugin NAME")
+    market, catalog = _market(args, serve=args.serve_chunks)
+    try:
+        spec = market.spec(name, version, args.allow_downgrade) if args.op == "install" else None
+        cid = market.command(args.device, args.op, name=name or None, plugin=spec)
+        end = time.monotonic() + args.timeout
+        while (reply := market.replies.get(cid)) is None and time.monotonic() < end:
+            time.sleep(0.05)
+    finally:
+        market.stop()
+        catalog.close()
+    if reply is None:
+        print(f"edged market: no reply from {args.device} within {args.timeout:g} s (command {cid})", file=sys.stderr)
+        return EXIT_FAILED
+    print(reply.model_dump_json(indent=2))
+    return EXIT_OK if reply.ok else EXIT_FAILED
+
+
 def _status(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     try:
@@ -348,6 +381,7 @@ _ACTIONS = {
     "show": _show,
     "deploy": _deploy,
     "rollback": _rollback,
+    "command": _command,
     "status": _status,
     "serve": _serve,
 }

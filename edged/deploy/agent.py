@@ -96,6 +96,8 @@ class _Job:
     meta: BundleMeta
     source: str
     cmd_id: str | None = None
+    #: the request this job serves (see ``DeviceAgent._request``): what a failure is remembered against
+    request: str = ""
     transfer: Any = None
     total: int = 0
     chunk_size: int = 0
@@ -152,7 +154,8 @@ class DeviceAgent:
         self._worker: threading.Thread | None = None
         self._desired: dict[str, DesiredState] = {}
         self._jobs: dict[str, _Job] = {}
-        #: (name, version, allow_downgrade) that failed: not retried until a differently signed request or a restart
+        #: (name, version, allow_downgrade) that failed -> the request it failed for (``<source>#<seq>`` of a
+        #: desired-state document, or ``cmd:<id>``): not retried for that request, retried once for a newer one
         self._failed: dict[tuple[str, str, bool], str] = {}
         self._report: dict[str, ReportedPlugin] = {}
         self._applied: dict[str, int] = {}
@@ -326,8 +329,8 @@ class DeviceAgent:
     def _reconcile(self) -> None:
         wanted = self._wanted()
         for name, (spec, source) in wanted.items():
-            if self._failed.get((name, spec.version, spec.allow_downgrade)):
-                continue
+            if self._failed.get((name, spec.version, spec.allow_downgrade)) == self._request(source):
+                continue  # failed for this very document; a newly signed one retries
             job = self._jobs.get(name)
             if job is not None:
                 if job.spec.version == spec.version:
@@ -403,8 +406,9 @@ class DeviceAgent:
                 self._reply(cmd.id, False, "nothing_to_rollback", str(exc))
                 return
             now = self._active_version(name)
-            if failed:
-                self._failed[(name, failed, False)] = "rolled back by command"
+            if failed and (want := self._wanted().get(name)) is not None:
+                # the desired state that asked for the version rolled back from must not reinstall it
+                self._failed[(name, failed, False)] = self._request(want[1])
             self._start_active(name)
             self._set_report(name, now, "rolled_back", "command", wanted=None)
             self._status("rolled_back", name=name, version=now, reason="command")
@@ -441,7 +445,14 @@ class DeviceAgent:
             if active and not spec.allow_downgrade and compare_versions(spec.version, active) < 0:
                 self._fail_early(spec, source, cmd_id, "downgrade", f"{spec.version} < installed {active}", topic)
                 return
-        job = _Job(spec=spec, meta=meta, source=source, cmd_id=cmd_id, last_progress=time.monotonic())
+        job = _Job(
+            spec=spec,
+            meta=meta,
+            source=source,
+            cmd_id=cmd_id,
+            request=self._request(source),
+            last_progress=time.monotonic(),
+        )
         self._jobs[spec.name] = job
         if stored is not None:
             if (leftover := self.store.get_transfer(meta.wasm_sha256)) is not None:
@@ -624,7 +635,8 @@ class DeviceAgent:
         self._jobs.pop(name, None)
         self._pending.pop(name, None)
         self._save_state()
-        self._failed[(name, version, job.spec.allow_downgrade)] = reason
+        self._failed[(name, version, job.spec.allow_downgrade)] = job.request or self._request(job.source)
+        self._save_state()
         self._set_report(name, prev, "rolled_back" if prev else "failed", reason, wanted=version)
         self._status("rolled_back" if prev else "failed", name=name, version=version, reason=reason, detail=detail)
         if job.cmd_id:
@@ -635,7 +647,8 @@ class DeviceAgent:
     def _fail(self, job: _Job, reason: str, detail: str) -> None:
         name, version = job.meta.name, job.meta.version
         self._jobs.pop(name, None)
-        self._failed[(name, version, job.spec.allow_downgrade)] = reason
+        self._failed[(name, version, job.spec.allow_downgrade)] = job.request or self._request(job.source)
+        self._save_state()
         self._set_report(name, self._active_version(name), "failed", reason, wanted=version)
         self._status("failed", name=name, version=version, reason=reason, detail=detail)
         if job.cmd_id:
@@ -645,12 +658,17 @@ class DeviceAgent:
     def _fail_early(
         self, spec: PluginSpec, source: str, cmd_id: str | None, reason: str, detail: str, topic: str
     ) -> None:
-        self._failed[(spec.name, spec.version, spec.allow_downgrade)] = reason
+        self._failed[(spec.name, spec.version, spec.allow_downgrade)] = self._request(source)
+        self._save_state()
         self._set_report(spec.name, self._active_version(spec.name), "failed", reason, wanted=spec.version)
         self._status("failed", name=spec.name, version=spec.version, reason=reason, detail=detail, topic=topic)
         if cmd_id:
             self._reply(cmd_id, False, reason, detail)
         self.errors += 1
+
+    def _request(self, source: str) -> str:
+        """Which request ``source`` stands for now: ``<source>#<seq>`` of its applied document, or the command."""
+        return source if source.startswith("cmd:") else f"{source}#{self._applied.get(source, -1)}"
 
     def _abandon(self, job: _Job) -> None:
         self._jobs.pop(job.meta.name, None)
@@ -747,6 +765,7 @@ class DeviceAgent:
                 str(k): {"version": str(v["version"]), "source": str(v["source"])}
                 for k, v in raw.get("pending", {}).items()
             }
+            self._failed = {(str(n), str(v), bool(d)): str(r) for n, v, d, r in raw.get("failed", [])}
         except FileNotFoundError:
             pass
         except (ValueError, AttributeError, KeyError, TypeError) as exc:
@@ -756,7 +775,8 @@ class DeviceAgent:
         tmp = self._state_file.with_suffix(".tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as f:
-            json.dump({"applied": self._applied, "origin": self._origin, "pending": self._pending}, f)
+            failed = [[n, v, d, r] for (n, v, d), r in self._failed.items()]
+            json.dump({"applied": self._applied, "origin": self._origin, "pending": self._pending, "failed": failed}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state_file)

@@ -223,3 +223,22 @@ def test_unknown_plugin_commands(harness: Harness) -> None:
     reply = wait_for(lambda: h.events.reply(cid), what="rollback reply")
     assert not reply.ok and reply.error == "nothing_to_rollback"
     unchanged(h, agent)
+
+
+def test_failed_version_retried_for_a_new_document_not_for_a_replay(harness: Harness) -> None:
+    h = harness
+    agent = baseline(h)
+    manifest = {"edged": {"kind": "animation", "capabilities": {"led": True, "gpio": {"write": [5]}}}}
+    h.publish("glow", "2.0.0", manifest=manifest)
+    h.market.set_desired("device:dev-1", "glow", "2.0.0")
+    rejected(h, "policy_violation", state="failed", version="2.0.0")
+    # the device is now allowed what 2.0.0 needs; the document it failed for is sent again (same seq, new nonce)
+    allowed = DevicePolicy(gpio_write=[5])
+    agent.policy = h.targets["dev-1"].policy = allowed
+    doc = h.market.desired_state("device:dev-1").model_dump(mode="json")
+    raw(h, topics.desired("dev-1"), signed(h, doc, ttl=3600))
+    unchanged(h, agent)  # not retried: same document
+    assert len(h.events.statuses("dev-1", state="failed", version="2.0.0")) == 1
+    # a fresh deploy of the same version is a newly signed document: tried once more, and it works now
+    h.market.set_desired("device:dev-1", "glow", "2.0.0")
+    h.wait_healthy("dev-1", "glow", "2.0.0")

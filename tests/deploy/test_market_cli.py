@@ -91,6 +91,15 @@ def test_market_cli_end_to_end(market_dir: dict[str, Any], capsys: pytest.Captur
         rc, out, _ = cli(ctx, capsys, "rollback", "glow", "--group", "lobby")
         assert rc == 0 and "rolled back to 1.0.0" in out
         wait_for(lambda: target.running() == {"glow": "1.0.0"}, what="the rollback to run")
+        # one-off commands from the CLI, answered with the device's reply
+        rc, out, err = cli(ctx, capsys, "command", "dev-1", "identify")
+        assert rc == 0, err
+        assert json.loads(out)["result"]["plugins"] == {"glow": "1.0.0"}
+        rc, out, err = cli(ctx, capsys, "command", "dev-1", "restart", "glow")
+        assert rc == 0 and json.loads(out)["ok"], err
+        rc, out, _ = cli(ctx, capsys, "command", "dev-1", "remove", "nope")
+        assert rc == 1 and json.loads(out)["error"] == "unknown_plugin"
+        assert cli(ctx, capsys, "command", "dev-1", "install", "glow")[0] == 2  # needs NAME@VERSION
         # `serve` tracked the device into the shared catalog
         wait_for(lambda: "1.0.0" in cli(ctx, capsys, "status")[1], what="status to show 1.0.0")
         rc, out, _ = cli(ctx, capsys, "status")
