@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edged.host.frames import FrameError
+
 from .helpers import GALLERY, load, manifest, render
 
 DRAWING = sorted(
@@ -15,8 +17,10 @@ DRAWING = sorted(
 )
 #: static until something outside happens: a shared value arrives, a button is pressed (tested elsewhere)
 WAITING = {"bar_graph", "button_modes"}
-#: the SDKs' frame buffers hold up to 128x128, so the declared budgets cover that
-SIZES = [16, 64, (32, 8), 128, (128, 64)]
+#: the SDKs' frame buffers hold up to 256x256 pixels (65536), so the declared budgets cover that: the daemon holds a
+#: plugin to its declared fuel whatever the display
+MAX_PIXELS = 256 * 256
+SIZES = [16, 64, (32, 8), 128, (128, 64), (192, 128), 256]
 
 
 def test_the_gallery_has_what_the_issue_lists() -> None:
@@ -47,6 +51,10 @@ def test_renders_within_its_fuel_budget(name: str, size: int | tuple[int, int]) 
     assert all(f.shape[:2] == (h, w) for f in run.frames)
     budget = manifest(name)["edged"]["budget"]["fuel"]
     assert max(run.fuel) <= budget, f"{name} at {size}: {max(run.fuel):,} fuel > budget {budget:,}"
+    # and the cost grows with the pixel count, no faster: the budget scaled to this display, plus a sixteenth of
+    # it for work that does not depend on the size
+    scaled = budget * w * h // MAX_PIXELS + budget // 16
+    assert max(run.fuel) <= scaled, f"{name} at {size}: {max(run.fuel):,} fuel > {scaled:,} (budget scaled by pixels)"
     assert any(f.any() for f in run.frames), f"{name} at {size}: every frame is black"
     if name not in WAITING:
         assert any(not np.array_equal(run.frames[0], f) for f in run.frames[1:]), f"{name} at {size} never changes"
@@ -67,3 +75,10 @@ def test_seed_changes_the_picture(name: str) -> None:
     a = render(load(name, 16, {"seed": "1"}), 20)
     b = render(load(name, 16, {"seed": "7"}), 20)
     assert any(not np.array_equal(fa, fb) for fa, fb in zip(a.frames, b.frames, strict=False))
+
+
+@pytest.mark.parametrize("name", ["rainbow", "plasma", "fire"])  # one per language: AssemblyScript, Zig, C
+def test_a_display_beyond_the_sdk_limit_fails_clearly(name: str) -> None:
+    """The limit that remains: 65536 pixels. Beyond it the frame comes back short and the host says so."""
+    with pytest.raises(FrameError, match="expected 512×256×3"):
+        render(load(name, (512, 256)), 1)

@@ -115,13 +115,13 @@ def test_button_plugin_stays_in_budget_in_every_mode_at_the_largest_size() -> No
     budget = manifest("button_modes")["edged"]["budget"]["fuel"]
     config = GpioConfig.model_validate({"gpio": {"mode": {"type": "button", "pin": 17}}})
     with GpioBoard(config, emulated=True) as board:
-        plugin = load("button_modes", 128, io=board)
+        plugin = load("button_modes", 256, io=board)
         seen = set()
         for i in range(40):
             if i and i % 10 == 0:
                 board.press("mode")
                 board.release("mode")
-            frame = plugin.frame(tick(i, 128, 128))
+            frame = plugin.frame(tick(i, 256, 256))
             assert frame is not None
             seen.add(mode_of(frame))
             assert plugin.last_fuel_used is not None and plugin.last_fuel_used <= budget, (i, plugin.last_fuel_used)

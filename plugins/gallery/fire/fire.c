@@ -43,7 +43,7 @@ EDGED_EXPORT("frame") int32_t frame(void) {
     cooling = (int)edged_config_int("cooling", 30);
     if (cooling < 0) cooling = 0;
     if (cooling > 100) cooling = 100;
-    memset(heat, 0, sizeof heat);
+    memset(heat, 0, (size_t)f.width * f.height);
     ready = true;
   }
   /* the fire advances at 30 steps per second of play time, whatever the frame rate; after a pause it skips

@@ -18,9 +18,11 @@
 #define EDGED_KERNEL(name) __attribute__((import_module("extism:host/env"), import_name(name)))
 #define EDGED_HOST(name) __attribute__((import_module("extism:host/user"), import_name(name)))
 
-/* Largest display the static frame buffer holds; override with -DEDGED_MAX_PIXELS=... before including. */
+/* Largest display the static frame buffer holds (256x256, or any other shape of 65536 pixels); define
+   EDGED_MAX_PIXELS before including to change it. The buffer is zero-initialised (bss): it costs no bytes in the
+   .wasm, and the host only backs the pages a frame actually touches, so a 16x16 display pays for 16x16. */
 #ifndef EDGED_MAX_PIXELS
-#define EDGED_MAX_PIXELS (128 * 128)
+#define EDGED_MAX_PIXELS (256 * 256)
 #endif
 
 /* ---- Extism kernel ---------------------------------------------------------------------------------------- */

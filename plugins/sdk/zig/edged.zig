@@ -33,8 +33,9 @@ const host = struct {
     extern "extism:host/user" fn edged_value_get(key: u64) u64;
 };
 
-/// Largest display the frame buffer holds.
-pub const max_pixels = 128 * 128;
+/// Largest display the frame buffer holds (256x256, or any other shape of 65536 pixels). The buffer is
+/// zero-initialised static memory: no bytes in the .wasm, and only the pages a frame touches are backed.
+pub const max_pixels = 256 * 256;
 
 // ---- kernel blocks -----------------------------------------------------------------------------------------------
 

@@ -42,8 +42,8 @@ declare function edged_value_set(key: u64, value: u64): void;
 @external("extism:host/user", "edged_value_get")
 declare function edged_value_get(key: u64): u64;
 
-/** Largest display the frame buffer holds (pixels). */
-export const MAX_PIXELS: i32 = 128 * 128;
+/** Largest display the frame buffer holds (pixels): 256x256, or any other shape of 65536 pixels. */
+export const MAX_PIXELS: i32 = 256 * 256;
 
 // ---- kernel blocks ------------------------------------------------------------------------------------------------
 
@@ -104,13 +104,17 @@ export function readTick(): Tick {
 export class Frame {
   width: i32 = 0;
   height: i32 = 0;
-  readonly rgb: Uint8Array = new Uint8Array(MAX_PIXELS * 3);
+  /** Sized to the display at the first frame (and only grown, once, if the display grows: the stub runtime never
+   * frees), so a small display does not pay for the largest one. */
+  rgb: Uint8Array = new Uint8Array(0);
 
   /** Clears to black at the tick's size (clamped to MAX_PIXELS). */
   begin(t: Tick): Frame {
     this.width = t.width;
     this.height = t.width > 0 && t.width * t.height > MAX_PIXELS ? MAX_PIXELS / t.width : t.height;
-    memory.fill(this.rgb.dataStart, 0, <usize>(this.width * this.height * 3));
+    const n = this.width * this.height * 3;
+    if (this.rgb.length < n) this.rgb = new Uint8Array(n);
+    memory.fill(this.rgb.dataStart, 0, <usize>n);
     return this;
   }
 
