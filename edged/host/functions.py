@@ -88,6 +88,13 @@ class GpioEvent:
     t: float
 
 
+#: the most queued GPIO events one :meth:`DevicePlugin.deliver_events` hands to ``on_gpio`` (per frame or tick), so
+#: an edge flood cannot stall the frame path; the rest wait, in order, for the next frames
+EVENTS_PER_DELIVERY = 16
+#: GPIO events queued per plugin; when full, the oldest is dropped (and counted in ``HostContext.events_dropped``)
+EVENT_QUEUE_SIZE = 1024
+
+
 @dataclass
 class HostContext:
     """Everything the host functions of one plugin act on."""
@@ -100,8 +107,18 @@ class HostContext:
     logger: logging.Logger
     started: float = field(default_factory=time.monotonic)
     #: GPIO edge events waiting to be delivered to the plugin's ``on_gpio`` export (on the engine's thread)
-    events: deque[GpioEvent] = field(default_factory=lambda: deque(maxlen=1024))
+    events: deque[GpioEvent] = field(default_factory=lambda: deque(maxlen=EVENT_QUEUE_SIZE))
+    #: events dropped because the queue was full (the oldest go first)
+    events_dropped: int = 0
     watched: set[int] = field(default_factory=set)
+    _events_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def queue_event(self, event: GpioEvent) -> None:
+        """Queue an edge event (from any thread); a full queue drops its oldest event and counts it."""
+        with self._events_lock:
+            if len(self.events) == self.events.maxlen:
+                self.events_dropped += 1
+            self.events.append(event)
 
     # --- checks ------------------------------------------------------------------------------------------------
 
@@ -240,7 +257,7 @@ def _watch(ctx: HostContext, pin: int, mask: int) -> None:
 
     def on_edge(p: int, edge: str, t: float) -> None:
         if _EDGES[edge] & mask:
-            ctx.events.append(GpioEvent(p, edge, round(t - ctx.started, 6)))
+            ctx.queue_event(GpioEvent(p, edge, round(t - ctx.started, 6)))
 
     assert ctx.io is not None
     ctx.io.gpio_watch(pin, on_edge)

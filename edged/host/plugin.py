@@ -22,7 +22,15 @@ from ..runtime._manifest import WasmPath, read_module
 from ..runtime._plugin import _resolve
 from .capabilities import Capabilities, DevicePolicy
 from .frames import Tick, decode_frame, decode_matricks
-from .functions import DeviceIO, DisplayInfo, HostContext, SharedValues, check_imports, host_functions
+from .functions import (
+    EVENTS_PER_DELIVERY,
+    DeviceIO,
+    DisplayInfo,
+    HostContext,
+    SharedValues,
+    check_imports,
+    host_functions,
+)
 
 Kind = Literal["animation", "sensor", "matricks", "service"]
 
@@ -106,6 +114,7 @@ class DevicePlugin:
         )
         self.plugin = Plugin(self.compiled, config=merged, fuel=fuel, timeout_ms=timeout_ms, logger=self.logger)
         self._setup_done = False
+        self._drops_logged = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -157,23 +166,41 @@ class DevicePlugin:
         self.deliver_events()
         return self.plugin.call("tick", tick.pack())
 
-    def deliver_events(self) -> int:
-        """Deliver queued GPIO edge events to the plugin's ``on_gpio`` export; returns how many were delivered.
+    def deliver_events(self, limit: int | None = EVENTS_PER_DELIVERY) -> int:
+        """Deliver queued GPIO edge events, oldest first, to the plugin's ``on_gpio`` export: at most ``limit``
+        (``None``: all); the rest stay queued, in order, for the next call. Returns how many were delivered.
 
         Events are collected on gpiozero's threads and delivered here, on the caller's thread, because an
-        instance must only ever be used from one thread at a time.
+        instance must only ever be used from one thread at a time. The bound keeps an edge flood from stalling the
+        frame path; a queue that overflows meanwhile drops its oldest events (``events_dropped`` counts them, and
+        each new batch of drops is logged once).
         """
-        events = self.ctx.events
+        ctx = self.ctx
+        if ctx.events_dropped != self._drops_logged:
+            self.logger.warning(
+                "%d GPIO events dropped: the queue of %d was full",
+                ctx.events_dropped - self._drops_logged,
+                ctx.events.maxlen,
+                extra={"plugin": self.name, "dropped": ctx.events_dropped},
+            )
+            self._drops_logged = ctx.events_dropped
+        events = ctx.events
         if not events:
             return 0
-        has_handler = self.plugin.function_exists("on_gpio")
+        if not self.plugin.function_exists("on_gpio"):
+            events.clear()
+            return 0
         n = 0
-        while events:
+        while events and (limit is None or n < limit):
             ev = events.popleft()
-            if has_handler:
-                self.plugin.call("on_gpio", json.dumps({"pin": ev.pin, "edge": ev.edge, "t": ev.t}).encode())
-                n += 1
+            self.plugin.call("on_gpio", json.dumps({"pin": ev.pin, "edge": ev.edge, "t": ev.t}).encode())
+            n += 1
         return n
+
+    @property
+    def events_dropped(self) -> int:
+        """GPIO events dropped since load because the queue was full."""
+        return self.ctx.events_dropped
 
     @property
     def last_fuel_used(self) -> int | None:

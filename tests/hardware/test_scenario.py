@@ -265,3 +265,67 @@ def test_a_granted_pin_the_board_lacks_fails_the_call_with_the_boards_message(bo
     with pytest.raises(PluginError, match="gpio_write: pin 26 is not configured"):
         p.call("gpio_write", '{"pin": 26, "value": 1}')
     assert json.loads(p.call("display_info"))["width"] == 8  # the plugin keeps working
+
+
+def _presses(n: int, every: float = 0.01) -> str:
+    """A scenario pressing the button ``n`` times: 2n edges, falling at ``i * every``, rising half a step later."""
+    return "".join(
+        f'[[events]]\nat = {i * every:.3f}\nbutton = "mode"\naction = "press"\nhold = {every / 2:.3f}\n'
+        for i in range(n)
+    )
+
+
+def _edge_plugin(board: GpioBoard) -> DevicePlugin:
+    wasm = probe(["edged_gpio_watch", "edged_value_set"], on_gpio=True)  # on_gpio publishes each event as "edge"
+    dp = _plugin(board, caps={"gpio": {"events": [17]}, "publish": ["edge"]}, wasm=wasm)
+    dp.plugin.call("gpio_watch", '{"pin": 17, "edges": "both"}')
+    return dp
+
+
+def test_an_edge_flood_is_delivered_at_most_16_per_frame_in_order(board: GpioBoard) -> None:
+    from edged.host.functions import EVENTS_PER_DELIVERY
+
+    dp = _edge_plugin(board)
+    player = ScenarioPlayer(load_scenario(text=_presses(250), config=KIT), board, start=dp.ctx.started)
+    player.advance(10.0)
+    assert len(dp.ctx.events) == 500 and dp.events_dropped == 0  # a burst of 500 scripted edges
+    expected = [t for i in range(250) for t in (round(i * 0.01, 6), round(i * 0.01 + 0.005, 6))]
+    delivered = 0
+    while dp.ctx.events:
+        n = dp.deliver_events()
+        assert n == min(EVENTS_PER_DELIVERY, 500 - delivered)
+        delivered += n
+        last = json.loads(dp.ctx.values.get("edge") or b"")
+        # the last one delivered is the next one in order, and the rest are still queued behind it
+        assert (last["t"], last["edge"]) == (expected[delivered - 1], "falling" if delivered % 2 else "rising")
+        assert len(dp.ctx.events) == 500 - delivered
+    assert delivered == 500 and dp.deliver_events() == 0 and EVENTS_PER_DELIVERY == 16
+
+
+def test_an_overflowing_event_queue_drops_the_oldest_and_counts_them(
+    board: GpioBoard, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edged.host.functions import EVENT_QUEUE_SIZE
+
+    dp = _edge_plugin(board)
+    player = ScenarioPlayer(load_scenario(text=_presses(600, 0.002), config=KIT), board, start=dp.ctx.started)
+    player.advance(10.0)  # 1200 edges into a queue of 1024
+    assert len(dp.ctx.events) == EVENT_QUEUE_SIZE == 1024 and dp.events_dropped == 1200 - 1024
+    assert dp.ctx.events[0].t == round(88 * 0.002, 6)  # edges 0..175 (presses 0..87) went first
+    with caplog.at_level("WARNING", logger="edged.plugin.probe"):
+        assert dp.deliver_events() == 16
+        assert dp.deliver_events() == 16
+    assert [r.getMessage() for r in caplog.records] == ["176 GPIO events dropped: the queue of 1024 was full"]
+    assert json.loads(dp.ctx.values.get("edge") or b"")["t"] == round((88 + 15) * 0.002 + 0.001, 6)
+
+
+def test_frames_deliver_a_bounded_batch_of_events_first(board: GpioBoard) -> None:
+    """frame() is the engine's frame path: it hands on_gpio one batch, never the whole flood."""
+    from edged.host.frames import Tick
+
+    dp = _edge_plugin(board)
+    player = ScenarioPlayer(load_scenario(text=_presses(250), config=KIT), board, start=dp.ctx.started)
+    player.advance(10.0)
+    with pytest.raises(PluginError, match="frame"):  # the probe exports no frame
+        dp.frame(Tick(0, 0, 0, 8, 8))
+    assert len(dp.ctx.events) == 500 - 16
