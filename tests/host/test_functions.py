@@ -305,3 +305,34 @@ def test_hardware_errors_fail_the_call_not_the_caller() -> None:
         assert not isinstance(err.value, CapabilityDenied)
         p.call("gpio_write", '{"pin": 22, "value": 1}')
         assert board.gpio_read(22) == 1
+
+
+# kitchen.wasm imports three test host functions (extism:host/user reflect, hello, add); DevicePlugin offers only
+# edged's, so a linked module under that name provides them
+_KITCHEN_USER = wat(
+    """(module
+  (func (export "reflect") (param i64) (result i64) (local.get 0))
+  (func (export "hello") (param i64) (result i64) (local.get 0))
+  (func (export "add") (param i64 i64) (result i64) (i64.add (local.get 0) (local.get 1))))"""
+)
+
+
+@pytest.mark.parametrize("max_var_bytes", [None, 64 * 1024 * 1024], ids=["kernel-vars", "host-vars"])
+def test_restart_starts_a_fresh_instance_without_vars(built_plugin, max_var_bytes: int | None) -> None:
+    """Each playlist play and each quarantine restart calls restart(): state kept in a var must not survive it
+    (whether the kernel or, for a budget too big to reserve in wasm, the host serves the vars)."""
+    manifest = {
+        "wasm": [{"data": _KITCHEN_USER, "name": "extism:host/user"}, {"path": str(built_plugin("kitchen"))}],
+        "memory": {"max_var_bytes": max_var_bytes},
+        "edged": {"name": "kitchen", "capabilities": {}},
+    }
+    with DevicePlugin(manifest) as dp:
+        assert [dp.plugin.call("counter") for _ in range(3)] == [b"1", b"2", b"3"]
+        dp.plugin.close()  # a plain close keeps the vars (the runtime's contract)
+        assert dp.plugin.call("counter") == b"4"
+        dp.restart()
+        assert dp.plugin.vars == {}
+        assert [dp.plugin.call("counter") for _ in range(2)] == [b"1", b"2"]
+        dp.restart()
+        dp.restart()  # twice in a row, with no instance in between
+        assert dp.plugin.call("counter") == b"1"
