@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         for i in range(args.loop):
             try:
                 result = plugin.call(args.function, data)
+            except PluginLoadError as exc:  # found while instantiating, on the first call: the module cannot load
+                out.flush()
+                print(f"edged call: {exc}", file=sys.stderr)
+                return 2
             except PluginError as exc:
                 out.flush()
                 print(f"edged call: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,8 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import wasmtime
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import PluginError
+from ..errors import PluginError, PluginTimeout
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -63,6 +65,8 @@ class HostEnv:
         self.http_status = 0
         self.http_headers: dict[str, str] | None = None
         self._k = kernel_ref
+        #: ``time.monotonic()`` by which the current call must end (set by the plugin around each call), or None
+        self.deadline: float | None = None
 
     # --- vars --------------------------------------------------------------------------------------------------
 
@@ -115,20 +119,33 @@ class HostEnv:
         raw = k.take(req)
         payload = k.take(body) if body else None
         try:
-            spec = json.loads(raw)
-            url = spec["url"]
-            method = str(spec.get("method") or ("POST" if payload else "GET")).upper()
-            headers = {str(a): str(b) for a, b in (spec.get("headers") or {}).items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise PluginError(f"invalid HTTP request: {exc}") from None
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https") or not self.host_allowed(url):
+            spec = HttpRequestSpec.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "request"
+            raise PluginError(f"invalid HTTP request: {where}: {first['msg']}") from None
+        url = spec.url
+        method = (spec.method or ("POST" if payload else "GET")).upper()
+        if not self._allowed(url):
             raise PluginError(f"HTTP request to {url} is not allowed")
-        request = urllib.request.Request(url, data=payload, headers=headers, method=method)
         try:
-            resp = urllib.request.urlopen(request, timeout=30)
+            request = urllib.request.Request(url, data=payload, headers=spec.headers, method=method)
+        except ValueError as exc:
+            raise PluginError(f"invalid HTTP request: {exc}") from None
+        timeout = HTTP_TIMEOUT_S
+        if self.deadline is not None:  # never outlive the call's own deadline (wasm cannot be interrupted here)
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise PluginTimeout("timeout")
+        try:
+            resp = self._opener().open(request, timeout=timeout)
         except urllib.error.HTTPError as err:  # a non-2xx status is not an error
             resp = err
+        except TimeoutError:
+            raise PluginTimeout("timeout") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
+            if isinstance(getattr(exc, "reason", None), TimeoutError):
+                raise PluginTimeout("timeout") from None
             raise PluginError(f"HTTP request to {url} failed: {exc}") from None
         with resp:
             data = resp.read(self.max_http + 1)
@@ -137,6 +154,26 @@ class HostEnv:
         if len(data) > self.max_http:
             raise PluginError(f"HTTP response exceeds the limit of {self.max_http} bytes")
         return k.alloc_bytes(data)
+
+    def _allowed(self, url: str) -> bool:
+        try:
+            scheme = urllib.parse.urlsplit(url).scheme
+        except ValueError:
+            return False
+        return scheme in ("http", "https") and self.host_allowed(url)
+
+    def _opener(self) -> urllib.request.OpenerDirector:
+        """An opener whose redirects are checked against allowed_hosts like the first request: an allowed host
+        cannot send a plugin on to one it may not reach."""
+        env = self
+
+        class CheckedRedirects(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+                if not env._allowed(newurl):
+                    raise PluginError(f"HTTP redirect to {newurl} is not allowed")
+                return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+        return urllib.request.build_opener(CheckedRedirects)
 
     def http_status_code(self) -> int:
         return self.http_status
@@ -162,6 +199,19 @@ class HostEnv:
         for name, level in levels.items():
             fns[f"log_{name}"] = (wasmtime.FuncType([_I64], []), self._log(level))
         return fns
+
+
+#: The longest an HTTP request may take when the call has no deadline of its own.
+HTTP_TIMEOUT_S = 30.0
+
+
+class HttpRequestSpec(BaseModel):
+    """The request document a PDK passes to ``http_request``. Extra fields are ignored, as Extism does."""
+
+    model_config = ConfigDict(extra="ignore")
+    url: str
+    method: str | None = None
+    headers: dict[str, str] = {}
 
 
 #: Names served by :class:`HostEnv`, for import validation before anything is instantiated.

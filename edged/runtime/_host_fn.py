@@ -3,7 +3,8 @@
 ``bytes``/``str`` parameters and results travel as kernel memory handles (i64), ``Annotated[T, Json]`` as a JSON
 handle, ``int`` as i64, ``float`` as f64 and ``bool`` as i32. A parameter annotated :class:`CurrentPlugin` receives
 the calling plugin's context. A Python exception inside the function fails the plugin call with a
-:class:`~edged.errors.HostFunctionError` that names the function and the exception; it is never swallowed.
+:class:`~edged.errors.HostFunctionError` that names the function and the exception, and is also an instance of the
+exception's own type where Python allows it; it is never swallowed.
 """
 
 from __future__ import annotations
@@ -144,12 +145,32 @@ class HostFunction:
             except EdgedError:
                 raise
             except Exception as exc:
-                raise HostFunctionError(f"host function {qualified} raised {type(exc).__name__}: {exc}", exc) from exc
+                raise host_function_error(f"host function {qualified} raised {type(exc).__name__}: {exc}", exc) from exc
             finally:
                 if current is not None:
                     current._kernel = None
 
         return callback
+
+
+_ERROR_TYPES: dict[type[BaseException], type[HostFunctionError]] = {}
+
+
+def host_function_error(message: str, exc: BaseException) -> HostFunctionError:
+    """A :class:`HostFunctionError` that is also an instance of ``exc``'s type where Python allows it, so both
+    ``except PluginError`` and ``except ValueError`` (say) catch a host function's ``ValueError``."""
+    kind = type(exc)
+    cls = _ERROR_TYPES.get(kind)
+    if cls is None:
+        try:
+            cls = type(f"HostFunctionError[{kind.__name__}]", (HostFunctionError, kind), {})
+        except TypeError:  # an exception type with its own C layout (the OSError family, say)
+            cls = HostFunctionError
+        _ERROR_TYPES[kind] = cls
+    try:
+        return cls(message, exc)
+    except TypeError:  # an exception type whose constructor wants other arguments
+        return HostFunctionError(message, exc)
 
 
 def host_fn(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
@@ -285,6 +286,11 @@ class Plugin:
         cache: ModuleCache | None = None,
     ) -> None:
         if isinstance(plugin, CompiledPlugin):
+            given = [n for n, v in (("wasi", wasi), ("functions", functions), ("allow_urls", allow_urls)) if v]
+            if cache is not None:
+                given.append("cache")
+            if given:  # these shape the compilation: silently ignoring them would surprise
+                raise ValueError(f"{', '.join(given)} belong to the CompiledPlugin; pass them when compiling")
             self.compiled = plugin
         else:
             self.compiled = CompiledPlugin(
@@ -503,6 +509,7 @@ class Plugin:
         timeout = self.timeout_ms
         if timeout is not None:
             store.set_epoch_deadline(int(timeout / TICK_MS) + 1)
+            self.env.deadline = time.monotonic() + timeout / 1000.0
             TICKER.arm()
         try:
             rc = caller()
@@ -515,7 +522,11 @@ class Plugin:
             error = self._classify(exc, inst)
             self._drop_instance()
             raise error from exc
+        except BaseException:  # KeyboardInterrupt and the like, mid-call: the instance is in an unknown state
+            self._drop_instance()
+            raise
         finally:
+            self.env.deadline = None
             if timeout is not None:
                 TICKER.disarm()
                 store.set_epoch_deadline(UNLIMITED_TICKS)

@@ -81,3 +81,12 @@ def test_console_script_runs(kitchen: Path) -> None:
         check=True,
     )
     assert out.stdout == b"via subprocess"
+
+
+def test_a_module_that_cannot_instantiate_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "m.json"
+    wasm = tmp_path / "k.wasm"
+    wasm.write_bytes(KITCHEN)
+    manifest.write_text(json.dumps({"wasm": [{"path": str(wasm)}], "allowed_paths": {"/nonexistent-dir": "/d"}}))
+    assert main(["call", str(manifest), "echo", "--wasi", "--input", "x"]) == 2
+    assert "allowed_paths: /nonexistent-dir is not a directory" in capsys.readouterr().err

@@ -88,6 +88,39 @@ def test_exception_fails_the_call_with_type_and_message() -> None:
         p.call("run", "x")
     assert isinstance(ei.value.exception, ValueError)
     assert isinstance(ei.value.__cause__, ValueError)
+    # the failure is also of the exception's own type, so callers can catch what the host function raised
+    assert isinstance(ei.value, ValueError)
+    with pytest.raises(ValueError, match="cannot handle"):
+        p.call("run", "y")
+
+
+def test_exception_types_python_cannot_combine_still_fail_the_call() -> None:
+    @host_fn(name="shout")
+    def broken(data: str) -> str:
+        raise FileNotFoundError(2, "no such file", "/x")
+
+    plugin = _with_import('(import "extism:host/user" "shout" (func $hf (param i64) (result i64)))', RUN_HANDLE)
+    with pytest.raises(HostFunctionError, match="raised FileNotFoundError") as ei:
+        Plugin(plugin, functions=[broken]).call("run", "x")
+    assert isinstance(ei.value.exception, FileNotFoundError)
+
+
+def test_an_interrupted_call_does_not_keep_its_instance() -> None:
+    calls = []
+
+    @host_fn(name="shout")
+    def once(data: str) -> str:
+        calls.append(data)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return data.upper()
+
+    plugin = _with_import('(import "extism:host/user" "shout" (func $hf (param i64) (result i64)))', RUN_HANDLE)
+    p = Plugin(plugin, functions=[once])
+    with pytest.raises(KeyboardInterrupt):
+        p.call("run", "x")
+    assert p._inst is None
+    assert p.call("run", "y") == b"Y"
 
 
 def test_keyboard_interrupt_propagates_as_itself() -> None:

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from edged.runtime import Plugin, PluginError
+from edged.runtime import Plugin, PluginError, PluginTimeout
 from tests.runtime.wats import KITCHEN
 
 
 class _Handler(BaseHTTPRequestHandler):
+    hits: list[str] = []  # noqa: RUF012 - shared by the test server's threads on purpose
+
     def do_GET(self) -> None:
+        _Handler.hits.append(self.path)
+        if self.path.startswith("/redirect?to="):
+            self.send_response(302)
+            self.send_header("Location", self.path.split("=", 1)[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path == "/slow":
+            time.sleep(2)
         status = 404 if self.path == "/missing" else 200
         body = b"z" * 5000 if self.path == "/big" else f"path={self.path}".encode()
         self.send_response(status)
@@ -77,3 +89,33 @@ def test_bad_request_json_is_a_plugin_error() -> None:
         p.call("http", b"not json")
     with pytest.raises(PluginError, match="is not allowed"):
         p.call("http", _req("file:///etc/passwd"))
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [b'{"url": 5}', b'{"url": "http://[::1"}', b'{"method": "GET"}', b'{"url": "http://x", "headers": [1]}', b"[]"],
+)
+def test_malformed_request_documents_are_plugin_errors(doc: bytes) -> None:
+    p = Plugin({"wasm": [{"data": KITCHEN}], "allowed_hosts": ["*"]})
+    with pytest.raises(PluginError, match="invalid HTTP request|is not allowed"):
+        p.call("http", doc)
+    assert p.call("echo", "still fine") == b"still fine"
+
+
+def test_redirects_are_checked_against_allowed_hosts(server: str) -> None:
+    port = server.rsplit(":", 1)[1]
+    p = Plugin({"wasm": [{"data": KITCHEN}], "allowed_hosts": ["127.0.0.1"]})
+    # an allowed host redirecting to an allowed host is followed
+    assert p.call("http", _req(f"{server}/redirect?to={server}/landed")) == b"path=/landed"
+    # an allowed host cannot send the plugin on to a host it may not reach (here: localhost, same server)
+    _Handler.hits.clear()
+    with pytest.raises(PluginError, match=f"^HTTP redirect to http://localhost:{port}/secret is not allowed$"):
+        p.call("http", _req(f"{server}/redirect?to=http://localhost:{port}/secret"))
+    assert "/secret" not in _Handler.hits
+
+
+def test_http_request_never_outlives_the_call_deadline(server: str) -> None:
+    p = Plugin({"wasm": [{"data": KITCHEN}], "allowed_hosts": ["127.0.0.1"]}, timeout_ms=200)
+    with pytest.raises(PluginTimeout, match="^timeout$"):
+        p.call("http", _req(server + "/slow"))
+    assert p.call("echo", "after") == b"after"
