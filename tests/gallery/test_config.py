@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edged.host.functions import SharedValues
+
 from .helpers import ascii_art, load, render, tick
 
 SECOND_US = 1_000_000
@@ -140,3 +142,51 @@ def test_matricks_pulse_stops_after_its_frames() -> None:
     run = render(load("matricks_pulse", (24, 12), {"frames": "5"}), 20)
     assert run.done_at == 5
     assert all(f.shape == (12, 24, 3) for f in run.frames)
+
+
+def test_rainbow_spread() -> None:
+    # 16x16: the diagonal is 30 pixels; with spread 2 the hue turns twice across it, so x = 15 has x = 0's colour
+    one = frame_at("rainbow", {"spread": "1"}, 0)
+    two = frame_at("rainbow", {"spread": "2"}, 0)
+    assert (two[0, 15] == two[0, 0]).all(), "spread 2: two full rainbows across the diagonal"
+    assert not (one[0, 15] == one[0, 0]).all(), "spread 1: half a turn at the middle of the diagonal"
+    assert not np.array_equal(one, two)
+    assert np.array_equal(one, frame_at("rainbow", {}, 0)), "spread 1 is the default"
+
+
+def roughness(frame: np.ndarray) -> float:
+    """Mean colour change between neighbouring pixels: small for large features."""
+    f = frame.astype(int)
+    return float(np.abs(np.diff(f, axis=0)).mean() + np.abs(np.diff(f, axis=1)).mean())
+
+
+def test_plasma_scale_sets_the_feature_size() -> None:
+    fine = frame_at("plasma", {"scale": "25"}, SECOND_US, 32)
+    normal = frame_at("plasma", {}, SECOND_US, 32)
+    coarse = frame_at("plasma", {"scale": "400"}, SECOND_US, 32)
+    assert roughness(fine) > roughness(normal) > roughness(coarse), (roughness(fine), roughness(coarse))
+
+
+def test_life_density() -> None:
+    def live(density: str) -> int:
+        return int((frame_at("life", {"density": density}, 0, 32).sum(axis=2) > 0).sum())
+
+    sparse, dense = live("10"), live("60")
+    assert 0 < sparse < dense, (sparse, dense)
+    # about density percent of the 1024 cells are alive at the start
+    assert 50 <= sparse <= 160 and 520 <= dense <= 720, (sparse, dense)
+    empty = render(load("life", 16, {"density": "0", "rate": "60"}), 10)
+    assert not empty.frames[0].any() and empty.done_at == 1, "an empty board is done at its first generation"
+
+
+def test_bar_graph_max_cm_is_the_full_scale() -> None:
+    def rows(max_cm: str | None) -> int:
+        values = SharedValues()
+        values.set("distance_m", b"1.0")
+        plugin = load("bar_graph", 16, {} if max_cm is None else {"max_cm": max_cm}, values=values)
+        frame = plugin.frame(tick(0, 16, 16))
+        assert frame is not None
+        return int((frame.sum(axis=(1, 2)) > 0).sum())
+
+    # 1 m of 2 m (the default) fills half the rows; of 1 m all of them; of 4 m a quarter
+    assert (rows(None), rows("200"), rows("100"), rows("400")) == (8, 8, 16, 4)

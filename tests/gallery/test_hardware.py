@@ -7,11 +7,14 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from edged.errors import CapabilityDenied
 from edged.hardware.gpio import GpioBoard, GpioConfig
 from edged.hardware.scenario import ScenarioPlayer, load_scenario
 from edged.host.frames import Tick
 from edged.host.functions import SharedValues
+from edged.host.plugin import DevicePlugin
 from edged.tooling.check import DryRunIO
 
 from .helpers import load, manifest, tick
@@ -126,3 +129,58 @@ def test_button_plugin_stays_in_budget_in_every_mode_at_the_largest_size() -> No
             seen.add(mode_of(frame))
             assert plugin.last_fuel_used is not None and plugin.last_fuel_used <= budget, (i, plugin.last_fuel_used)
         assert seen == {1, 2, 3, 4}
+
+
+def drawn(plugin: DevicePlugin, i: int) -> np.ndarray:
+    frame = plugin.frame(tick(i, 16, 16))
+    assert frame is not None
+    return frame
+
+
+def button_board(pin: int = 17) -> GpioBoard:
+    return GpioBoard(GpioConfig.model_validate({"gpio": {"mode": {"type": "button", "pin": pin}}}), emulated=True)
+
+
+def test_button_plugin_colour() -> None:
+    with button_board() as board:
+        frame = load("button_modes", 16, {"color": "#00ff00"}, io=board).frame(tick(0, 16, 16))
+    assert frame is not None and frame[8, 8].tolist() == [0, 255, 0]
+
+
+def test_button_plugin_press_edge_rising() -> None:
+    """Wired to 3V3 with a pull-down, a press is a rising edge: with press_edge "rising" the release does nothing."""
+    with button_board() as board:
+        plugin = load("button_modes", 16, {"press_edge": "rising"}, io=board)
+        modes = [mode_of(drawn(plugin, 0))]
+        board.press("mode")  # a falling edge on the emulated pull-up button
+        modes.append(mode_of(drawn(plugin, 1)))
+        board.release("mode")  # rising
+        modes.append(mode_of(drawn(plugin, 2)))
+    assert modes == [1, 1, 2], modes
+
+
+def sparkle(seed: str) -> list[np.ndarray]:
+    """Frames of the sparkle mode (the fourth: three presses) with the given seed."""
+    with button_board() as board:
+        plugin = load("button_modes", 16, {"seed": seed}, io=board)
+        plugin.frame(tick(0, 16, 16))
+        for _ in range(3):
+            board.press("mode")
+            board.release("mode")
+        frames = [drawn(plugin, i) for i in range(1, 6)]
+    assert all(mode_of(f) == 4 for f in frames)
+    return frames
+
+
+def test_button_plugin_seed_drives_the_sparkle() -> None:
+    a, again, b = sparkle("1"), sparkle("1"), sparkle("2")
+    assert all(np.array_equal(x, y) for x, y in zip(a, again, strict=True)), "the same seed sparkles the same"
+    assert any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True)), "another seed sparkles differently"
+
+
+def test_button_plugin_pin_needs_the_manifest_grant() -> None:
+    """config pin = 22 while the manifest's gpio.events grants only 17: the first frame fails and says why."""
+    with button_board(22) as board:
+        plugin = load("button_modes", 16, {"pin": "22"}, io=board)
+        with pytest.raises(CapabilityDenied, match=r"pin 22 is not granted for gpio\.events \(granted: \[17\]\)"):
+            plugin.frame(tick(0, 16, 16))
