@@ -105,6 +105,8 @@ class _Job:
     retries: dict[int, int] = field(default_factory=dict)
     last_progress: float = 0.0
     last_percent: float = -100.0
+    #: times in a row the transfer asked again without receiving a chunk in between
+    stalls: int = 0
     state: str = "downloading"
     deadline: float = 0.0
 
@@ -114,7 +116,10 @@ class DeviceAgent:
 
     ``health_frames`` frames without a strike within ``health_timeout_s`` seconds make a new version healthy;
     anything else rolls it back. ``window`` chunks are in flight at a time; a transfer that makes no progress for
-    ``stall_s`` seconds asks again for what is missing (this is also how it resumes after a broker restart).
+    ``stall_s`` seconds asks again for what is missing (this is also how it resumes after a broker restart); after
+    ``max_stalls`` such requests in a row without a chunk arriving (while connected) it fails as ``missing_chunk``.
+    A chunk whose sha256 does not match is asked for again, up to ``chunk_retries`` times, then the install fails as
+    ``hash_mismatch``. ``chunk_size`` is at most :data:`~edged.deploy.messages.MAX_CHUNK_SIZE`.
     """
 
     def __init__(
@@ -133,6 +138,8 @@ class DeviceAgent:
         health_timeout_s: float = 10.0,
         max_bundle_size: int = 16 * 1024 * 1024,
         stall_s: float = 3.0,
+        max_stalls: int = 10,
+        chunk_retries: int = 3,
         state_dir: Path | None = None,
     ) -> None:
         self.device_id = topics.check_id(device_id)
@@ -148,6 +155,8 @@ class DeviceAgent:
         self.health_timeout_s = health_timeout_s
         self.max_bundle_size = max_bundle_size
         self.stall_s = stall_s
+        self.max_stalls = max_stalls
+        self.chunk_retries = chunk_retries
         self._state_file = (state_dir or Path(store.root)) / "agent-state.json"
         self._queue: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
         self._stop = threading.Event()
@@ -521,10 +530,12 @@ class DeviceAgent:
         except DeployError as exc:
             n = job.retries[header.index] = job.retries.get(header.index, 0) + 1
             reason = getattr(exc, "reason", "hash_mismatch")
-            if n > 3:
-                self._fail(job, reason, f"chunk {header.index}: {exc}")
+            if n > self.chunk_retries:
+                self._fail(job, reason, f"chunk {header.index} still bad after {self.chunk_retries} retries: {exc}")
                 return
             self._status("downloading", name=job.meta.name, version=job.meta.version, reason=reason, detail=str(exc))
+        else:
+            job.stalls = 0
         job.last_progress = time.monotonic()
         self._progress(job)
         if not job.transfer.missing():
@@ -590,6 +601,15 @@ class DeviceAgent:
         now = time.monotonic()
         for job in list(self._jobs.values()):
             if job.state == "downloading" and now - job.last_progress > self.stall_s and self.connected.is_set():
+                job.stalls += 1
+                if job.stalls > self.max_stalls:
+                    missing = job.transfer.missing()
+                    self._fail(
+                        job,
+                        "missing_chunk",
+                        f"chunks {missing[:16]} never arrived: asked {self.max_stalls} times, {self.stall_s:g} s apart",
+                    )
+                    continue
                 job.requested.clear()  # lost or dropped: ask again
                 job.last_progress = now
                 self._request_more(job)

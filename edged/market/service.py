@@ -181,8 +181,10 @@ class Marketplace:
             except Exception:
                 log.exception("listener failed")
 
-    def _serve_chunks(self, device: str, req: ChunkRequest) -> None:
+    def _serve_chunks(self, device: str, req: ChunkRequest) -> list[mqtt.MQTTMessageInfo]:
+        """Publish the requested chunks to ``device``; returns the publishes (to wait on, in tests)."""
         self._check_device(device, req.device)
+        infos = []
         key = (req.name, req.version, req.wasm_sha256)
         wasm = self._wasm_cache.get(key)
         if wasm is None:
@@ -210,11 +212,12 @@ class Marketplace:
                 data = wasm[i * req.chunk_size : (i + 1) * req.chunk_size]
                 header.sha256 = hashlib.sha256(data).hexdigest()
             payload = pack_chunk(header, data)
-            self.client.publish(out, payload, qos=1)
+            infos.append(self.client.publish(out, payload, qos=1))
             self.chunks_served += 1
             self.bytes_served += len(payload)
             if wasm is None:
                 break
+        return infos
 
     # --- outbound ----------------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ SIGILL of an ordinary wasm trap for a crash."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -13,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edged.deploy import topics
 from edged.deploy.agent import BrokerConfig, DeviceAgent
-from edged.deploy.messages import Reply, Reported, Status
+from edged.deploy.messages import ChunkHeader, ChunkRequest, Reply, Reported, Status, pack_chunk
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.testing import MISSING, Mosquitto, find_mosquitto
@@ -123,19 +126,73 @@ class Events:
 
 
 class RecordingMarketplace(Marketplace):
-    """The real marketplace, recording which chunks it served; with ``limit`` set it stops serving after that many
-    (requests are dropped, as if the marketplace were unreachable), so a test can interrupt a transfer exactly."""
+    """The real marketplace, recording which chunks it served, with faults a test can switch on.
+
+    ``limit``: stop serving after that many chunks (requests are dropped, as if the marketplace were unreachable).
+    ``hold``: keep requests in ``held`` instead of serving them (``serve_held()`` serves them later).
+    ``corrupt``: ``{index: n}`` serves chunk ``index`` with one byte flipped (and its true sha256) ``n`` times.
+    ``drop``: indices never served.
+    """
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.served: list[tuple[str, int]] = []
         self.limit: int | None = None
+        self.hold = False
+        self.held: list[tuple[str, ChunkRequest]] = []
+        self.corrupt: dict[int, int] = {}
+        self.corrupted: list[int] = []
+        self.drop: set[int] = set()
 
-    def _serve_chunks(self, device: str, req: Any) -> None:
+    def _serve_chunks(self, device: str, req: ChunkRequest) -> list[mqtt.MQTTMessageInfo]:
         if self.limit is not None and len(self.served) >= self.limit:
-            return
-        super()._serve_chunks(device, req)
-        self.served += [(device, i) for i in req.indices]
+            return []
+        if self.hold:
+            self.held.append((device, req))
+            return []
+        keep: list[int] = []
+        infos = []
+        for i in req.indices:
+            if i in self.drop:
+                continue
+            if self.corrupt.get(i, 0) > 0:
+                self.corrupt[i] -= 1
+                self.corrupted.append(i)
+                infos.append(self._publish_corrupt(device, req, i))
+                continue
+            keep.append(i)
+        if keep:
+            infos += super()._serve_chunks(device, req.model_copy(update={"indices": keep}))
+            self.served += [(device, i) for i in keep]
+        return infos
+
+    def _publish_corrupt(self, device: str, req: ChunkRequest, i: int) -> mqtt.MQTTMessageInfo:
+        bundle = self.catalog.find_bundle(req.name, req.version, req.wasm_sha256)
+        assert bundle is not None
+        data = bundle.wasm[i * req.chunk_size : (i + 1) * req.chunk_size]
+        total = -(-len(bundle.wasm) // req.chunk_size)
+        header = ChunkHeader(
+            name=req.name,
+            version=req.version,
+            wasm_sha256=req.wasm_sha256,
+            index=i,
+            total=total,
+            chunk_size=req.chunk_size,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+        return self.client.publish(topics.chunks(device), pack_chunk(header, bytes([data[0] ^ 0xFF]) + data[1:]), qos=1)
+
+    def serve_held(self) -> None:
+        """Serve every held request now (once per chunk) and wait until the broker has taken each chunk."""
+        self.hold = False
+        held, self.held = self.held, []
+        seen: set[tuple[str, int]] = set()
+        for device, req in held:
+            fresh = [i for i in req.indices if (device, i) not in seen]
+            seen.update((device, i) for i in fresh)
+            if fresh:
+                for info in self._serve_chunks(device, req.model_copy(update={"indices": fresh})):
+                    info.wait_for_publish(WAIT_S)
 
 
 class Harness:

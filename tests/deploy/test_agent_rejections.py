@@ -141,7 +141,7 @@ def test_hash_mismatch(harness: Harness) -> None:
     assert h.store("dev-1").get_transfer(b.meta.wasm_sha256) is None  # nothing half-done left behind
 
 
-def test_bad_chunks_are_refused_and_missing_chunks_fail(harness: Harness) -> None:
+def test_bad_chunks_are_refused_and_unservable_chunks_fail(harness: Harness) -> None:
     h = harness
     agent = baseline(h)
     # a stray, malformed chunk message
@@ -164,7 +164,8 @@ def test_bad_chunks_are_refused_and_missing_chunks_fail(harness: Harness) -> Non
     DesiredState.model_validate(doc)
     raw(h, topics.desired("dev-1"), signed(h, doc, ttl=3600))
     rejected(h, "missing_chunk", state="failed", name="ghost")
-    # a chunk with a wrong hash is retried, not trusted
+    # a stray chunk of a bundle no transfer is fetching is ignored (wrong hashes within a transfer, retried and then
+    # failing, are tested over MQTT in test_transfer_errors.py)
     h.publish("glow", "2.0.0")
     spec = h.market.spec("glow", "2.0.0")
     header = ChunkHeader(
