@@ -30,11 +30,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import BundleRejected, DeployError, EdgedError, MessageRejected, PluginError, StoreError
+from ..errors import BundleRejected, ConfigError, DeployError, EdgedError, MessageRejected, PluginError, StoreError
 from ..host.capabilities import Capabilities, DevicePolicy
 from . import topics
 from .bundle import BundleMeta, compare_versions, parse_meta, verify_bundle
 from .messages import (
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
     ChunkRequest,
     Command,
     DesiredState,
@@ -53,8 +55,18 @@ from .trust import NonceCache, TrustStore, open_envelope
 
 log = logging.getLogger("edged.deploy.agent")
 
-#: AWS IoT's message limit is 128 KB; a chunk plus its header line stays below it
+#: AWS IoT's message limit is 128 KB; a chunk plus its header line stays below it (at most ``MAX_CHUNK_SIZE``)
 DEFAULT_CHUNK_SIZE = 96 * 1024
+
+
+def check_chunk_size(chunk_size: int) -> int:
+    """``chunk_size`` if it is within ``MIN_CHUNK_SIZE``..``MAX_CHUNK_SIZE``, else raise :class:`ConfigError`."""
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ConfigError(
+            f"chunk_size {chunk_size} is out of range: {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes (a chunk and its "
+            f"header must fit in a 128 KB MQTT message, the limit of AWS IoT and of deploy/mosquitto.conf's chunks)"
+        )
+    return chunk_size
 
 
 class BrokerConfig(BaseModel):
@@ -149,7 +161,7 @@ class DeviceAgent:
         self.trust = trust
         self.target = target
         self.policy = policy or DevicePolicy()
-        self.chunk_size = chunk_size
+        self.chunk_size = check_chunk_size(chunk_size)
         self.window = window
         self.health_frames = health_frames
         self.health_timeout_s = health_timeout_s
@@ -830,6 +842,10 @@ def main(argv: Sequence[str] | None = None, *, checkpoint: Callable[[str], None]
     p.add_argument("--window", type=int, default=16, help="chunks in flight")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
+    try:
+        check_chunk_size(args.chunk_size)
+    except ConfigError as exc:
+        p.error(str(exc))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = args.broker.rpartition(":")
     policy = DevicePolicy.model_validate_json(args.policy.read_text()) if args.policy else DevicePolicy()

@@ -17,6 +17,13 @@ _STRICT = ConfigDict(extra="forbid")
 
 #: most chunk indices one request may ask for
 MAX_INDICES = 256
+#: the largest chunk: with its header line (under 1 KB, see ``CHUNK_OVERHEAD``) a chunk message stays within 128 KB,
+#: AWS IoT's message limit, and well within ``max_packet_size`` of the shipped ``deploy/mosquitto.conf`` (256 KB)
+MAX_CHUNK_SIZE = 127 * 1024
+MIN_CHUNK_SIZE = 1024
+#: bytes a chunk message may add to its data: the header line (names and versions are at most 64 characters)
+#: plus the MQTT fixed header and topic
+CHUNK_OVERHEAD = 1024
 
 State = Literal[
     "downloading", "verifying", "installing", "activating", "healthy", "failed", "rejected", "removed", "rolled_back"
@@ -134,7 +141,7 @@ class ChunkRequest(BaseModel):
     name: str = Field(max_length=64)
     version: str = Field(max_length=64)
     wasm_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    chunk_size: int = Field(ge=1024, le=4 * 1024 * 1024)
+    chunk_size: int = Field(ge=MIN_CHUNK_SIZE, le=MAX_CHUNK_SIZE)
     indices: list[int] = Field(min_length=1, max_length=MAX_INDICES)
 
     _dev = field_validator("device")(classmethod(lambda cls, v: check_id(v)))
@@ -149,7 +156,7 @@ class ChunkHeader(BaseModel):
     wasm_sha256: str
     index: int = Field(ge=0)
     total: int = Field(ge=0)
-    chunk_size: int = Field(ge=1)
+    chunk_size: int = Field(ge=1, le=MAX_CHUNK_SIZE)
     sha256: str = ""
     error: str | None = None
 

@@ -36,8 +36,9 @@ class Mosquitto:
     """A mosquitto on ``127.0.0.1:port`` with persistence under ``workdir``.
 
     ``users`` (``{name: password}``) turns on a password file and ``acl`` (file text) an ACL file; without them
-    anonymous clients may do anything. ``tls`` (CA, certificate, key files) makes the listener TLS-only.
-    ``restart()`` keeps the port and the persisted sessions.
+    anonymous clients may do anything. ``max_packet_size`` bounds every MQTT packet (mosquitto drops the
+    connection of a client that sends a larger one, and does not deliver a larger one to a client). ``tls`` (CA,
+    certificate, key files) makes the listener TLS-only. ``restart()`` keeps the port and the persisted sessions.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class Mosquitto:
         users: dict[str, str] | None = None,
         acl: str | None = None,
         max_queued_messages: int = 10000,
+        max_packet_size: int = 4 * 1024 * 1024,
         tls: tuple[Path, Path, Path] | None = None,
         binary: Path | None = None,
     ) -> None:
@@ -65,7 +67,7 @@ class Mosquitto:
             f"persistence_location {self.workdir}/",
             f"max_queued_messages {max_queued_messages}",
             "max_inflight_messages 0",
-            "max_packet_size 4194304",
+            f"max_packet_size {max_packet_size}",
             f"log_dest file {self.workdir / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",
