@@ -147,9 +147,9 @@ class DisplayRunner:
         plugins take moves nothing on the LEDs as long as it fits the period. A frame whose rendering ends after
         its deadline is dropped, not shown late, and the next deadline stays on the grid. Idle time is slept.
         """
-        grid = FrameGrid.at_fps(self.fps, self.clock.now())
+        pending = self._render_ahead(self.clock.now())
+        grid = FrameGrid.at_fps(self.fps, self.clock.now())  # the first frame is due as soon as it is ready
         shown = 0
-        pending = self._render_ahead(grid.deadline())
         while not stop.is_set() and (frames is None or shown < frames):
             self.clock.sleep_until(grid.deadline(), stop)
             if stop.is_set():
@@ -164,7 +164,10 @@ class DisplayRunner:
                 break
             nxt = grid.next_after(self.clock.now())
             pending = self._render_ahead(nxt)
-            while self.clock.now() > nxt and not stop.is_set():  # rendered too late for its deadline: drop it
+            if self.clock.now() > nxt:
+                # rendered too late for its deadline: drop it and render once more for the next one (if that is
+                # late too, it is shown as soon as it is ready: a display whose plugins never fit the period
+                # still shows something, at the rate it can, with every missed deadline counted as dropped)
                 nxt = grid.next_after(self.clock.now())
                 pending = self._render_ahead(nxt)
             self.stats.dropped = grid.dropped

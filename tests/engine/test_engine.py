@@ -14,8 +14,16 @@ from edged.engine.display import DisplayRunner, Layer
 from edged.engine.playlist import PlaylistItem, PlaylistPlayer, in_window
 from edged.engine.supervisor import DONE, Budget, StrikePolicy, Supervised
 from edged.engine.timing import FrameGrid
-from edged.errors import OutOfFuel, PluginTrap
-from edged.host.frames import Tick
+from edged.errors import (
+    CapabilityDenied,
+    HostFunctionError,
+    OutOfFuel,
+    OutOfMemory,
+    PluginError,
+    PluginTimeout,
+    PluginTrap,
+)
+from edged.host.frames import FrameError, Tick
 from edged.host.functions import DisplayInfo
 from edged.host.plugin import DevicePlugin
 from tests.engine import anims
@@ -78,7 +86,43 @@ def test_runner_drops_after_an_injected_slow_frame_and_sleeps_otherwise() -> Non
     runner.run(threading.Event(), frames=10)
     assert runner.stats.frames == 10
     assert runner.stats.dropped == 5  # 50 ms at 10 ms per frame: this deadline and the next four are gone
-    assert all(d > 0 for d in clock.slept)  # waited by sleeping, never spinning
+    # every frame after the first waited for its deadline by sleeping (the fake clock only moves when slept or
+    # when a slow show moves it), and frames were shown on their deadlines: one period apart, except the slow one
+    assert len(clock.slept) == runner.stats.frames - 1
+    assert sorted(round(x, 6) for x in runner.stats.intervals.intervals) == [0.01] * 8 + [0.06]
+
+
+class SlowPlayer:
+    """A layer whose rendering takes ``cost`` seconds of the fake clock."""
+
+    def __init__(self, clock: FakeClock, cost: float) -> None:
+        self.clock, self.cost, self.slots = clock, cost, {}
+        self.calls = 0
+
+    def render(self, tick: Tick, now: float) -> np.ndarray:
+        self.calls += 1
+        self.clock.advance(self.cost)
+        return np.full((H, W, 3), self.calls % 256, np.uint8)
+
+
+def test_frames_rendered_ahead_are_shown_exactly_on_their_deadlines() -> None:
+    clock = FakeClock(start=0.0)
+    sink = Sink(clock)
+    player = SlowPlayer(clock, cost=0.008)  # 8 ms of a 10 ms period
+    runner = DisplayRunner("d", W, H, 100, [Layer("main", player, 0, 0, W, H)], sink, clock)  # type: ignore[arg-type]
+    runner.run(threading.Event(), frames=20)
+    assert runner.stats.frames == 20 and runner.stats.dropped == 0
+    assert all(x == pytest.approx(0.010) for x in runner.stats.intervals.intervals)
+
+
+def test_a_display_slower_than_its_period_still_shows_frames_and_stops() -> None:
+    clock = FakeClock(start=0.0)
+    sink = Sink(clock)
+    player = SlowPlayer(clock, cost=0.025)  # every frame takes 2.5 periods
+    runner = DisplayRunner("d", W, H, 100, [Layer("main", player, 0, 0, W, H)], sink, clock)  # type: ignore[arg-type]
+    runner.run(threading.Event(), frames=10)
+    assert runner.stats.frames == 10 and len(sink.frames) == 10
+    assert runner.stats.dropped > 10  # every missed deadline counted
 
 
 # --- supervision -----------------------------------------------------------------------------------------------
@@ -266,4 +310,16 @@ def test_blank_shows_black() -> None:
 
 
 def test_errors_used_by_the_engine_are_plugin_errors() -> None:
-    assert issubclass(OutOfFuel, Exception) and issubclass(PluginTrap, Exception)
+    # the supervisor catches PluginError: everything a plugin can cause must be one
+    for kind in (OutOfFuel, PluginTrap, PluginTimeout, OutOfMemory, FrameError, HostFunctionError, CapabilityDenied):
+        assert issubclass(kind, PluginError), kind
+
+
+def test_a_malformed_frame_is_a_strike_and_the_last_good_frame_stays() -> None:
+    clock = FakeClock()
+    good = slot(anims.solid(1, 2, 3), clock)
+    frame = good.frame(tick(1))
+    bad = slot(anims.WRONG_SIZE, clock, fallback=frame)
+    assert bad.frame(tick(1)) is frame
+    assert bad.stats.strikes == 1 and bad.stats.errors == {"FrameError": 1}
+    assert "frame has 7 bytes" in (bad.stats.last_error or "")
