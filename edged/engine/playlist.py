@@ -117,8 +117,10 @@ class PlaylistPlayer:
             if self._playable(self.items[nxt % n]):
                 self._start(nxt % n, now)
                 return
-        self.finished = True
         self.index = -1
+        # nothing may play right now: a looping playlist waits (dark) and looks again next frame, since its
+        # schedule windows will open again; a playlist that does not loop has ended
+        self.finished = not self.loop
 
     @staticmethod
     def _item_tick(slot: Supervised, tick: Tick, now: float, started: float, frames: int) -> Tick:

@@ -255,6 +255,33 @@ def test_schedule_windows_skip_items() -> None:
         PlaylistItem(plugin="x", schedule="noon")
 
 
+def test_a_looping_schedule_goes_dark_outside_its_windows_and_comes_back() -> None:
+    clock = FakeClock(0.0)
+    now = [dt.time(21, 0)]
+    player = PlaylistPlayer(
+        [PlaylistItem(plugin="day", schedule="08:00-20:00", duration_s=60)],
+        {"day": slot(anims.solid(9, 9, 0), clock, "day")},
+        time_of_day=lambda: now[0],
+    )
+    assert player.render(tick(0), 0.0) is None  # started outside every window: dark, not finished
+    now[0] = dt.time(8, 30)
+    assert player.render(tick(1), 1.0)[0, 0].tolist() == [9, 9, 0]  # the window opened: it plays
+    now[0] = dt.time(20, 30)
+    assert player.render(tick(2), 70.0) is None  # its time is up and the window closed: dark again
+    now[0] = dt.time(8, 0)
+    assert player.render(tick(3), 80.0)[0, 0].tolist() == [9, 9, 0]  # next morning it is back
+    assert not player.finished
+
+
+def test_a_playlist_that_does_not_loop_ends() -> None:
+    clock = FakeClock(0.0)
+    player = PlaylistPlayer(
+        [PlaylistItem(plugin="a", duration_s=1)], {"a": slot(anims.solid(1, 1, 1), clock, "a")}, loop=False
+    )
+    assert player.render(tick(0), 0.0) is not None
+    assert player.render(tick(1), 2.0) is None and player.finished
+
+
 # --- composition -----------------------------------------------------------------------------------------------
 
 
