@@ -1,6 +1,7 @@
 """``edged plugin new|check``: scaffold a plugin from a template, and check one before it ships.
 
-``new NAME --lang as|c|zig [--dir DIR]`` writes DIR/NAME/ (source and manifest) from plugins/templates/.
+``new NAME --lang as|c|zig [--dir DIR]`` writes DIR/NAME/ (source and manifest) from the templates shipped in
+edged/tooling/templates/, and says how to build it (plugins/build of an edged checkout).
 ``check PLUGIN [--manifest M] [--frames N] [--fps F] [--size WxH] [--config K=V]`` validates the manifest, the
 imports against the capabilities it asks for, the exports, and dry-runs N frames in emulation, reporting fuel and
 ms per frame against the budget at F fps. Exit codes: 0 pass, 1 fail, 2 usage.
@@ -15,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..tooling import LANGUAGES, CheckOptions, ScaffoldError, check_plugin, new_plugin
+from ..tooling import LANGUAGES, CheckOptions, ScaffoldError, build_hint, check_plugin, new_plugin, source_build_script
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -28,7 +29,7 @@ def register(sub: Any) -> None:
     new.add_argument("name", help="plugin name: lowercase letters, digits and '_'")
     new.add_argument("--lang", required=True, choices=sorted(LANGUAGES), help="AssemblyScript, C or Zig")
     new.add_argument("--dir", default="plugins/gallery", type=Path, help="parent folder (default: plugins/gallery)")
-    new.add_argument("--templates", type=Path, help="templates folder (default: plugins/templates of this tree)")
+    new.add_argument("--templates", type=Path, help="templates folder (default: the templates shipped with edged)")
     new.set_defaults(handler=run_new)
 
     check = cmds.add_parser("check", help="validate a plugin and dry-run it in emulation")
@@ -49,7 +50,7 @@ def run_new(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for path in sorted(folder.iterdir()):
         print(path)
-    print(f"next: plugins/build {folder}  then  edged plugin check {folder}", file=sys.stderr)
+    print(build_hint(folder, source_build_script()), file=sys.stderr)
     return EXIT_OK
 
 

@@ -7,7 +7,7 @@ The ``edged plugin new`` and ``edged plugin check`` commands are thin wrappers o
 from __future__ import annotations
 
 from .check import CheckOptions, CheckReport, FrameStats, check_plugin
-from .scaffold import LANGUAGES, ScaffoldError, default_templates_dir, new_plugin
+from .scaffold import LANGUAGES, ScaffoldError, build_hint, default_templates_dir, new_plugin, source_build_script
 
 __all__ = [
     "LANGUAGES",
@@ -15,7 +15,9 @@ __all__ = [
     "CheckReport",
     "FrameStats",
     "ScaffoldError",
+    "build_hint",
     "check_plugin",
     "default_templates_dir",
     "new_plugin",
+    "source_build_script",
 ]

@@ -4,14 +4,19 @@ plugin, manifest or usage."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tomllib
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import wasmtime
 
 from edged.cli import main
+from edged.tooling import build_hint, default_templates_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 GALLERY = ROOT / "plugins" / "gallery"
@@ -240,3 +245,76 @@ def test_events_asked_for_but_never_watched(tmp_path: Path, capsys: pytest.Captu
     path = gallery_manifest(tmp_path, "rainbow", capabilities={"led": True, "gpio": {"events": [17]}})
     code, out, _ = run(capsys, "check", str(path), "--frames", "3")
     assert code == 0 and "never called edged_gpio_watch" in out and "exports no 'on_gpio'" in out
+
+
+# --- templates: package data, resolved through importlib.resources ---------------------------------------------
+
+
+@pytest.mark.parametrize("lang", ["as", "c", "zig"])
+def test_templates_resolve_via_importlib_resources(lang: str) -> None:
+    shipped = resources.files("edged.tooling") / "templates" / lang
+    suffix = {"as": ".ts", "c": ".c", "zig": ".zig"}[lang]
+    assert (shipped / "manifest.json").is_file() and (shipped / f"__NAME__{suffix}").is_file()
+    assert str(default_templates_dir() / lang) == str(shipped)
+    assert not (ROOT / "plugins" / "templates").exists(), "one copy of the templates: edged/tooling/templates"
+
+
+def package_data_globs() -> dict[str, list[str]]:
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return doc["tool"]["setuptools"]["package-data"]
+
+
+def test_every_template_file_is_declared_package_data() -> None:
+    tooling = ROOT / "edged" / "tooling"
+    declared = {p for pattern in package_data_globs()["edged.tooling"] for p in tooling.glob(pattern) if p.is_file()}
+    templates = {p for p in (tooling / "templates").rglob("*") if p.is_file()}
+    assert templates and templates <= declared, sorted(str(p) for p in templates - declared)
+
+
+def installed_copy(site: Path) -> None:
+    """What a wheel of edged holds: its Python modules and the declared package data, nothing else of the tree."""
+    for module in (ROOT / "edged").rglob("*.py"):
+        target = site / module.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(module, target)
+    for package, patterns in package_data_globs().items():
+        folder = ROOT.joinpath(*package.split("."))
+        for pattern in patterns:
+            for path in folder.glob(pattern):
+                if path.is_file():
+                    target = site / path.relative_to(ROOT)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, target)
+
+
+def test_new_from_an_installed_package_says_what_the_build_needs(tmp_path: Path) -> None:
+    site, work = tmp_path / "site", tmp_path / "work"
+    installed_copy(site)
+    work.mkdir()
+    code = "import sys; from edged.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "plugin", "new", "from_wheel", "--lang", "c", "--dir", "."],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    assert result.returncode == 0, result.stderr
+    folder = work / "from_wheel"
+    assert (folder / "from_wheel.c").is_file() and (folder / "manifest.json").is_file()
+    # no checkout beside this copy: the hint says what building needs instead of naming a script that is not there
+    assert "checkout of the edged repository" in result.stderr and "ziglang" in result.stderr, result.stderr
+    assert "EDGED_CHECKOUT/plugins/build" in result.stderr
+    # and with a checkout's plugins/build, the scaffold builds where it is and passes check
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "plugins" / "build"), str(folder)], capture_output=True, text=True
+    )
+    assert build.returncode == 0, build.stderr
+    assert main(["plugin", "check", str(folder), "--frames", "5"]) == 0
+
+
+def test_new_in_a_checkout_names_its_build_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "new", "here", "--lang", "zig", "--dir", str(tmp_path))
+    assert code == 0
+    assert f"next: {ROOT / 'plugins' / 'build'} {tmp_path / 'here'}" in err
+    assert build_hint(tmp_path, None).startswith("next: build it with plugins/build from a checkout")
