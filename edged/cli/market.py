@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     except (TimeoutError, OSError) as exc:
         print(f"edged market: cannot reach the broker at {args.broker}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except NoChunkService as exc:
+        print(f"edged market: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (EdgedError, LookupError) as exc:
         print(f"edged market: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -222,11 +225,34 @@ def _market(args: argparse.Namespace, serve: bool) -> tuple[Marketplace, SQLiteC
     return market, catalog
 
 
+class NoChunkService(EdgedError):
+    """No marketplace service answers chunk requests on the broker."""
+
+
+def _require_chunk_service(market: Marketplace, args: argparse.Namespace) -> None:
+    if args.serve_chunks:
+        return
+    market.settle()
+    if not market.chunk_service_running():
+        raise NoChunkService(
+            f"no `edged market serve` is running on {args.broker} (no service presence on "
+            f"edged/v1/market/service/+), so devices would wait for chunks: start `edged market serve`, or pass "
+            f"--serve-chunks"
+        )
+
+
 def _deploy(args: argparse.Namespace) -> int:
     name, sep, version = args.ref.partition("@")
     if not sep or not name or not version:
         raise ValueError(f"expected NAME@VERSION, got {args.ref!r}")
     market, catalog = _market(args, serve=args.serve_chunks)
+    try:
+        market.spec(name, version)  # published?
+        _require_chunk_service(market, args)
+    except BaseException:
+        market.stop()
+        catalog.close()
+        raise
     bars: dict[str, Any] = {}
     lock = threading.Lock()
 
@@ -298,6 +324,8 @@ def _command(args: argparse.Namespace) -> int:
     market, catalog = _market(args, serve=args.serve_chunks)
     try:
         spec = market.spec(name, version, args.allow_downgrade) if args.op == "install" else None
+        if spec is not None:
+            _require_chunk_service(market, args)
         cid = market.command(args.device, args.op, name=name or None, plugin=spec)
         end = time.monotonic() + args.timeout
         while (reply := market.replies.get(cid)) is None and time.monotonic() < end:

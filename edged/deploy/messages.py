@@ -133,6 +133,15 @@ class Presence(BaseModel):
     ts: float = Field(default_factory=time.time)
 
 
+class ServicePresence(BaseModel):
+    """A marketplace service that answers chunk requests says so, retained; its last will clears the message."""
+
+    model_config = _STRICT
+    service: str
+    state: Literal["online"] = "online"
+    ts: float = Field(default_factory=time.time)
+
+
 class ChunkRequest(BaseModel):
     """A device asks the marketplace for some chunks of one bundle's wasm."""
 

@@ -73,12 +73,18 @@ def chunk_request(device_id: str) -> str:
     return f"{ROOT}/market/chunks/req/{device_id}"
 
 
+def service(client_id: str) -> str:
+    """Retained presence of one running marketplace service (``edged market serve``), cleared when it stops."""
+    return f"{ROOT}/market/service/{client_id}"
+
+
 #: what the marketplace service subscribes to
 CHUNK_REQUESTS = f"{ROOT}/market/chunks/req/+"
 ALL_REPORTED = f"{ROOT}/devices/+/reported"
 ALL_STATUS = f"{ROOT}/devices/+/status"
 ALL_PRESENCE = f"{ROOT}/devices/+/presence"
 ALL_REPLIES = f"{ROOT}/devices/+/reply"
+ALL_SERVICES = f"{ROOT}/market/service/+"
 
 
 def device_of(topic: str) -> str | None:

@@ -31,6 +31,7 @@ from ..deploy.messages import (
     Presence,
     Reply,
     Reported,
+    ServicePresence,
     Status,
     pack_chunk,
 )
@@ -80,7 +81,12 @@ class Marketplace:
         self.serve = serve
         self.desired_ttl_s = desired_ttl_s
         self.command_ttl_s = command_ttl_s
-        self.client = make_client(broker, client_id or f"edged-market-{secrets.token_hex(4)}", clean_session=True)
+        self.client_id = client_id or f"edged-market-{secrets.token_hex(4)}"
+        self.client = make_client(broker, topics.check_id(self.client_id, "client id"), clean_session=True)
+        if serve:  # an empty retained last will clears this service's presence when it disappears
+            self.client.will_set(topics.service(self.client_id), b"", qos=1, retain=True)
+        #: other marketplace services answering chunk requests (from their retained presence)
+        self.services: set[str] = set()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
@@ -105,6 +111,8 @@ class Marketplace:
             raise TimeoutError(f"no connection to the MQTT broker at {self.broker.host}:{self.broker.port}")
 
     def stop(self) -> None:
+        if self.serve and self.connected.is_set():
+            self.client.publish(topics.service(self.client_id), b"", qos=1, retain=True).wait_for_publish(5)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -123,8 +131,11 @@ class Marketplace:
             return
         self.connected.set()
         subs = [(topics.ALL_PRESENCE, 1), (topics.ALL_REPORTED, 1), (topics.ALL_STATUS, 1), (topics.ALL_REPLIES, 1)]
+        subs.append((topics.ALL_SERVICES, 1))
         if self.serve:
             subs.append((topics.CHUNK_REQUESTS, 1))
+            online = ServicePresence(service=self.client_id)
+            client.publish(topics.service(self.client_id), online.model_dump_json(), qos=1, retain=True)
         self.last_device_message = time.monotonic()
         client.subscribe(subs)
         self._subscribed.set()
@@ -132,6 +143,9 @@ class Marketplace:
     # --- inbound -----------------------------------------------------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith(topics.service("")):
+            self._on_service(msg.topic.rsplit("/", 1)[-1], msg.payload)
+            return
         device = topics.device_of(msg.topic)
         if device is None:
             return
@@ -168,6 +182,25 @@ class Marketplace:
                 self._emit(device, "reply", rep)
         except (ValidationError, ValueError) as exc:
             log.warning("bad device message", extra={"topic": msg.topic, "error": str(exc)[:300]})
+
+    def _on_service(self, service: str, payload: bytes) -> None:
+        self.last_device_message = time.monotonic()
+        if service == self.client_id:
+            return
+        if not payload:
+            self.services.discard(service)
+            return
+        try:
+            ServicePresence.model_validate_json(payload)
+        except ValidationError as exc:
+            log.warning("bad service presence", extra={"service": service, "error": str(exc)[:300]})
+            return
+        self.services.add(service)
+
+    def chunk_service_running(self) -> bool:
+        """Whether another marketplace service (``edged market serve``) on this broker answers chunk requests: its
+        retained presence arrives right after connecting, so call :meth:`settle` first."""
+        return bool(self.services)
 
     @staticmethod
     def _check_device(topic_device: str, claimed: str) -> None:

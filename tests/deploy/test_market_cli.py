@@ -19,6 +19,7 @@ from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.testing import free_port
 from edged.deploy.trust import TrustStore
+from edged.market import SQLiteCatalog
 from tests.conftest import ROOT
 from tests.deploy.harness import ANIM_MANIFEST, Broker, anim_wasm, wait_for
 
@@ -136,6 +137,14 @@ def test_market_cli_bad_input(market_dir: dict[str, Any], capsys: pytest.Capture
     assert rc == 2 and "NAME@VERSION" in err
     rc, _, err = cli(ctx, capsys, "deploy", "nope@1.0.0", "--device", "x", "--timeout", "5")
     assert rc == 1 and "not published" in err
+    # no `serve` answers chunk requests on this broker: said at once, nothing deployed
+    assert cli(ctx, capsys, *pub, str(tmp / "p.wasm"), "--manifest", str(tmp / "ok.json"))[0] == 0
+    for args in (["deploy", "p@1.0.0", "--device", "x"], ["command", "x", "install", "p@1.0.0"]):
+        rc, _, err = cli(ctx, capsys, *args, "--timeout", "5")
+        assert rc == 2 and "no `edged market serve` is running" in err and "--serve-chunks" in err
+    db = SQLiteCatalog(ctx["dir"] / "catalog.db")
+    assert db.get_desired("device:x") == ({}, 0)
+    db.close()
     base = [*ctx["base"][:-1], f"127.0.0.1:{free_port()}"]
     assert main([*base, "deploy", "p@1.0.0", "--device", "x"]) == 2
     assert "cannot reach the broker" in capsys.readouterr().err
