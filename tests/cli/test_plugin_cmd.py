@@ -78,11 +78,21 @@ def test_new_refuses_to_overwrite_and_bad_names(tmp_path: Path, capsys: pytest.C
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("name", ["rainbow", "distance_sensor", "matricks_pulse", "button_modes"])
-def test_gallery_plugins_pass(capsys: pytest.CaptureFixture[str], name: str) -> None:
-    code, out, _ = run(capsys, "check", str(GALLERY / name), "--frames", "10")
+GALLERY_NAMES = sorted(p.name for p in GALLERY.iterdir() if (p / "manifest.json").is_file())
+
+
+def test_the_gallery_has_twelve_plugins() -> None:
+    assert len(GALLERY_NAMES) == 12, GALLERY_NAMES
+
+
+@pytest.mark.parametrize("size", ["16x16", "256x256"])
+@pytest.mark.parametrize("name", GALLERY_NAMES)
+def test_gallery_plugins_pass(capsys: pytest.CaptureFixture[str], name: str, size: str) -> None:
+    """Every gallery plugin passes check, at the smallest display and at the largest the SDKs draw."""
+    code, out, _ = run(capsys, "check", str(GALLERY / name), "--frames", "10", "--size", size)
     assert code == 0, out
     assert f"plugin:   {name}" in out
+    assert out.rstrip().endswith("PASS")
 
 
 def test_a_wasm_checked_against_a_given_manifest(capsys: pytest.CaptureFixture[str]) -> None:
