@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import extism
 import pytest
 
 from edged.host.capabilities import DevicePolicy
@@ -18,6 +19,8 @@ from edged.host.frames import Tick
 from edged.host.functions import SharedValues
 from edged.host.plugin import DevicePlugin
 from edged.tooling.check import DryRunIO
+
+from .helpers import GALLERY, load, tick
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBES = Path(__file__).parent / "sdk_probes"
@@ -130,3 +133,19 @@ def test_assemblyscript_value_text_and_sensor(probes: dict[str, Path]) -> None:
         values.set("k", "Grüße".encode())
         assert p.plugin.call("value_text") == "Grüße".encode()
         assert struct.unpack("<d", p.plugin.call("sensor"))[0] == 0.625
+
+
+@pytest.mark.parametrize("name", ["fire", "plasma"])  # C (edged.h) and Zig (edged.zig)
+def test_c_and_zig_sdks_run_under_the_official_extism_host(name: str) -> None:
+    """edged.h and edged.zig declare the Extism kernel themselves; the official Extism SDK runs what they build and
+    gets the same frames as edged."""
+    w, h = 16, 8
+    config = {"seed": "3"}
+    theirs = extism.Plugin({"wasm": [{"path": str(GALLERY / name / f"{name}.wasm")}], "config": config})
+    ours = load(name, (w, h), config)
+    for i in range(5):
+        record = tick(i, w, h)
+        raw = struct.pack("<QQIHHII", record.frame, record.time_us, record.dt_us, w, h, 1 if i == 0 else 0, 0)
+        frame = ours.frame(record)
+        assert frame is not None
+        assert theirs.call("frame", raw) == frame.tobytes(), f"{name}: frame {i} differs under Extism"
