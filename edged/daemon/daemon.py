@@ -20,7 +20,7 @@ import numpy as np
 
 from ..engine.calibration import fuel_per_ms
 from ..engine.clock import Clock, RealClock
-from ..engine.display import DisplayRunner, Layer, SensorTask
+from ..engine.display import DisplayRunner, Layer, SensorRunner, SensorTask
 from ..engine.playlist import PlaylistItem, PlaylistPlayer
 from ..engine.supervisor import Budget, Supervised
 from ..errors import ConfigError, EdgedError
@@ -117,6 +117,11 @@ class Daemon:
         self._prints: dict[str, str] = {}
         self.reloads = 0
         self._t0 = 0.0
+        #: sensor plugins of a device without displays, on a thread of their own
+        self.sensor_runner: SensorRunner | None = None
+        self._sensor_stop = threading.Event()
+        self._sensor_thread: threading.Thread | None = None
+        self._sensor_done = threading.Event()
         #: plugins installed over MQTT (name -> entry), overriding plugins_dir, kept across reloads
         self._deployed: dict[str, PluginConfig] = {}
         #: the config as read from the file, before deployed plugins are overlaid
@@ -278,7 +283,43 @@ class Daemon:
             for rd in built:
                 self.displays[rd.section.name] = rd
                 self._launch(rd)
+            if not self.config.displays and self.config.sensors:
+                self._start_sensor_runner()
         log.info("edged running", extra={"displays": list(self.displays)})
+
+    def _start_sensor_runner(self) -> None:
+        tasks = []
+        for s in self.config.sensors:
+            slot = self._load(s.plugin, None, {}, s.budget_ms, f"sensor '{s.plugin}'")
+            if slot is not None:
+                tasks.append(SensorTask(slot, s.interval_s))
+        self.sensor_runner = SensorRunner(tasks, self.clock)
+        self._sensor_stop.clear()
+        self._sensor_done.clear()
+
+        def run() -> None:
+            try:
+                assert self.sensor_runner is not None
+                self.sensor_runner.run(
+                    self._sensor_stop, self.frames, lambda now: self.hardware.advance(now - self._t0)
+                )
+            except Exception:
+                log.exception("sensor thread crashed")
+                self._problem("sensors", "sensor thread crashed; see the log")
+            finally:
+                self._sensor_done.set()
+
+        self._sensor_thread = threading.Thread(target=run, name="edged-sensors", daemon=True)
+        self._sensor_thread.start()
+
+    def _stop_sensor_runner(self) -> None:
+        if self.sensor_runner is None:
+            return
+        self._sensor_stop.set()
+        if self._sensor_thread is not None:
+            self._sensor_thread.join(timeout=5)
+        self.sensor_runner.close()
+        self.sensor_runner = None
 
     def wait(self, stop: threading.Event | None = None, poll: Callable[[], None] | None = None) -> None:
         """Block until every display finished its ``frames`` or ``stop`` is set; ``poll`` runs every 50 ms on this
@@ -290,6 +331,8 @@ class Daemon:
                 running = list(self.displays.values())
             if self.frames is not None and running and all(rd.done.is_set() for rd in running):
                 break
+            if self.frames is not None and not running and self._sensor_done.is_set():
+                break  # a device with sensors only: --frames counts each sensor's ticks
             if poll is not None:
                 poll()
             time.sleep(0.05)
@@ -315,6 +358,7 @@ class Daemon:
         with self._lock:
             for rd in self.displays.values():
                 self._stop_display(rd)
+            self._stop_sensor_runner()
         self.hardware.close()
         log.info("edged stopped")
 
@@ -363,6 +407,11 @@ class Daemon:
                     report["added"].append(section.name)
                 self.displays[section.name] = rd
                 self._launch(rd)
+            if not config.displays and config.sensors:  # a sensors-only device: their thread restarts with the config
+                self._stop_sensor_runner()
+                self._start_sensor_runner()
+            else:
+                self._stop_sensor_runner()
             self.reloads += 1
         log.info("reloaded", extra={"report": report})
         return report
@@ -423,20 +472,22 @@ class Daemon:
         animation as the only item of its first layer, a sensor plugin as one of its sensors."""
         named = {i.plugin for pl in config.playlists.values() for i in pl.items} | {s.plugin for s in config.sensors}
         adhoc = [n for n in self._deployed if n not in named]
-        if not adhoc or not config.displays:
+        if not adhoc:
             return config
         playlists = dict(config.playlists)
         sensors = list(config.sensors)
         displays = list(config.displays)
-        first = displays[0]
         for name in adhoc:
             if _kind(self._deployed[name].path) == "sensor":
-                sensors.append(SensorSection(plugin=name, display=first.name))
+                sensors.append(SensorSection(plugin=name, display=displays[0].name if displays else None))
                 continue
+            if not displays:
+                self._problem(f"deployed plugin '{name}'", "draws frames, but this device has no display")
+                continue
+            first = displays[0]
             playlists[f"deployed:{name}"] = PlaylistConfig(items=[PlaylistItem(plugin=name, duration_s=None)])
             layer = first.layers[0].model_copy(update={"playlist": f"deployed:{name}"})
-            first = first.model_copy(update={"layers": [layer, *first.layers[1:]]})
-        displays[0] = first
+            displays[0] = first.model_copy(update={"layers": [layer, *first.layers[1:]]})
         return config.model_copy(update={"playlists": playlists, "sensors": sensors, "displays": displays})
 
     def deploy(self, name: str, entry: PluginConfig) -> dict[str, list[str]]:
@@ -476,6 +527,8 @@ class Daemon:
                 if key == name or key.startswith(name + "#")
             ]
             slots += [t.slot for rd in self.displays.values() for t in rd.runner.sensors if t.slot.name == name]
+            if self.sensor_runner is not None:
+                slots += [t.slot for t in self.sensor_runner.tasks if t.slot.name == name]
         for slot in slots:
             frames += slot.stats.calls - slot.stats.failures
             strikes += slot.stats.strikes
@@ -518,7 +571,24 @@ class Daemon:
                             "strikes": task.slot.stats.strikes,
                         }
                     )
+            out.extend(self._sensor_rows())
         return out
+
+    def _sensor_rows(self) -> list[dict[str, Any]]:
+        tasks = self.sensor_runner.tasks if self.sensor_runner is not None else []
+        return [
+            {
+                "display": None,
+                "layer": None,
+                "plugin": t.slot.name,
+                "version": t.slot.plugin.version,
+                "kind": t.slot.plugin.kind,
+                "playing": True,
+                "quarantined": t.slot.quarantined,
+                "strikes": t.slot.stats.strikes,
+            }
+            for t in tasks
+        ]
 
     def stats(self) -> dict[str, Any]:
         """Frames rendered and dropped, frame intervals p50/p99/max, and each plugin's budget use, strikes and
@@ -544,6 +614,12 @@ class Daemon:
                         plugins[f"{name}/{layer.name}/{key}"] = slot.stats.as_dict(slot.budget)
                 for task in rd.runner.sensors:
                     plugins[f"{name}/sensor/{task.slot.name}"] = {
+                        **task.slot.stats.as_dict(task.slot.budget),
+                        "ticks": task.ticks,
+                    }
+            if self.sensor_runner is not None:
+                for task in self.sensor_runner.tasks:
+                    plugins[f"sensors/{task.slot.name}"] = {
                         **task.slot.stats.as_dict(task.slot.budget),
                         "ticks": task.ticks,
                     }

@@ -184,3 +184,42 @@ class DisplayRunner:
                 slot.close()
         for task in self.sensors:
             task.slot.close()
+
+
+class SensorRunner:
+    """Sensor plugins on their intervals on a thread of their own, for a device with sensors and no display."""
+
+    def __init__(self, tasks: list[SensorTask], clock: Clock) -> None:
+        self.tasks = tasks
+        self.clock = clock
+        self.name = "sensors"
+
+    def run(
+        self, stop: threading.Event, ticks: int | None = None, before: Callable[[float], Any] | None = None
+    ) -> None:
+        """Tick each sensor plugin when it is due, sleeping in between, until ``stop`` (or every plugin ticked
+        ``ticks`` times). ``before(now)`` runs before each round (the daemon moves scripted inputs there)."""
+        if not self.tasks:
+            return
+        start = self.clock.now()
+        for task in self.tasks:
+            task.next_due = start
+        while not stop.is_set():
+            now = self.clock.now()
+            if before is not None:
+                before(now)
+            for task in self.tasks:
+                if now >= task.next_due and (ticks is None or task.ticks < ticks):
+                    tick = Tick(task.ticks, int((now - start) * 1e6), int(task.interval_s * 1e6), 0, 0, task.ticks == 0)
+                    task.slot.tick(tick)
+                    task.ticks += 1
+                    # on a grid from the start, like frames: no drift, and a late tick is not made up for
+                    behind = max(1, int((self.clock.now() - task.next_due) / task.interval_s) + 1)
+                    task.next_due += behind * task.interval_s
+            if ticks is not None and all(t.ticks >= ticks for t in self.tasks):
+                return
+            self.clock.sleep_until(min(t.next_due for t in self.tasks if ticks is None or t.ticks < ticks), stop)
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.slot.close()

@@ -325,3 +325,39 @@ def test_a_sensor_plugin_feeds_a_display_plugin_driven_by_a_scenario(tmp_path: P
     assert stats["plugins"]["main/sensor/distance_sensor"]["ticks"] >= 10
     assert stats["plugins"]["main/sensor/distance_sensor"]["strikes"] == 0
     d.stop()
+
+
+SENSORS_ONLY = """
+[daemon]
+hardware = "pi4-sensor-kit"
+plugins_dir = ["{gallery}"]
+calibrate_fuel = false
+
+[policy]
+sensors = ["distance"]
+
+[[sensors]]
+plugin = "distance_sensor"
+interval_s = 0.5
+"""
+
+
+def test_a_device_with_sensors_and_no_display_runs_them_and_stops_at_frames(tmp_path: Path) -> None:
+    gallery = Path(__file__).resolve().parents[2] / "plugins" / "gallery"
+    (tmp_path / "edged.toml").write_text(SENSORS_ONLY.format(gallery=gallery.as_posix()))
+    (tmp_path / "walk-up.toml").write_text(SCENARIO)
+    hw = DeviceHardware("pi4-sensor-kit", emulate=True, scenario=tmp_path / "walk-up.toml")
+    clock = FakeClock()
+    d = Daemon(load_config(tmp_path / "edged.toml"), hw, frames=6, clock=clock)
+    d.start()
+    d.wait()
+    stats = d.stats()
+    assert stats["displays"] == {}
+    assert stats["plugins"]["sensors/distance_sensor"]["ticks"] == 6
+    assert stats["plugins"]["sensors/distance_sensor"]["strikes"] == 0
+    assert [r["plugin"] for r in d.list_plugins()] == ["distance_sensor"]
+    # the scenario followed the sensor clock: after 2.5 s the visitor is on the way in (1.8 m -> 0.2 m from 2 s)
+    value = d.values.get("distance_m")
+    assert value is not None and 0.2 < float(value.decode()) < 1.8
+    assert clock.slept and all(x == pytest.approx(0.5) for x in clock.slept)  # slept between ticks, on a grid
+    d.stop()
