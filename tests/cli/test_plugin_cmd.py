@@ -56,7 +56,7 @@ def test_new_plugin_builds_and_passes_check(tmp_path: Path, capsys: pytest.Captu
     )
     assert build.returncode == 0, build.stderr
     assert (folder / f"{name}.wasm").is_file()
-    for size in ("16x16", "64x64"):
+    for size in ("16x16", "64x64", "256x256"):  # the templates' budgets cover the largest display the SDKs draw
         code, out, _ = run(capsys, "check", str(folder), "--frames", "30", "--size", size)
         assert code == 0, out
         assert out.rstrip().endswith("PASS")
