@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import PluginError
+from ..errors import CapabilityDenied, PluginError
 from ..runtime import CompiledPlugin, Manifest, ModuleCache, Plugin, default_cache
-from ..runtime._manifest import WasmPath, read_module
+from ..runtime._manifest import EdgedBlock, WasmPath, read_module
 from ..runtime._plugin import _resolve
 from .capabilities import Capabilities, DevicePolicy
 from .frames import Tick, decode_frame, decode_matricks
@@ -33,6 +33,8 @@ from .functions import (
 )
 
 Kind = Literal["animation", "sensor", "matricks", "service"]
+#: kinds that draw on a display, and so need the ``led`` capability
+DRAWING_KINDS: frozenset[str] = frozenset({"animation", "matricks"})
 
 log = logging.getLogger("edged.host")
 
@@ -49,6 +51,16 @@ def detect_kind(exports: set[str], declared: str | None) -> Kind:
     if "tick" in exports:
         return "sensor"
     return "service"
+
+
+def drawing_kind(edged: EdgedBlock | None, exports: set[str]) -> Kind | None:
+    """The kind that makes a plugin with an ``edged`` block draw (``animation`` or ``matricks``, as its manifest
+    declares it or, when the manifest does not say, as its exports imply), or ``None``. Such a plugin needs the
+    ``led`` capability. Plugins without an ``edged`` block get the policy's legacy grant, which includes drawing."""
+    if edged is None:
+        return None
+    kind = edged.kind if "kind" in edged.model_fields_set else detect_kind(exports, None)
+    return kind if kind in DRAWING_KINDS else None
 
 
 class DevicePlugin:
@@ -103,6 +115,12 @@ class DevicePlugin:
         imports = [(i.module, i.name or "") for i in module.imports]
         exports = {e.name for e in module.exports}
         self.kind: Kind = detect_kind(exports, edged.kind if edged else None)
+        drawing = drawing_kind(edged, exports)
+        if drawing is not None and not self.grant.led:
+            raise CapabilityDenied(
+                f"{self.name}: {drawing} plugins draw on the display, which needs the 'led' capability; the "
+                'manifest does not ask for it (add "led": true to edged.capabilities)'
+            )
         check_imports(imports, self.grant, self.name)
 
         self.logger = logging.getLogger(f"edged.plugin.{self.name}")

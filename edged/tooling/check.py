@@ -27,7 +27,7 @@ from ..errors import CapabilityDenied, ManifestError, PluginError
 from ..host.capabilities import Capabilities, DevicePolicy
 from ..host.frames import Tick
 from ..host.functions import LEGACY, SPECS_BY_NAME, USER, DisplayInfo, GpioEvent, SharedValues, has_capability
-from ..host.plugin import DevicePlugin, detect_kind
+from ..host.plugin import DevicePlugin, detect_kind, drawing_kind
 from ..runtime import Manifest, WasmPath, default_cache
 from ..runtime._manifest import load_manifest_file, read_module
 
@@ -208,6 +208,12 @@ def check_plugin(
     kind = detect_kind(set(exports), edged.kind if edged else None)
     report.kind = kind
     _check_exports(kind, exports, grant, report)
+    drawing = drawing_kind(edged, set(exports))
+    if drawing is not None and not grant.led:  # a device refuses to load it, so this is a problem, not a warning
+        report.problems.append(
+            f"{drawing} plugins draw on the display, which needs the 'led' capability; the manifest does not ask "
+            'for it (add "led": true to edged.capabilities)'
+        )
     _check_budget_decl(edged.budget if edged else {}, opts, report)
     if report.problems:
         return report
@@ -285,8 +291,6 @@ def _check_exports(kind: str, exports: dict[str, object], grant: Capabilities, r
         report.warnings.append("asks for gpio.events but exports no 'on_gpio': its edge events are dropped")
     if "on_gpio" in exports and not grant.gpio.events:
         report.warnings.append("exports 'on_gpio' but asks for no gpio.events pins: it will never be called")
-    if kind in ("animation", "matricks") and not grant.led:
-        report.warnings.append(f"a {kind} plugin without the 'led' capability cannot be shown on a display")
 
 
 def _check_budget_decl(budget: dict[str, float], opts: CheckOptions, report: CheckReport) -> None:

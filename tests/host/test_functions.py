@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,7 +250,8 @@ def test_wasi_and_http_stay_off_unless_granted() -> None:
     with pytest.raises(CapabilityDenied, match="does not allow: wasi"):
         DevicePlugin({**manifest, "edged": {"name": "w", "capabilities": {"led": True, "wasi": True}}})
     ok = DevicePlugin(
-        {**manifest, "edged": {"name": "w", "capabilities": {"wasi": True}}}, policy=DevicePolicy(wasi=True)
+        {**manifest, "edged": {"name": "w", "capabilities": {"led": True, "wasi": True}}},
+        policy=DevicePolicy(wasi=True),
     )
     assert ok.grant.wasi
     http = {"wasm": [{"data": ALL}], "allowed_hosts": ["*"], "edged": {"name": "h", "capabilities": FULL}}
@@ -336,3 +338,98 @@ def test_restart_starts_a_fresh_instance_without_vars(built_plugin, max_var_byte
         dp.restart()
         dp.restart()  # twice in a row, with no instance in between
         assert dp.plugin.call("counter") == b"1"
+
+
+_FRAME = '(func (export "frame") (result i32) (i32.const 0))'
+_UPDATE = '(func (export "update") (result i32) (i32.const 0))'
+_TICK = '(func (export "tick") (result i32) (i32.const 0))'
+
+
+def _module(*exports: str) -> bytes:
+    return wat('(module (memory (export "memory") 1) ' + " ".join(exports) + ")")
+
+
+@pytest.mark.parametrize(
+    ("kind", "exports", "drawing"),
+    [
+        ("animation", [_FRAME], "animation"),
+        ("matricks", [_UPDATE], "matricks"),
+        (None, [_FRAME], "animation"),  # not declared: the exports say it draws
+        (None, [_UPDATE], "matricks"),
+        ("animation", [_TICK], "animation"),  # declared: the declaration counts
+    ],
+)
+def test_a_drawing_plugin_without_the_led_capability_fails_to_load(
+    kind: str | None, exports: list[str], drawing: str
+) -> None:
+    edged: dict[str, Any] = {"name": "painter", "capabilities": {"gpio": {"read": [17]}}}
+    if kind:
+        edged["kind"] = kind
+    manifest = {"wasm": [{"data": _module(*exports)}], "edged": edged}
+    with pytest.raises(
+        CapabilityDenied, match=f"^painter: {drawing} plugins draw on the display, which needs the 'led'"
+    ):
+        DevicePlugin(manifest, policy=POLICY, io=FakeIO(), display=DisplayInfo(2, 2))
+    # asking for it is enough (the policy allows drawing by default)
+    edged["capabilities"] = {"led": True, "gpio": {"read": [17]}}
+    assert DevicePlugin(manifest, policy=POLICY, io=FakeIO(), display=DisplayInfo(2, 2)).grant.led
+
+
+def test_the_led_gate_spares_plugins_that_do_not_draw_and_legacy_plugins() -> None:
+    sensor = {"wasm": [{"data": _module(_TICK)}], "edged": {"name": "s", "capabilities": {"publish": ["x"]}}}
+    assert not DevicePlugin(sensor, policy=POLICY).grant.led  # its exports say it does not draw
+    declared = {**sensor, "edged": {"name": "s", "kind": "sensor", "capabilities": {}}}
+    assert DevicePlugin(declared, policy=POLICY).kind == "sensor"
+    service = {"wasm": [{"data": _module(_FRAME)}], "edged": {"name": "s", "kind": "service"}}
+    assert not DevicePlugin(service, policy=POLICY).grant.led
+    # without an edged block: the policy's legacy grant, which includes drawing
+    legacy = DevicePlugin({"wasm": [{"data": _module(_FRAME)}]}, display=DisplayInfo(2, 2))
+    assert legacy.grant.led and legacy.kind == "animation"
+    with pytest.raises(CapabilityDenied, match="the device policy does not allow: led"):
+        DevicePlugin(
+            {"wasm": [{"data": _module(_FRAME)}], "edged": {"name": "p", "capabilities": {"led": True}}},
+            policy=DevicePolicy(led=False),
+        )
+
+
+def _manifests() -> list[Path]:
+    root = Path(__file__).resolve().parents[2]
+    found = [*(root / "plugins" / "gallery").glob("*/manifest.json")]
+    found += [p for p in (root / "tests").rglob("*.json") if "node_modules" not in p.parts]
+    return sorted(p for p in found if "edged" in json.loads(p.read_text()))
+
+
+@pytest.mark.parametrize("path", _manifests(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_manifest_passes_the_led_gate(path: Path) -> None:
+    """Gallery and test manifests: a drawing plugin asks for 'led' (checked without instantiating; the templates
+    are checked by `edged plugin new` + `check` in tests/cli)."""
+    from edged.host.plugin import drawing_kind
+    from edged.runtime import Manifest, default_cache
+    from edged.runtime._manifest import read_module
+
+    manifest = Manifest.model_validate(json.loads(path.read_text()))
+    caps = Capabilities.from_manifest_block(manifest.edged.capabilities if manifest.edged else None)
+    src = dict(manifest.modules())["main"]
+    module = default_cache().load(read_module(src, path.parent, allow_urls=False))
+    exports = {e.name for e in module.exports}
+    assert drawing_kind(manifest.edged, exports) is None or caps.led
+
+
+def test_plugin_check_reports_the_missing_led_capability_as_a_problem(tmp_path: Path) -> None:
+    """`edged plugin check` agrees with the device: a drawing plugin without 'led' would not load, so it fails."""
+    from edged.tooling.check import check_plugin
+
+    gallery = Path(__file__).resolve().parents[2] / "plugins" / "gallery" / "rainbow"
+    doc = json.loads((gallery / "manifest.json").read_text())
+    doc["wasm"] = [{"path": str(gallery / "rainbow.wasm")}]
+    doc["edged"]["capabilities"] = {}
+    path = tmp_path / "rainbow.manifest.json"
+    path.write_text(json.dumps(doc))
+    report = check_plugin(path)
+    assert report.problems == [
+        "animation plugins draw on the display, which needs the 'led' capability; the manifest does not ask for it "
+        '(add "led": true to edged.capabilities)'
+    ]
+    doc["edged"]["capabilities"] = {"led": True}
+    path.write_text(json.dumps(doc))
+    assert check_plugin(path).problems == []
