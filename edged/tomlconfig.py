@@ -66,16 +66,24 @@ def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int
     return None
 
 
+_NAMED = re.compile(r"^Value error, ([A-Za-z_][\w-]*(?:\.[\w-]+)*): (.*)$", re.S)
+
+
 def format_errors(exc: ValidationError, text: str, source: str) -> str:
     """One line per problem: ``FILE:LINE: key.path: message``."""
     lines = key_lines(text)
     out = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        # a cross-field check names its key itself: "Value error, displays.0.layers.0.playlist: unknown ..."
+        named = _NAMED.match(msg) if err["type"] == "value_error" else None
+        if named:
+            loc = loc + tuple(int(p) if p.isdigit() else p for p in named.group(1).split("."))
+            msg = named.group(2)
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         where = _line_for(loc, lines)
         prefix = f"{source}:{where}" if where else source
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         out.append(f"{prefix}: {dotted}: {msg}")
     return "\n".join(out)
 

@@ -75,6 +75,15 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _fit_default(cfg: DaemonConfig, hardware: DeviceHardware) -> DaemonConfig:
+    """The embedded demo plays on the profile's first display, whatever the profile names it."""
+    names = list(hardware.profile.displays)
+    if not names or not cfg.displays or cfg.displays[0].name in names:
+        return cfg
+    display = cfg.displays[0].model_copy(update={"name": names[0]})
+    return cfg.model_copy(update={"displays": [display, *cfg.displays[1:]]})
+
+
 def _snapshot(hardware: DeviceHardware, path: Path) -> None:
     """Save what each emulated display shows now (before stopping blanks it)."""
     from ..hardware.backends import EmulatedBackend
@@ -129,8 +138,11 @@ def run(args: argparse.Namespace) -> int:
             args.profile or cfg.daemon.hardware, emulate=args.emulate, renderer=render, scenario=args.scenario
         )
     except EdgedError as exc:
-        print(f"edged run: {exc}", file=sys.stderr)
+        where = "--profile" if args.profile else f"{args.config or 'the default config'}: daemon.hardware"
+        print(f"edged run: {where}: {exc}", file=sys.stderr)
         return 2
+    if args.config is None:
+        cfg = _fit_default(cfg, hardware)
     daemon = Daemon(cfg, hardware, config_path=Path(args.config) if args.config else None, frames=args.frames)
 
     stop = threading.Event()
@@ -153,12 +165,16 @@ def run(args: argparse.Namespace) -> int:
 
     control: ControlServer | None = None
     agent: DeviceAgent | None = None
+    reported = 0
     try:
         try:
             daemon.start()
         except EdgedError as exc:
             print(f"edged run: {exc}", file=sys.stderr)
             return 2
+        reported = len(daemon.problems)
+        for problem in daemon.problems:  # say it now, not only at exit: a typo should not go unnoticed
+            print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)
         if cfg.mqtt is not None:
             try:
                 agent = _start_agent(cfg, daemon)
@@ -190,6 +206,6 @@ def run(args: argparse.Namespace) -> int:
             _write_json(cfg.state_dir / "state.json", {"stopped": "clean", "stats": stats})
         except OSError as exc:
             log.warning("could not write state: %s", exc)
-    for problem in daemon.problems:
+    for problem in daemon.problems[reported:]:
         print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)
     return 0

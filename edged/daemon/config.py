@@ -144,19 +144,27 @@ class DaemonConfig(BaseModel):
 
     @model_validator(mode="after")
     def _references(self) -> DaemonConfig:
+        # each message starts with the key it is about, so the TOML loader can point at its line
         names = [d.name for d in self.displays]
-        if len(set(names)) != len(names):
-            raise ValueError(f"display names must be unique: {names}")
-        for d in self.displays:
-            for layer in d.layers:
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"displays.{i}.name: display names must be unique ('{name}' is used twice)")
+        for i, d in enumerate(self.displays):
+            for j, layer in enumerate(d.layers):
                 if layer.playlist not in self.playlists:
                     raise ValueError(
-                        f"display '{d.name}' layer '{layer.name}' uses unknown playlist '{layer.playlist}' "
-                        f"(known: {sorted(self.playlists)})"
+                        f"displays.{i}.layers.{j}.playlist: display '{d.name}' layer '{layer.name}' uses unknown "
+                        f"playlist '{layer.playlist}' (known: {sorted(self.playlists)})"
                     )
-        for s in self.sensors:
+            layer_names = [layer.name for layer in d.layers]
+            for j, lname in enumerate(layer_names):
+                if lname in layer_names[:j]:
+                    raise ValueError(f"displays.{i}.layers.{j}.name: layer names must be unique ('{lname}')")
+        for i, s in enumerate(self.sensors):
             if s.display is not None and s.display not in names:
-                raise ValueError(f"sensor '{s.plugin}' names unknown display '{s.display}' (known: {names})")
+                raise ValueError(
+                    f"sensors.{i}.display: sensor '{s.plugin}' names unknown display '{s.display}' (known: {names})"
+                )
         return self
 
     def resolve_paths(self, base: Path) -> DaemonConfig:

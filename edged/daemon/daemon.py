@@ -219,9 +219,14 @@ class Daemon:
         sensors = self._sensors_for(section.name)
         share = period_ms * section.budget_fraction / max(1, len(section.layers))
         layers: list[Layer] = []
-        for layer in section.layers:
+        for j, layer in enumerate(section.layers):
             w = layer.width or max(0, geo.width - layer.x)
             h = layer.height or max(0, geo.height - layer.y)
+            if w <= 0 or h <= 0 or layer.x + w > geo.width or layer.y + h > geo.height:
+                raise ConfigError(
+                    f"displays.{section.name}.layers.{j}: layer '{layer.name}' at x={layer.x}, y={layer.y}, "
+                    f"{w}x{h} does not fit the {geo.width}x{geo.height} display"
+                )
             info = DisplayInfo(w, h, fps, geo.serpentine, geo.brightness)
             where = f"display '{section.name}' layer '{layer.name}'"
             player = self._player(layer.playlist, info, share, where)

@@ -208,3 +208,41 @@ def test_after_sigkill_the_next_start_reclaims_the_socket_and_runs(site: Path) -
     finally:
         again.send_signal(signal.SIGTERM)
         assert again.wait(timeout=PATIENCE) == 0
+
+
+@pytest.mark.parametrize(
+    "profile", sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "hardware").glob("*.toml"))
+)
+def test_the_embedded_demo_runs_on_every_shipped_profile(
+    profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGED_STATE_DIR", str(tmp_path / "state"))
+    stats = tmp_path / "s.json"
+    args = ["run", "--emulate", "--profile", profile, "--frames", "3", "--render", "headless", "--no-control"]
+    assert main([*args, "--stats", str(stats)]) == 0
+    doc = json.loads(stats.read_text())
+    assert doc["problems"] == []
+    (display,) = doc["displays"].values()
+    assert display["frames"] == 3
+
+
+def test_a_layer_outside_its_display_is_a_clear_error(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (site / "edged.toml").read_text().replace("x = 8, width = 8", "x = 20, width = 8")
+    (site / "edged.toml").write_text(text)
+    assert main(["run", "--config", str(site / "edged.toml"), "--emulate", "--frames", "1", "--no-control"]) == 2
+    assert "layer 'right' at x=20, y=0, 8x16 does not fit the 16x16 display" in capsys.readouterr().err
+
+
+def test_an_unknown_plugin_in_a_playlist_is_reported_at_start(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (site / "edged.toml").read_text().replace('plugin = "blue"', 'plugin = "bleu"')
+    (site / "edged.toml").write_text(text)
+    assert main(["run", "--config", str(site / "edged.toml"), "--emulate", "--frames", "1", "--no-control"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("unknown plugin 'bleu'") == 1  # said once, at start
+
+
+def test_an_unknown_profile_names_the_config_key(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (site / "edged.toml").read_text().replace('hardware = "emulated-16x16"', 'hardware = "pi9"')
+    (site / "edged.toml").write_text(text)
+    assert main(["run", "--config", str(site / "edged.toml"), "--emulate", "--frames", "1"]) == 2
+    assert "daemon.hardware: no hardware profile 'pi9'" in capsys.readouterr().err
