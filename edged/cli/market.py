@@ -2,11 +2,11 @@
 
 ``keygen`` makes the marketplace key (and a trust file for devices); ``publish`` validates, signs and stores a
 plugin; ``list``/``show`` read the catalog; ``deploy NAME@VERSION`` rolls it out to a device or a group (optionally
-a canary fraction first, halting past a failure rate) with a progress bar per device; ``rollback`` goes back one
-version; ``command DEVICE OP [NAME[@VERSION]]`` sends one signed command and prints the reply; ``status`` shows
-every device; ``serve`` answers chunk requests and tracks device state. Exit code 0 on
-success, 1 when something failed (a rollout halted, a device failed), 2 for bad usage or a broker that cannot be
-reached.
+a canary fraction first, then waves, halting past a failure rate) with a progress bar per device; ``rollback`` goes
+back one version; ``playlist`` sets what a device or group plays; ``command DEVICE OP [NAME[@VERSION]]`` sends one
+signed command and prints the reply; ``status`` shows every device; ``serve`` answers chunk requests and tracks
+device state. Exit code 0 on success, 1 when something failed (a rollout halted, a device failed), 2 for bad usage,
+a broker that cannot be reached, or no ``serve`` to answer chunk requests.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from ..daemon.config import default_state_dir
 from ..deploy.agent import BrokerConfig
@@ -81,6 +83,11 @@ def register(sub: Any) -> None:
     r = ms.add_parser("rollback", help="go back to the version before the deployed one")
     r.add_argument("name")
     _target(r)
+
+    pl = ms.add_parser("playlist", help="set (or --clear) the playlist of a device or a group")
+    pl.add_argument("items", nargs="?", metavar="NAME[,NAME...]", help="plugin names in play order")
+    _target(pl)
+    pl.add_argument("--clear", action="store_true", help="ask for no playlist: devices keep their own")
 
     c = ms.add_parser("command", help="send one signed command to a device and wait for its reply")
     c.add_argument("device", metavar="DEVICE")
@@ -340,6 +347,23 @@ def _command(args: argparse.Namespace) -> int:
     return EXIT_OK if reply.ok else EXIT_FAILED
 
 
+def _playlist(args: argparse.Namespace) -> int:
+    if bool(args.items) == args.clear:
+        raise ValueError("give the playlist as NAME[,NAME...] or --clear, not both")
+    items = None if args.clear else [i.strip() for i in args.items.split(",")]
+    market, catalog = _market(args, serve=False)
+    target = f"device:{args.device}" if args.device else f"group:{args.group}"
+    try:
+        market.set_playlist(target, items)
+    except ValidationError as exc:
+        raise ValueError(f"bad playlist {args.items!r}: {exc.errors()[0]['msg']}") from None
+    finally:
+        market.stop()
+        catalog.close()
+    print(f"{target}: playlist " + (", ".join(items) if items else "cleared (devices keep their own)"))
+    return EXIT_OK
+
+
 def _status(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     try:
@@ -410,6 +434,7 @@ _ACTIONS = {
     "deploy": _deploy,
     "rollback": _rollback,
     "command": _command,
+    "playlist": _playlist,
     "status": _status,
     "serve": _serve,
 }

@@ -184,6 +184,9 @@ class DeviceAgent:
         #: versions activated whose health check has not finished (survives a crash: re-checked at start)
         self._pending: dict[str, dict[str, str]] = {}
         self._seen: set[str] = set()
+        #: the playlist applied through the target (None: the device's own) and the one tried last
+        self._playlist: list[str] | None = None
+        self._playlist_tried: list[str] | None = None
         self.connected = threading.Event()
         self.errors = 0
         self.bytes_in = 0
@@ -609,7 +612,37 @@ class DeviceAgent:
             return
         job.deadline = time.monotonic() + self.health_timeout_s
 
+    def _effective_playlist(self) -> list[str] | None:
+        """The playlist asked for: the device's own document's, else the last group's (in name order) with one."""
+        found: list[str] | None = None
+        for source in sorted(s for s in self._desired if s.startswith("group:")):
+            found = self._desired[source].playlist or found
+        if "device" in self._desired and self._desired["device"].playlist:
+            found = self._desired["device"].playlist
+        return found
+
+    def _sync_playlist(self) -> None:
+        """Apply the playlist asked for through the target, once none of its plugins is still being installed."""
+        want = self._effective_playlist()
+        if want == self._playlist_tried or any(name in self._jobs for name in want or ()):
+            return
+        self._playlist_tried = want
+        apply = getattr(self.target, "apply_playlist", None)
+        if apply is None:
+            log.info("the target cannot apply playlists", extra={"device": self.device_id, "playlist": want})
+            return
+        try:
+            apply(list(want) if want is not None else None)
+        except (EdgedError, ValueError) as exc:
+            self._status("failed", reason="playlist", detail=f"playlist {want}: {exc}")
+            self.errors += 1
+            return
+        self._playlist = want
+        log.info("playlist applied", extra={"device": self.device_id, "playlist": want})
+        self._publish_reported()
+
     def _tick(self) -> None:
+        self._sync_playlist()
         now = time.monotonic()
         for job in list(self._jobs.values()):
             if job.state == "downloading" and now - job.last_progress > self.stall_s and self.connected.is_set():
@@ -770,7 +803,13 @@ class DeviceAgent:
                 state=job.state,
                 wanted=job.meta.version,  # type: ignore[arg-type]
             )
-        rep = Reported(device=self.device_id, groups=self.groups, plugins=plugins, applied=dict(self._applied))
+        rep = Reported(
+            device=self.device_id,
+            groups=self.groups,
+            plugins=plugins,
+            applied=dict(self._applied),
+            playlist=self._playlist,
+        )
         self._publish(topics.reported(self.device_id), rep.model_dump_json(), retain=True)
 
     def _status(self, state: State, **kw: Any) -> None:

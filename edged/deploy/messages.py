@@ -7,7 +7,7 @@ describe the envelope's ``payload``. Chunks travel as one JSON header line, a ne
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,6 +28,9 @@ CHUNK_OVERHEAD = 1024
 State = Literal[
     "downloading", "verifying", "installing", "activating", "healthy", "failed", "rejected", "removed", "rolled_back"
 ]
+
+
+PluginName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class PluginSpec(BaseModel):
@@ -51,7 +54,8 @@ class DesiredState(BaseModel):
     #: strictly increasing per target (the marketplace uses milliseconds since the epoch)
     seq: int = Field(ge=0)
     plugins: list[PluginSpec] = Field(default_factory=list, max_length=64)
-    playlist: list[str] = Field(default_factory=list, max_length=256)
+    #: plugin names in play order; None (or an empty list) asks for no playlist: the device keeps its own
+    playlist: list[PluginName] | None = Field(default=None, max_length=256)
 
     @field_validator("plugins")
     @classmethod
@@ -120,6 +124,8 @@ class Reported(BaseModel):
     plugins: dict[str, ReportedPlugin] = Field(default_factory=dict)
     #: the ``seq`` of the last desired state applied, per source (``device`` or ``group:<g>``)
     applied: dict[str, int] = Field(default_factory=dict)
+    #: the playlist the device applied from its desired state (None: none asked for, or the target has none)
+    playlist: list[str] | None = None
     ts: float = Field(default_factory=time.time)
 
 

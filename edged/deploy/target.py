@@ -49,6 +49,24 @@ class DeployTarget(Protocol):
         """Frames run and strikes since ``name`` was last activated."""
         ...
 
+    # Optional (the agent calls it only if the target has it, see SupportsPlaylist):
+    # def apply_playlist(self, items: list[str] | None) -> None
+
+
+@runtime_checkable
+class SupportsPlaylist(Protocol):
+    """The optional part of :class:`DeployTarget`: play the desired state's playlist.
+
+    The agent calls ``apply_playlist`` from its worker thread when the playlist its desired state asks for (the
+    device's own document's, else its groups') differs from the last one it applied, once no plugin named in it is
+    still being installed. ``items`` are plugin names in play order; they may name a plugin that is not running
+    (its install failed): skip it. ``None`` means no playlist is asked for (any more): go back to the device's own
+    configuration. Raise ``ValueError`` (or an ``EdgedError``) to refuse it; the agent reports ``failed`` with reason
+    ``playlist`` and keeps the previous one in its reported state.
+    """
+
+    def apply_playlist(self, items: list[str] | None) -> None: ...
+
 
 def manifest_for(wasm_path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """The bundle's manifest with its (single) ``wasm`` entry pointing at ``wasm_path``; a ``hash`` stays, so the
@@ -125,6 +143,9 @@ class EmulatedTarget:
         self._runners: dict[str, _Runner] = {}
         self._lock = threading.Lock()
         self.history: list[tuple[str, str, str | None]] = []
+        #: the playlist applied last (None: the device's own), and every one applied, in order
+        self.playlist: list[str] | None = None
+        self.playlists: list[list[str] | None] = []
 
     def activate(self, name: str, version: str, wasm_path: Path, manifest: dict[str, Any]) -> None:
         plugin = DevicePlugin(manifest_for(wasm_path, manifest), policy=self.policy, display=self.display, name=name)
@@ -151,6 +172,13 @@ class EmulatedTarget:
         if r is None:
             return PluginHealth(0, 0, "not running", running=False)
         return PluginHealth(r.frames, r.strikes, r.last_error, running=r.thread.is_alive())
+
+    def apply_playlist(self, items: list[str] | None) -> None:
+        """Record the playlist (the emulated display runs every active plugin regardless)."""
+        with self._lock:
+            self.playlist = list(items) if items is not None else None
+            self.playlists.append(self.playlist)
+            self.history.append(("playlist", ",".join(items) if items is not None else "", None))
 
     def running(self) -> dict[str, str]:
         """``{name: version}`` of what runs now."""

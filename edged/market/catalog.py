@@ -1,7 +1,7 @@
 """The marketplace's storage: bundles, desired state per device/group, device state, rollouts.
 
 :class:`Catalog` is the small interface the rest of the marketplace uses; :class:`SQLiteCatalog` fills it with one
-SQLite file. A PostgreSQL backend would implement the same methods over the same five tables (see ``_SCHEMA``).
+SQLite file. A PostgreSQL backend would implement the same methods over the same six tables (see ``_SCHEMA``).
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class Catalog(Protocol):
     def get_desired(self, target: str) -> tuple[dict[str, DesiredEntry], int]: ...
     def set_desired(self, target: str, plugins: dict[str, DesiredEntry], seq: int) -> None: ...
     def desired_targets(self) -> list[str]: ...
+    def get_playlist(self, target: str) -> list[str] | None: ...
+    def set_playlist(self, target: str, items: list[str] | None) -> None: ...
     def update_device(self, device_id: str, **fields: Any) -> None: ...
     def set_plugin_status(self, device_id: str, name: str, status: dict[str, Any]) -> None: ...
     def devices(self) -> list[DeviceRecord]: ...
@@ -90,6 +92,9 @@ CREATE TABLE IF NOT EXISTS bundles (
 );
 CREATE TABLE IF NOT EXISTS desired (
     target TEXT PRIMARY KEY, plugins TEXT NOT NULL, seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS playlists (
+    target TEXT PRIMARY KEY, items TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, groups TEXT NOT NULL DEFAULT '[]', presence TEXT NOT NULL DEFAULT 'unknown',
@@ -188,6 +193,18 @@ class SQLiteCatalog:
 
     def desired_targets(self) -> list[str]:
         return [r[0] for r in self._q("SELECT target FROM desired ORDER BY target")]
+
+    def get_playlist(self, target: str) -> list[str] | None:
+        """The playlist ``target``'s desired state asks for, or None (the device keeps its own)."""
+        rows = self._q("SELECT items FROM playlists WHERE target=?", (target,))
+        return [str(i) for i in json.loads(rows[0][0])] if rows else None
+
+    def set_playlist(self, target: str, items: list[str] | None) -> None:
+        """Set ``target``'s playlist (plugin names in play order), or with None drop it."""
+        if items is None:
+            self._q("DELETE FROM playlists WHERE target=?", (target,))
+        else:
+            self._q("INSERT OR REPLACE INTO playlists VALUES (?,?)", (target, json.dumps(items)))
 
     # --- devices -----------------------------------------------------------------------------------------------
 

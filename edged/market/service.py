@@ -263,7 +263,7 @@ class Marketplace:
             if bundle is None:
                 raise CatalogError(f"{name}@{entry.version} is not in the catalog")
             specs.append(_spec(bundle, entry.allow_downgrade))
-        return DesiredState(seq=seq, plugins=specs)
+        return DesiredState(seq=seq, plugins=specs, playlist=self.catalog.get_playlist(target))
 
     def publish_desired(self, target: str, timeout: float = 20.0) -> None:
         """Sign ``target``'s desired state and publish it retained; waits for the broker's acknowledgement."""
@@ -282,6 +282,18 @@ class Marketplace:
             if self.catalog.get_bundle(name, version) is None:
                 raise CatalogError(f"{name}@{version} is not published")
             entries[name] = DesiredEntry(version=version, allow_downgrade=allow_downgrade)
+        self.catalog.set_desired(target, entries, max(seq + 1, int(time.time() * 1000)))
+        self.publish_desired(target)
+
+    def set_playlist(self, target: str, items: list[str] | None) -> None:
+        """Set (or with None drop) ``target``'s playlist, plugin names in play order, and publish its desired state.
+
+        Raises ``ValueError`` for a name that cannot be a plugin name."""
+        target_topic(target)
+        if items is not None:
+            items = DesiredState(seq=0, playlist=items).playlist  # the device's own check of every name
+        entries, seq = self.catalog.get_desired(target)
+        self.catalog.set_playlist(target, items or None)
         self.catalog.set_desired(target, entries, max(seq + 1, int(time.time() * 1000)))
         self.publish_desired(target)
 

@@ -92,6 +92,14 @@ def test_market_cli_end_to_end(market_dir: dict[str, Any], capsys: pytest.Captur
         rc, out, _ = cli(ctx, capsys, "rollback", "glow", "--group", "lobby")
         assert rc == 0 and "rolled back to 1.0.0" in out
         wait_for(lambda: target.running() == {"glow": "1.0.0"}, what="the rollback to run")
+        # the group's playlist, applied through the target
+        rc, out, err = cli(ctx, capsys, "playlist", "glow", "--group", "lobby")
+        assert rc == 0 and "playlist glow" in out, err
+        wait_for(lambda: target.playlist == ["glow"], what="the playlist to be applied")
+        assert cli(ctx, capsys, "playlist", "--group", "lobby")[0] == 2  # names or --clear
+        assert cli(ctx, capsys, "playlist", "a,,b", "--group", "lobby")[0] == 2  # an empty name
+        assert cli(ctx, capsys, "playlist", "--clear", "--group", "lobby")[0] == 0
+        wait_for(lambda: target.playlists[-1:] == [None], what="the playlist to be dropped")
         # one-off commands from the CLI, answered with the device's reply
         rc, out, err = cli(ctx, capsys, "command", "dev-1", "identify")
         assert rc == 0, err
