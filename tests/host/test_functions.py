@@ -216,17 +216,41 @@ def test_malformed_arguments_are_plugin_errors(export: str, arg: Any, message: s
     assert io.calls == []
 
 
-@pytest.mark.parametrize(
-    ("caps", "function", "capability"),
-    [
-        ({}, "edged_display_info", "led"),
-        ({"led": True}, "edged_gpio_read", "gpio.read"),
-        ({"led": True, "gpio": {"read": [17]}}, "edged_gpio_write", "gpio.write"),
-    ],
-)
-def test_importing_an_ungranted_function_fails_to_load_naming_both(caps: dict, function: str, capability: str) -> None:
-    with pytest.raises(CapabilityDenied, match=f"imports extism:host/user::{function}, which needs the '{capability}'"):
-        device(caps, FakeIO())
+GATED = [s for s in SPECS if s.capability is not None]
+
+
+def _all_but(capability: str) -> dict[str, Any]:
+    """FULL without one capability (``led``, ``gpio.read``, ``sensors``, ...)."""
+    caps = json.loads(json.dumps(FULL))
+    group, _, direction = capability.partition(".")
+    if direction:
+        caps[group][direction] = []
+    else:
+        caps[group] = False if group == "led" else []
+    return caps
+
+
+def test_every_host_function_but_the_clock_and_logs_is_gated() -> None:
+    assert len(GATED) == 13  # the 14 edged_* functions but edged_time_us
+    assert {s.name for s in SPECS if s.capability is None} == {
+        "edged_time_us",
+        "matricks_debug",
+        "matricks_info",
+        "matricks_warn",
+        "matricks_error",
+    }
+
+
+@pytest.mark.parametrize("spec", GATED, ids=lambda s: s.name)
+def test_importing_an_ungranted_function_fails_to_load_naming_both(spec: Any) -> None:
+    """For every capability-gated host function: granted everything but its capability, importing it fails."""
+    wasm = probe([spec.name])
+    with pytest.raises(
+        CapabilityDenied,
+        match=f"^probe: imports extism:host/user::{spec.name}, which needs the '{spec.capability}' capability",
+    ):
+        device(_all_but(spec.capability), FakeIO(), wasm=wasm)
+    assert device(FULL, FakeIO(), wasm=wasm).plugin.function_exists(spec.name.removeprefix("edged_"))
 
 
 def test_asking_for_more_than_the_policy_allows_fails_to_load() -> None:
@@ -433,3 +457,110 @@ def test_plugin_check_reports_the_missing_led_capability_as_a_problem(tmp_path: 
     doc["edged"]["capabilities"] = {"led": True}
     path.write_text(json.dumps(doc))
     assert check_plugin(path).problems == []
+
+
+def _matricks_logger(namespace: str) -> bytes:
+    """Export ``log`` calls matricks_debug/info/warn/error (imported from ``namespace``) with "<level> from wasm"."""
+    levels = ("debug", "info", "warn", "error")
+    imports = "\n".join(f'(import "{namespace}" "matricks_{lvl}" (func $m_{lvl} (param i64)))' for lvl in levels)
+    data = "\n".join(f'(data (i32.const {i * 32}) "{lvl} from wasm")' for i, lvl in enumerate(levels))
+    calls = "\n".join(
+        f"(call $m_{lvl} (call $text (i32.const {i * 32}) (i32.const {len(lvl) + 10})))" for i, lvl in enumerate(levels)
+    )
+    return wat(
+        f"""(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  {imports}
+  (memory (export "memory") 1)
+  {data}
+  ;; copy n bytes of this module's memory at p into a new Extism block
+  (func $text (param $p i32) (param $n i32) (result i64) (local $h i64) (local $i i32)
+    (local.set $h (call $alloc (i64.extend_i32_u (local.get $n))))
+    (block $d (loop $l (br_if $d (i32.ge_u (local.get $i) (local.get $n)))
+      (call $store_u8 (i64.add (local.get $h) (i64.extend_i32_u (local.get $i)))
+        (i32.load8_u (i32.add (local.get $p) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $l)))
+    (local.get $h))
+  (func (export "log") (result i32) {calls} (i32.const 0)))"""
+    )
+
+
+@pytest.mark.parametrize("namespace", ["env", "extism:host/user"])
+@pytest.mark.parametrize("with_manifest", [False, True], ids=["legacy", "edged-block"])
+def test_matricks_log_functions_reach_the_plugins_logger(
+    namespace: str, with_manifest: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The four matricks_* functions, in both namespaces, need no capability and log at their own levels."""
+    wasm = _matricks_logger(namespace)
+    source: Any = {"wasm": [{"data": wasm}], "edged": {"name": "mlog", "kind": "service"}} if with_manifest else wasm
+    dp = DevicePlugin(source, name="mlog")
+    with caplog.at_level("DEBUG", logger="edged.plugin.mlog"):
+        dp.plugin.call("log")
+    got = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name == "edged.plugin.mlog"]
+    assert got == [
+        ("edged.plugin.mlog", "DEBUG", "debug from wasm"),
+        ("edged.plugin.mlog", "INFO", "info from wasm"),
+        ("edged.plugin.mlog", "WARNING", "warn from wasm"),
+        ("edged.plugin.mlog", "ERROR", "error from wasm"),
+    ]
+
+
+@pytest.fixture
+def http_server() -> Any:
+    """A local HTTP server that answers GET with "hello edged" and records every request it receives."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            received.append(self.path)
+            body = b"hello edged"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _kitchen(built_plugin: Any, caps: dict[str, Any], allowed_hosts: list[str] | None) -> dict[str, Any]:
+    return {
+        "wasm": [{"data": _KITCHEN_USER, "name": "extism:host/user"}, {"path": str(built_plugin("kitchen"))}],
+        "allowed_hosts": allowed_hosts,
+        "edged": {"name": "kitchen", "kind": "service", "capabilities": caps},
+    }
+
+
+def test_http_request_needs_the_http_capability(built_plugin: Any, http_server: Any) -> None:
+    """Extism's http_request (kitchen's http_get) is refused without 'http', even with allowed_hosts in the manifest;
+    the server never hears of it. With 'http' granted it reaches the manifest's allowed_hosts, and only those."""
+    url, received = http_server
+    open_policy = DevicePolicy(http=True)
+    for caps, policy in (({}, open_policy), ({}, DevicePolicy())):
+        dp = DevicePlugin(_kitchen(built_plugin, caps, ["127.0.0.1"]), policy=policy)
+        with pytest.raises(PluginError, match=f"HTTP request to {url}/denied is not allowed"):
+            dp.plugin.call("http_get", f"{url}/denied")
+    assert received == []
+    with pytest.raises(CapabilityDenied, match="does not allow: http"):  # the policy decides what may be granted
+        DevicePlugin(_kitchen(built_plugin, {"http": True}, ["127.0.0.1"]), policy=DevicePolicy())
+    granted = DevicePlugin(_kitchen(built_plugin, {"http": True}, ["127.0.0.1"]), policy=open_policy)
+    assert granted.plugin.call("http_get", f"{url}/granted") == b"hello edged"
+    assert received == ["/granted"]
+    elsewhere = DevicePlugin(_kitchen(built_plugin, {"http": True}, ["example.invalid"]), policy=open_policy)
+    with pytest.raises(PluginError, match="is not allowed"):
+        elsewhere.plugin.call("http_get", f"{url}/elsewhere")
+    assert received == ["/granted"]
