@@ -51,6 +51,11 @@ class PluginConfig(BaseModel):
     config: dict[str, str] = Field(default_factory=dict)
     #: per-call budget in ms; default: the engine's share of the frame period
     budget_ms: float | None = Field(default=None, gt=0)
+    #: the wall-clock backstop per call; default: ``daemon.deadline_factor`` × the budget
+    deadline_ms: float | None = Field(default=None, gt=0)
+    #: what its layer shows while it fails or sits in quarantine: "last" (its last good frame), "off" (nothing:
+    #: the layers below show through) or a colour "#rrggbb"
+    fallback: str = Field(default="last", pattern=r"^(last|off|#[0-9a-fA-F]{6})$")
 
 
 class LayerConfig(BaseModel):
@@ -106,6 +111,8 @@ class DaemonSection(BaseModel):
     #: measure fuel per ms at start-up so budgets in ms become fuel (else only the wall-clock deadline applies)
     calibrate_fuel: bool = True
     strikes: StrikePolicy = Field(default_factory=StrikePolicy)
+    #: each call's wall-clock deadline as a multiple of its budget (the backstop behind fuel)
+    deadline_factor: float = Field(default=2.0, ge=1.0, le=20.0)
     #: memory cap (MiB) for a plugin whose manifest sets no ``memory.max_pages``
     plugin_memory_mb: int = Field(default=64, ge=1, le=4096)
 

@@ -163,11 +163,27 @@ class Daemon:
         edged = plugin.compiled.manifest.edged
         hints = edged.budget if edged is not None else {}
         # the config wins, then the manifest's own hint, then the display's share of the frame period
-        budget = Budget.from_ms(entry.budget_ms or hints.get("frame_ms") or budget_ms, self._rate())
+        budget = Budget.from_ms(
+            entry.budget_ms or hints.get("frame_ms") or budget_ms,
+            self._rate(),
+            self.config.daemon.deadline_factor,
+            entry.deadline_ms,
+        )
         if hints.get("fuel") and (budget.fuel is None or hints["fuel"] < budget.fuel):
             # a plugin that says it never needs more fuel is held to that: a deterministic cap, machine-independent
             budget = Budget(budget.ms, int(hints["fuel"]), budget.deadline_ms)
-        return Supervised(plugin, budget, self.clock, self.config.daemon.strikes)
+        fallback = None
+        if entry.fallback.startswith("#") and info is not None:
+            rgb = [int(entry.fallback[i : i + 2], 16) for i in (1, 3, 5)]
+            fallback = np.full((info.height, info.width, 3), rgb, np.uint8)
+        return Supervised(
+            plugin,
+            budget,
+            self.clock,
+            self.config.daemon.strikes,
+            fallback=fallback,
+            hold_last=entry.fallback == "last",
+        )
 
     def _player(self, playlist: str, info: DisplayInfo, budget_ms: float, where: str) -> PlaylistPlayer | None:
         pl = self.config.playlists[playlist]

@@ -44,11 +44,15 @@ class Budget:
     deadline_ms: int
 
     @classmethod
-    def from_ms(cls, ms: float, fuel_per_ms: float | None) -> Budget:
+    def from_ms(
+        cls, ms: float, fuel_per_ms: float | None, deadline_factor: float = 2.0, deadline_ms: float | None = None
+    ) -> Budget:
+        """``ms`` of fuel at ``fuel_per_ms``, with a wall-clock deadline of ``deadline_ms`` (default
+        ``deadline_factor × ms``, at least 2 ms)."""
         fuel = int(ms * fuel_per_ms) if fuel_per_ms else None
         # the wall-clock backstop sits above the fuel budget: fuel is the precise limit, the epoch catches
         # what fuel cannot (a slow host call, a machine under load)
-        deadline = max(2, int(ms * 2 + 0.999))
+        deadline = max(2, int((deadline_ms if deadline_ms is not None else ms * deadline_factor) + 0.999))
         return cls(ms, fuel, deadline)
 
 
@@ -99,12 +103,15 @@ class Supervised:
         clock: Clock,
         policy: StrikePolicy | None = None,
         fallback: np.ndarray | None = None,
+        hold_last: bool = True,
     ) -> None:
         self.plugin = plugin
         self.name = plugin.name
         self.clock = clock
         self.policy = policy or StrikePolicy()
         self.fallback = fallback
+        #: show the last good frame while failing (else the fallback, or nothing)
+        self.hold_last = hold_last
         self.last_good: np.ndarray | None = None
         self.stats = SlotStats()
         self._strike_times: deque[float] = deque()
@@ -122,7 +129,9 @@ class Supervised:
         return self.quarantined_until is not None
 
     def _held(self) -> np.ndarray | None:
-        return self.last_good if self.last_good is not None else self.fallback
+        if self.hold_last and self.last_good is not None:
+            return self.last_good
+        return self.fallback
 
     def _available(self, now: float) -> bool:
         if self.quarantined_until is None:

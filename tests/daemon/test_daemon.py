@@ -361,3 +361,20 @@ def test_a_device_with_sensors_and_no_display_runs_them_and_stops_at_frames(tmp_
     assert value is not None and 0.2 < float(value.decode()) < 1.8
     assert clock.slept and all(x == pytest.approx(0.5) for x in clock.slept)  # slept between ticks, on a grid
     d.stop()
+
+
+@pytest.mark.parametrize(
+    ("fallback", "expected"), [("last", [0, 0, 255]), ("#c08060", [192, 128, 96]), ("off", [255, 0, 0])]
+)
+def test_what_a_failing_layer_shows_is_configurable(site: Path, fallback: str, expected: list[int]) -> None:
+    path = site / "edged.toml"
+    extra = f'\n[plugins.trapper]\npath = "plugins/trapper/trapper.wasm"\nfallback = "{fallback}"\ndeadline_ms = 7\n'
+    path.write_text(CONFIG.format(side="trapper", calibrate="false") + extra)
+    d = Daemon(load_config(path), DeviceHardware("emulated-16x16", emulate=True), frames=3, clock=FakeClock())
+    d.start()
+    d.wait()  # frames 0 and 2 trap (every 2nd), frame 1 draws blue: the last frame shown is a failing one
+    shown = latest(d)[0, 12].tolist()  # through the emulated LEDs (gamma 2.8 and back): within a few steps
+    assert all(abs(a - b) <= 6 for a, b in zip(shown, expected, strict=True)), shown  # "off": the red layer below
+    assert d.stats()["plugins"]["main/right/trapper"]["budget_ms"] > 0
+    assert d.displays["main"].runner.layers[1].player.slots["trapper"].budget.deadline_ms == 7
+    d.stop()
