@@ -246,3 +246,39 @@ def test_an_unknown_profile_names_the_config_key(site: Path, capsys: pytest.Capt
     (site / "edged.toml").write_text(text)
     assert main(["run", "--config", str(site / "edged.toml"), "--emulate", "--frames", "1"]) == 2
     assert "daemon.hardware: no hardware profile 'pi9'" in capsys.readouterr().err
+
+
+def test_sigterm_blanks_the_emulated_leds(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM to `edged run` (in this process, so the emulated backend can be inspected afterwards): the last
+    thing the LEDs get is an all-black frame, and the backend is closed."""
+    import os
+    import threading
+
+    import edged.cli.run as run_cmd
+    from edged.daemon.hardware import DeviceHardware
+
+    made: list[DeviceHardware] = []
+
+    class Recording(DeviceHardware):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            made.append(self)
+
+    monkeypatch.setattr(run_cmd, "DeviceHardware", Recording)
+
+    def lit_frames() -> int:
+        out = made[0].outputs.get("main") if made else None
+        return 0 if out is None else sum(1 for f in out.backend.frames() if f.data.any())
+
+    def terminate() -> None:
+        wait_for(lambda: lit_frames() >= 5, "frames on the LEDs")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=terminate, daemon=True)
+    killer.start()
+    assert main(["run", "--config", str(site / "edged.toml"), "--emulate", "--render", "headless", "--no-control"]) == 0
+    killer.join(timeout=PATIENCE)
+    backend = made[0].outputs["main"].backend
+    assert backend.closed
+    assert not backend.latest().data.any()  # blanked
+    assert lit_frames() >= 5
