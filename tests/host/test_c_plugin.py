@@ -1,0 +1,175 @@
+"""Host functions through a plugin built with a real toolchain: tests/plugins/c/device_c.c (freestanding C with
+plugins/sdk/c/edged.h, built by plugins/build with zig cc) on an emulated GpioBoard (gpiozero's MockFactory),
+granted and denied."""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import pytest
+
+from edged.errors import CapabilityDenied
+from edged.hardware.gpio import GpioBoard, GpioConfig
+from edged.host import DevicePolicy
+from edged.host.frames import Tick
+from edged.host.functions import DisplayInfo, SharedValues
+from edged.host.plugin import DevicePlugin
+
+BOARD = GpioConfig.model_validate(
+    {
+        "gpio": {
+            "mode": {"type": "button", "pin": 17},
+            "door": {"type": "digital_in", "pin": 27, "pull": "up"},
+            "relay": {"type": "digital_out", "pin": 22},
+            "spare": {"type": "digital_out", "pin": 5},
+            "fan": {"type": "pwm_out", "pin": 12},
+            "glow": {"type": "pwm_out", "pin": 13},
+        },
+        "sensors": {
+            "distance": {"type": "distance", "echo": 24, "trigger": 23, "max_distance": 4.0},
+            "cpu_temperature": {"type": "cpu_temperature"},
+        },
+    }
+)
+# the device would allow more than the plugin asks for: the grant, not the policy, bounds each call
+POLICY = DevicePolicy(
+    gpio_read=[17, 27],
+    gpio_write=[5, 22],
+    gpio_pwm=[12, 13],
+    gpio_events=[17, 27],
+    sensors=["*"],
+    values=["*"],
+)
+CAPS: dict[str, Any] = {
+    "led": True,
+    "gpio": {"read": [17], "write": [22], "pwm": [12], "events": [17]},
+    "sensors": ["distance"],
+    "publish": ["edge", "colour"],
+    "subscribe": ["colour", "never_set"],
+}
+
+
+@pytest.fixture
+def board() -> Any:
+    with GpioBoard(BOARD, emulated=True) as b:
+        yield b
+
+
+def load(built_plugin: Any, board: GpioBoard, caps: dict[str, Any] = CAPS, values: SharedValues | None = None):
+    manifest = {"wasm": [{"path": str(built_plugin("device_c"))}], "edged": {"name": "device_c", "capabilities": caps}}
+    return DevicePlugin(manifest, policy=POLICY, io=board, values=values, display=DisplayInfo(2, 1, fps=25))
+
+
+def test_granted_calls_drive_the_emulated_board(built_plugin: Any, board: GpioBoard) -> None:
+    values = SharedValues()
+    dp = load(built_plugin, board, values=values)
+    p = dp.plugin
+    assert p.call("read", bytes([17])) == b"\x01"  # the button is pulled up
+    board.press("mode")
+    assert p.call("read", bytes([17])) == b"\x00"
+    board.release("mode")
+    p.call("write", bytes([22, 1]))
+    assert board.mock_pin(22).state == 1
+    p.call("write", bytes([22, 0]))
+    assert board.mock_pin(22).state == 0
+    p.call("pwm", bytes([12]) + struct.pack("<H", 600))
+    assert board.mock_pin(12).state == pytest.approx(0.6)
+    board.set_sensor("distance", 0.42)
+    assert struct.unpack("<d", p.call("sensor", "distance"))[0] == pytest.approx(0.42)
+    p.call("publish", "colour=teal")
+    assert values.get("colour") == b"teal"
+    assert p.call("subscribe", "colour") == b"teal"
+    assert p.call("subscribe", "never_set") == b"<unset>"
+    assert json.loads(p.call("display")) == {
+        "width": 2,
+        "height": 1,
+        "fps": 25,
+        "serpentine": False,
+        "brightness": 255,
+    }
+
+
+def test_frames_read_gpio_and_sensors(built_plugin: Any, board: GpioBoard) -> None:
+    dp = load(built_plugin, board)
+    board.set_sensor("distance", 0.5)
+    frame = dp.frame(Tick(0, 0, 0, 2, 1, True))
+    assert frame is not None and frame.tolist() == [[[255, 0, 0], [0, 50, 0]]]
+    board.press("mode")
+    board.set_sensor("distance", 3.9)
+    frame = dp.frame(Tick(1, 40_000, 40_000, 2, 1))
+    assert frame is not None and frame.tolist() == [[[0, 0, 0], [0, 255, 0]]]
+
+
+def test_watched_edges_reach_on_gpio(built_plugin: Any, board: GpioBoard) -> None:
+    values = SharedValues()
+    dp = load(built_plugin, board, values=values)
+    dp.plugin.call("watch", bytes([17, 2]))  # falling edges only
+    board.press("mode", at=dp.ctx.started + 1.25)
+    board.release("mode", at=dp.ctx.started + 1.5)
+    assert dp.deliver_events() == 1
+    assert json.loads(values.get("edge") or b"") == {"pin": 17, "edge": "falling", "t": 1.25}
+
+
+@pytest.mark.parametrize(
+    ("export", "arg", "message"),
+    [
+        ("read", bytes([27]), r"edged_gpio_read_i: pin 27 is not granted for gpio.read \(granted: \[17\]\)"),
+        ("write", bytes([5, 1]), r"edged_gpio_write_i: pin 5 is not granted for gpio.write \(granted: \[22\]\)"),
+        ("pwm", bytes([13]) + struct.pack("<H", 500), "edged_gpio_pwm_i: pin 13 is not granted for gpio.pwm"),
+        ("watch", bytes([27, 3]), "edged_gpio_watch_i: pin 27 is not granted for gpio.events"),
+        ("sensor", "cpu_temperature", "edged_sensor_read_f: sensor 'cpu_temperature' is not granted"),
+        ("publish", "other=1", "edged_value_set: value 'other' is not granted for publish"),
+        ("subscribe", "edge", "edged_value_get: value 'edge' is not granted for subscribe"),
+    ],
+)
+def test_ungranted_pins_and_names_fail_the_call_and_touch_nothing(
+    built_plugin: Any, board: GpioBoard, export: str, arg: Any, message: str
+) -> None:
+    values = SharedValues()
+    dp = load(built_plugin, board, values=values)
+    before = {pin: board.mock_pin(pin).state for pin in (5, 13, 17, 22, 27)}
+    with pytest.raises(CapabilityDenied, match=message):
+        dp.plugin.call(export, arg)
+    assert {pin: board.mock_pin(pin).state for pin in before} == before
+    assert values.snapshot() == {} and dp.ctx.watched == set()
+    assert dp.plugin.call("read", bytes([17])) == b"\x01"  # the plugin keeps working
+
+
+def _without(capability: str) -> dict[str, Any]:
+    caps = json.loads(json.dumps(CAPS))
+    group, _, direction = capability.partition(".")
+    if direction:
+        caps[group][direction] = []
+    else:
+        caps[group] = False if group == "led" else []
+    return caps
+
+
+@pytest.mark.parametrize(
+    ("capability", "function"),
+    [
+        ("gpio.read", "edged_gpio_read_i"),
+        ("gpio.write", "edged_gpio_write_i"),
+        ("gpio.pwm", "edged_gpio_pwm_i"),
+        ("gpio.events", "edged_gpio_watch_i"),
+        ("sensors", "edged_sensor_read_f"),
+        ("publish", "edged_value_set"),
+        ("subscribe", "edged_value_get"),
+    ],
+)
+def test_a_missing_capability_refuses_the_load_naming_the_import(
+    built_plugin: Any, board: GpioBoard, capability: str, function: str
+) -> None:
+    with pytest.raises(
+        CapabilityDenied, match=f"device_c: imports extism:host/user::{function}, which needs the '{capability}'"
+    ):
+        load(built_plugin, board, _without(capability))
+
+
+def test_without_led_the_drawing_plugin_does_not_load(built_plugin: Any, board: GpioBoard) -> None:
+    with pytest.raises(
+        CapabilityDenied, match="device_c: animation plugins draw on the display, which needs the 'led'"
+    ):
+        load(built_plugin, board, _without("led"))
