@@ -15,6 +15,9 @@ from tests.deploy.harness import Broker, Harness, anim_wasm, wait_for
 
 
 def test_broker_restart_mid_transfer_resumes_without_starting_over(harness: Harness, broker: Broker) -> None:
+    """The marketplace stops serving after 12 chunks, so nothing is in flight when the broker restarts: this proves
+    that the chunks already stored are kept and that, on reconnecting, the agent asks only for the missing ones.
+    Redelivery of chunks queued in the broker across a restart is the next test."""
     h = harness
     meta = h.publish("big", "1.0.0", anim_wasm("big", pad=120_000))
     total = -(-meta.wasm_size // 4096)
@@ -33,6 +36,40 @@ def test_broker_restart_mid_transfer_resumes_without_starting_over(harness: Harn
     assert before | after == set(range(total))
     assert store.active("big").version == "1.0.0"
     assert store.transfers() == []
+
+
+def test_chunks_queued_for_an_offline_device_survive_a_broker_restart(harness: Harness, broker: Broker) -> None:
+    """Chunks published while the device is disconnected wait in its persistent session (clean session off, QoS 1);
+    mosquitto saves them when it stops and delivers them after the restart, when the device reconnects. The
+    marketplace serves nothing after the restart until they are stored, so they can only come from the broker."""
+    h = harness
+    meta = h.publish("big", "1.0.0", anim_wasm("big", pad=120_000))
+    agent = h.agent("dev-1", window=4, stall_s=0.5)
+    store = h.store("dev-1")
+    h.market.limit = 8
+    h.market.set_desired("device:dev-1", "big", "1.0.0")
+    wait_for(lambda: (t := store.get_transfer(meta.wasm_sha256)) and len(t.received()) >= 8, what="8 chunks")
+    h.market.hold, h.market.limit = True, None
+    wait_for(lambda: h.market.held, what="the agent to ask for more (held)")
+    # the device drops off the network; the broker keeps its session
+    agent.client.disconnect()
+    agent.client.loop_stop()
+    wait_for(lambda: not agent.connected.is_set(), what="the agent to be disconnected")
+    queued = {i for _, req in h.market.held for i in req.indices}
+    have = set(store.get_transfer(meta.wasm_sha256).received())
+    assert queued and not queued & have
+    h.market.serve_held()  # acknowledged by the broker, queued for the offline session
+    broker.restart()
+    h.market.hold = True  # from now on the marketplace serves nothing
+    agent.client.reconnect()
+    agent.client.loop_start()
+    wait_for(
+        lambda: queued <= set(store.get_transfer(meta.wasm_sha256).received()),
+        what=f"chunks {sorted(queued)} queued before the restart to be delivered",
+    )
+    h.market.serve_held()  # and the rest of the transfer goes on as usual
+    h.wait_healthy("dev-1", "big", "1.0.0")
+    assert store.wasm_path(store.active("big")).read_bytes() == h.catalog.get_bundle("big", "1.0.0").wasm
 
 
 class AgentProcess:
