@@ -84,7 +84,8 @@ class DeviceProgress:
 
 @dataclass
 class RolloutResult:
-    """How a rollout went. ``state`` is ``done``, ``failed``, ``halted`` or ``timeout``.
+    """How a rollout went. ``state`` is ``done``, ``failed``, ``halted``, ``timeout`` or ``offline`` (every target
+    device offline: the desired state is published, nothing is verified yet).
 
     ``outcomes`` maps every member to ``healthy``, ``failed``, ``offline`` (not reached: it converges later from
     the retained desired state) or the state it was still in; ``pinned`` lists devices left on the new version
@@ -190,6 +191,9 @@ class Rollout:
         deadline = time.monotonic() + self.timeout_s
         if self.device:
             self._watch([self.device])
+            with self._cond:
+                if self.market.offline_devices([self.device]) and self.progress[self.device].state != DONE:
+                    self.progress[self.device] = DeviceProgress(OFFLINE)
             self.market.set_desired(target, self.name, self.version)
             outcomes = self._wait([self.device], deadline, stop_on_halt=False)
             result = RolloutResult(_final(outcomes, self.halt), outcomes, [], failure_rate(outcomes))
@@ -261,6 +265,8 @@ def _rank(device: str, salt: str) -> bytes:
 def _final(outcomes: dict[str, str], halt: float) -> str:
     if not all(s in _SETTLED for s in outcomes.values()):
         return "timeout"
+    if outcomes and all(s == OFFLINE for s in outcomes.values()):
+        return OFFLINE  # nothing reached yet: they converge from the retained desired state
     if should_halt(outcomes, halt):
         return "halted"
     return "done" if all(s in (DONE, OFFLINE) for s in outcomes.values()) else "failed"

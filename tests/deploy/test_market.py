@@ -117,6 +117,8 @@ def test_offline_member_does_not_block_and_converges_later(harness: Harness) -> 
     assert result.outcomes == {"a": "healthy", "b": "healthy", "c": "offline"}
     assert "c" not in result.canaries and result.canaries
     assert h.catalog.rollouts()[-1].state == "done"
+    alone = Rollout(h.market, "glow", "1.0.0", device="c", timeout_s=60).run()
+    assert (alone.state, alone.offline) == ("offline", ["c"])  # published, nothing verified yet
     h.targets["c"].close()
     h.agent("c", groups=("lobby",))  # back online: converges from the group's retained desired state
     h.wait_healthy("c", "glow", "1.0.0")
