@@ -111,6 +111,9 @@ class DaemonSection(BaseModel):
     #: measure fuel per ms at start-up so budgets in ms become fuel (else only the wall-clock deadline applies)
     calibrate_fuel: bool = True
     strikes: StrikePolicy = Field(default_factory=StrikePolicy)
+    #: Python's thread switch interval while the daemon runs (process-wide): a frame thread waiting for the GIL
+    #: behind MQTT, install or logging threads waits at most about this long per hand-over (Python's default: 5 ms)
+    gil_switch_ms: float = Field(default=1.0, ge=0.1, le=10.0)
     #: each call's wall-clock deadline as a multiple of its budget (the backstop behind fuel)
     deadline_factor: float = Field(default=2.0, ge=1.0, le=20.0)
     #: memory cap (MiB) for a plugin whose manifest sets no ``memory.max_pages``

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -296,6 +297,7 @@ class Daemon:
 
     def start(self) -> None:
         """Load every plugin, open every display and start their frame threads."""
+        sys.setswitchinterval(self.config.daemon.gil_switch_ms / 1000.0)
         with self._lock:
             self._t0 = self.clock.now()
             self._reserve_led_pins()

@@ -30,6 +30,9 @@ def _config(metered: bool) -> wasmtime.Config:
     # The host caches raw pointers to kernel memory; with a full reservation memories never move.
     cfg.memory_may_move = False
     cfg.cranelift_opt_level = "speed"
+    # one core for compiling: on a 2- or 4-core Pi, a parallel compile of a new plugin would take every core from
+    # the frame threads (measured in bench/frame_timing); the AOT cache makes compiles rare anyway
+    cfg.parallel_compilation = False
     return cfg
 
 
