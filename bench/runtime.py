@@ -9,6 +9,8 @@ runs on both hosts: count_vowels is the bundled AssemblyScript example (official
 plugin built by plugins/build (tests/plugins/c/workloads.c). Rounds interleave the hosts, so machine noise hits all
 of them alike; the table shows per-call medians and the ratios against the SDK (the anchor) and the raw floor.
 
+The "fuel-metered" rows run edged as the frame engine does, with fuel metering on (the SDK runs without it).
+
 Usage: python bench/runtime.py [--quick] [--json FILE]
 """
 
@@ -126,6 +128,26 @@ def main() -> int:
         measure(
             {
                 "edged": lambda: ours_v.call("count_vowels", a4096),
+                "extism SDK": lambda: sdk_v.call("count_vowels", a4096),
+            },
+            500,
+            rounds,
+        ),
+    )
+    # the frame engine always meters fuel: the same two calls with a (never reached) fuel limit
+    metered = Plugin(workloads, functions=[reflect], fuel=10**12)
+    metered_v = Plugin(vowels, config=config, fuel=10**12)
+    row(
+        "empty call, fuel-metered",
+        measure(
+            {"edged": lambda: metered.call("noop", b""), "extism SDK": lambda: sdk.call("noop", b"")}, 2000, rounds
+        ),
+    )
+    row(
+        "count_vowels(4096), fuel-metered",
+        measure(
+            {
+                "edged": lambda: metered_v.call("count_vowels", a4096),
                 "extism SDK": lambda: sdk_v.call("count_vowels", a4096),
             },
             500,
