@@ -97,7 +97,14 @@ class PlaylistPlayer:
         prev = self.slots[self.items[self.index].plugin] if 0 <= self.index < len(self.items) else None
         item = self.items[index]
         slot = self.slots[item.plugin]
-        if transition and prev is not None and item.transition == "crossfade" and item.transition_s > 0:
+        # a crossfade needs two plugins: an item that follows itself (a one-item loop) restarts with a cut
+        if (
+            transition
+            and prev is not None
+            and prev is not slot
+            and item.transition == "crossfade"
+            and item.transition_s > 0
+        ):
             self._outgoing = (prev, self._last, self.started, self.frames_in_item)
         else:
             self._outgoing = None

@@ -240,6 +240,16 @@ def test_crossfade_blends_outgoing_into_incoming() -> None:
     assert player.render(tick(3), 2.0)[0, 0].tolist() == [200, 200, 200]
 
 
+def test_a_one_item_loop_with_crossfade_restarts_with_a_cut() -> None:
+    clock = FakeClock(0.0)
+    only = slot(anims.solid(50, 50, 50), clock, "only")
+    player = PlaylistPlayer([PlaylistItem(plugin="only", duration_s=1.0, transition="crossfade")], {"only": only})
+    player.render(tick(0), 0.0)
+    calls = only.stats.calls
+    assert player.render(tick(1), 1.5)[0, 0].tolist() == [50, 50, 50]
+    assert only.stats.calls == calls + 1  # one call per frame, not two (no fade from itself into itself)
+
+
 def test_schedule_windows_skip_items() -> None:
     assert in_window("08:00-22:00", dt.time(12, 0)) and not in_window("08:00-22:00", dt.time(23, 0))
     assert in_window("22:00-06:00", dt.time(23, 30)) and in_window("22:00-06:00", dt.time(5, 0))
