@@ -240,6 +240,12 @@ def test_failed_version_retried_for_a_new_document_not_for_a_replay(harness: Har
     raw(h, topics.desired("dev-1"), signed(h, doc, ttl=3600))
     unchanged(h, agent)  # not retried: same document
     assert len(h.events.statuses("dev-1", state="failed", version="2.0.0")) == 1
+    # nor after a restart, when the broker hands the retained document to the device again
+    agent.stop()
+    h.targets["dev-1"].close()
+    agent = h.agent("dev-1", policy=allowed)
+    unchanged(h, agent)
+    assert len(h.events.statuses("dev-1", state="failed", version="2.0.0")) == 1
     # a fresh deploy of the same version is a newly signed document: tried once more, and it works now
     h.market.set_desired("device:dev-1", "glow", "2.0.0")
     h.wait_healthy("dev-1", "glow", "2.0.0")
