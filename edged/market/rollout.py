@@ -221,19 +221,25 @@ class Rollout:
                 if self.progress[d].state != DONE:
                     self.progress[d] = DeviceProgress(OFFLINE)
         moved: list[str] = []
-        for stage in stages:
-            for d in stage:
-                self.market.set_desired(f"device:{d}", self.name, self.version)
-            moved += stage
-            self._wait(stage, deadline, stop_on_halt=True)
-            outcomes = self._outcomes()
-            if should_halt(outcomes, self.halt) or not all(outcomes[d] in _SETTLED for d in stage):
-                result.state = "halted" if should_halt(outcomes, self.halt) else "timeout"
-                result.pinned = self._settle_overrides(moved)
-                break
-        else:
+        if len(stages) <= 1 and not canaries:
+            # one wave for everyone: the group's desired state moves at once, there is nothing to halt between
             self.market.set_desired(target, self.name, self.version)
-            self._release(moved)  # the group now wants the same; later group changes must reach them
+            moved = online
+            self._wait(online, deadline, stop_on_halt=False)
+        else:
+            for stage in stages:
+                for d in stage:
+                    self.market.set_desired(f"device:{d}", self.name, self.version)
+                moved += stage
+                self._wait(stage, deadline, stop_on_halt=True)
+                outcomes = self._outcomes()
+                if should_halt(outcomes, self.halt) or not all(outcomes[d] in _SETTLED for d in stage):
+                    result.state = "halted" if should_halt(outcomes, self.halt) else "timeout"
+                    result.pinned = self._settle_overrides(moved)
+                    break
+            else:
+                self.market.set_desired(target, self.name, self.version)
+                self._release(moved)  # the group now wants the same; later group changes must reach them
         # offline at the start and never moved: reported offline unless it already said how it went; an online
         # member never moved (after a halt) stays "pending"
         result.outcomes = {
