@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..deploy.agent import DEFAULT_CHUNK_SIZE, BrokerConfig
+from ..deploy.messages import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from ..engine.playlist import PlaylistItem
 from ..engine.supervisor import StrikePolicy
 from ..host.capabilities import DevicePolicy
@@ -132,7 +133,7 @@ class MqttSection(BaseModel):
     #: the on-device plugin store; default ``<state_dir>/store``
     store: Path | None = None
     keep_versions: int = Field(default=3, ge=1)
-    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=1024 * 1024)
+    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=MIN_CHUNK_SIZE, le=MAX_CHUNK_SIZE)
     #: a new version must run this many frames (or sensor ticks) without a strike ...
     health_frames: int = Field(default=30, ge=1)
     #: ... within this many seconds, or the device rolls back to the previous version

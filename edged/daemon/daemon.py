@@ -125,6 +125,8 @@ class Daemon:
         self._sensor_done = threading.Event()
         #: plugins installed over MQTT (name -> entry), overriding plugins_dir, kept across reloads
         self._deployed: dict[str, PluginConfig] = {}
+        #: a playlist the marketplace set for this device (plugin names), played on the first display's first layer
+        self._remote_playlist: list[str] | None = None
         #: the config as read from the file, before deployed plugins are overlaid
         self._base_config = config
 
@@ -493,19 +495,26 @@ class Daemon:
     def _overlay(self, config: DaemonConfig) -> DaemonConfig:
         """``config`` with the deployed plugins that no playlist or sensor names placed on the first display: an
         animation as the only item of its first layer, a sensor plugin as one of its sensors."""
-        named = {i.plugin for pl in config.playlists.values() for i in pl.items} | {s.plugin for s in config.sensors}
-        adhoc = [n for n in self._deployed if n not in named]
-        if not adhoc:
-            return config
         playlists = dict(config.playlists)
         sensors = list(config.sensors)
         displays = list(config.displays)
+        if self._remote_playlist and displays:
+            items = [PlaylistItem(plugin=n, transition="crossfade") for n in self._remote_playlist]
+            playlists["remote"] = PlaylistConfig(items=items)
+            layer = displays[0].layers[0].model_copy(update={"playlist": "remote"})
+            displays[0] = displays[0].model_copy(update={"layers": [layer, *displays[0].layers[1:]]})
+        named = {i.plugin for pl in playlists.values() for i in pl.items} | {s.plugin for s in config.sensors}
+        adhoc = [n for n in self._deployed if n not in named]
+        if not adhoc and playlists == config.playlists:
+            return config
         for name in adhoc:
             if _kind(self._deployed[name].path) == "sensor":
                 sensors.append(SensorSection(plugin=name, display=displays[0].name if displays else None))
                 continue
             if not displays:
                 self._problem(f"deployed plugin '{name}'", "draws frames, but this device has no display")
+                continue
+            if self._remote_playlist:  # the marketplace said what plays: installed extras wait until it names them
                 continue
             first = displays[0]
             playlists[f"deployed:{name}"] = PlaylistConfig(items=[PlaylistItem(plugin=name, duration_s=None)])
@@ -535,6 +544,12 @@ class Daemon:
             if name in rd.key:
                 rd.key = ""
         return self.reload(self._base_config)
+
+    def set_remote_playlist(self, items: list[str] | None) -> dict[str, list[str]]:
+        """Play ``items`` (plugin names) on the first layer of the first display, or go back to the config."""
+        with self._lock:
+            self._remote_playlist = list(items) if items else None
+            return self.reload(self._base_config)
 
     def plugin_health(self, name: str) -> tuple[int, int, str | None, bool]:
         """(frames or ticks run, strikes, last error, running) of every slot of plugin ``name`` since it started."""

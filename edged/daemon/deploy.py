@@ -51,6 +51,14 @@ class DaemonTarget:
             self.daemon.undeploy(name)
         (self.folder / f"{name}.manifest.json").unlink(missing_ok=True)
 
+    def apply_playlist(self, items: list[str] | None) -> None:
+        """The marketplace's playlist for this device (plugin names in play order) on the first layer of the first
+        display; ``None`` goes back to the device's own config. Names that do not load are skipped (and listed in
+        ``edged ctl problems``)."""
+        with self._lock:
+            self.daemon.set_remote_playlist(items)
+        log.info("playlist from the marketplace", extra={"items": items})
+
     def health(self, name: str) -> PluginHealth:
         frames, strikes, last_error, running = self.daemon.plugin_health(name)
         return PluginHealth(frames=frames, strikes=strikes, last_error=last_error, running=running)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import BadSignature, BundleRejected, CapabilityDenied, PluginLoadError, UntrustedKey
 from ..host.capabilities import Capabilities, DevicePolicy
 from ..host.functions import check_imports
+from ..host.plugin import drawing_kind
 from ..runtime import Manifest, ModuleCache, default_cache, parse_manifest
 from ..runtime._cache import compile_module
 from .trust import TrustStore, atomic_write, canonical_json, decode_signature, key_id, parse_json, sign
@@ -259,7 +260,7 @@ def build_bundle(
     bundled = _bundled_manifest(name, version, digest, manifest)
     parsed = _check_manifest(bundled)
     caps = _capabilities(parsed)
-    _check_wasm(wasm, caps, name)
+    _check_wasm(wasm, caps, name, edged=parsed.edged)
     meta = parse_meta(
         {
             "name": name,
@@ -375,7 +376,9 @@ def _capabilities(parsed: Manifest) -> Capabilities:
         raise BundleRejected("invalid_manifest", str(exc)) from None
 
 
-def _check_wasm(wasm: bytes, caps: Capabilities, name: str, cache: ModuleCache | None = None) -> None:
+def _check_wasm(
+    wasm: bytes, caps: Capabilities, name: str, cache: ModuleCache | None = None, edged: Any = None
+) -> None:
     try:
         module = cache.load(wasm) if cache is not None else compile_module(wasm)
     except PluginLoadError as exc:
@@ -389,6 +392,14 @@ def _check_wasm(wasm: bytes, caps: Capabilities, name: str, cache: ModuleCache |
         check_imports(imports, caps, name)
     except CapabilityDenied as exc:
         raise BundleRejected("invalid_manifest", str(exc)) from None
+    # the same gate the device applies when it loads the plugin: a drawing plugin must ask for 'led'
+    kind = drawing_kind(edged, {e.name for e in module.exports})
+    if kind is not None and not caps.led:
+        raise BundleRejected(
+            "invalid_manifest",
+            f"{name}: {kind} plugins draw on the display, which needs the 'led' capability; the manifest does not "
+            "ask for it",
+        )
 
 
 def verify_bundle(
@@ -474,5 +485,5 @@ def verify_bundle(
 
     if compile:
         # through the module cache: the device loads this very module right after installing it
-        _check_wasm(wasm, caps, meta.name, default_cache())
+        _check_wasm(wasm, caps, meta.name, default_cache(), edged=parsed.edged)
     return caps

@@ -184,8 +184,20 @@ def test_build_rejects_bad_input(publisher: Ed25519PrivateKey) -> None:
 def test_build_rejects_imports_the_manifest_does_not_ask_for(publisher: Ed25519PrivateKey) -> None:
     err = rejected("invalid_manifest", build_bundle, "gpio", "1.0.0", GPIO_PLUGIN, {}, publisher)
     assert "edged_gpio_write" in str(err) and "gpio.write" in str(err)
-    ok = build_bundle("gpio", "1.0.0", GPIO_PLUGIN, {"edged": {"capabilities": {"gpio": {"write": [17]}}}}, publisher)
-    assert ok.manifest["edged"]["capabilities"] == {"gpio": {"write": [17]}}
+    # it draws (exports frame), so it needs 'led' too, as the device itself would refuse it
+    err = rejected(
+        "invalid_manifest",
+        build_bundle,
+        "gpio",
+        "1.0.0",
+        GPIO_PLUGIN,
+        {"edged": {"capabilities": {"gpio": {"write": [17]}}}},
+        publisher,
+    )
+    assert "needs the 'led' capability" in str(err)
+    caps = {"led": True, "gpio": {"write": [17]}}
+    ok = build_bundle("gpio", "1.0.0", GPIO_PLUGIN, {"edged": {"capabilities": caps}}, publisher)
+    assert ok.manifest["edged"]["capabilities"] == caps
     err = rejected("invalid_manifest", build_bundle, "files", "1.0.0", wasm_bytes(WASI_FILES), {}, publisher)
     assert "WASI" in str(err)
     build_bundle("files", "1.0.0", wasm_bytes(WASI_FILES), {"edged": {"capabilities": {"wasi": True}}}, publisher)

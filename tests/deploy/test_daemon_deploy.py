@@ -131,3 +131,21 @@ def test_edged_run_with_an_mqtt_section_installs_from_the_marketplace(tmp_path: 
         code = proc.wait(timeout=60)
     assert code == 0, proc.stderr.read() if proc.stderr else ""
     wait_for(lambda: harness.catalog.device("pi-2").presence == "offline", what="pi-2 offline after SIGTERM")
+
+
+def test_a_playlist_from_the_marketplace_plays_on_the_daemon(
+    harness: Harness, device: tuple[Daemon, DeviceAgent]
+) -> None:
+    daemon, _agent = device
+    harness.publish("glow", "1.0.0", anim_wasm("glow-1"))
+    harness.publish("spark", "1.0.0", anim_wasm("spark-1"))
+    harness.market.set_desired("device:pi-1", "glow", "1.0.0")
+    harness.market.set_desired("device:pi-1", "spark", "1.0.0")
+    wait_for(lambda: harness.healthy("pi-1", "spark", "1.0.0"), what="spark healthy")
+    harness.market.set_playlist("device:pi-1", ["spark", "red"])
+    wait_for(lambda: "remote" in daemon.config.playlists, what="the marketplace's playlist to arrive")
+    assert [i.plugin for i in daemon.config.playlists["remote"].items] == ["spark", "red"]
+    assert daemon.config.displays[0].layers[0].playlist == "remote"
+    wait_for(lambda: playing(daemon) == "spark", what="its first item to play")
+    harness.market.set_playlist("device:pi-1", None)
+    wait_for(lambda: "remote" not in daemon.config.playlists, what="back to the device's own config")
