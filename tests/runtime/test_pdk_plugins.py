@@ -25,26 +25,11 @@ from edged.runtime import (
     PluginLoadError,
     PluginTimeout,
     PluginTrap,
-    host_fn,
 )
+from tests.runtime.test_differential import OURS
 
-
-@host_fn(name="reflect")
-def reflect(data: bytes) -> bytes:
-    return data
-
-
-@host_fn(name="hello")
-def hello(name: str) -> str:
-    return f"Hello, {name}!"
-
-
-@host_fn(name="add")
-def add(a: int, b: int) -> int:
-    return a + b
-
-
-FUNCTIONS = [reflect, hello, add]
+#: the kitchen plugin's host functions (reflect, hello, add), as the differential tests define them
+FUNCTIONS = OURS
 
 
 def kitchen(built_plugin: Any, **kwargs: Any) -> Plugin:
