@@ -1,6 +1,6 @@
-"""The host side of ``extism:host/env``: vars, logging and HTTP, served from Python.
+"""The host side of ``extism:host/env``: logging and HTTP, and vars when their budget is too big for the kernel.
 
-The kernel serves everything else (memory, input/output, errors and config) inside wasm. Every handle passed to
+The kernel serves everything else (memory, input/output, errors, config and, normally, vars) inside wasm. Every handle passed to
 these functions is consumed, as Extism's PDKs expect.
 """
 

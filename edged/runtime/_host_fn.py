@@ -169,8 +169,11 @@ def host_function_error(message: str, exc: BaseException) -> HostFunctionError:
         _ERROR_TYPES[kind] = cls
     try:
         return cls(message, exc)
-    except TypeError:  # an exception type whose constructor wants other arguments
-        return HostFunctionError(message, exc)
+    except TypeError:  # a constructor that wants other arguments (JSONDecodeError, UnicodeDecodeError): skip it
+        err = cls.__new__(cls, message)
+        BaseException.__init__(err, message)
+        err.exception = exc
+        return err
 
 
 def host_fn(

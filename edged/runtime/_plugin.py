@@ -290,7 +290,9 @@ class Plugin:
             if cache is not None:
                 given.append("cache")
             if given:  # these shape the compilation: silently ignoring them would surprise
-                raise ValueError(f"{', '.join(given)} belong to the CompiledPlugin; pass them when compiling")
+                raise ValueError(
+                    f"these options belong to the CompiledPlugin, pass them when compiling: {', '.join(given)}"
+                )
             self.compiled = plugin
         else:
             self.compiled = CompiledPlugin(
@@ -468,6 +470,9 @@ class Plugin:
         except (wasmtime.Trap, PluginError) as exc:
             self._drop_instance()
             raise self._classify(exc, inst) from exc
+        except BaseException:  # interrupted while starting (KeyboardInterrupt in a start function's host call)
+            self._drop_instance()
+            raise
         exports = exports_at(store, main, compiled.export_indices)
         mem = exports.get("memory")
         inst.memory = mem if isinstance(mem, wasmtime.Memory) else None
@@ -484,6 +489,9 @@ class Plugin:
             except (wasmtime.Trap, wasmtime.WasmtimeError, PluginError) as exc:
                 self._drop_instance()
                 raise self._classify(exc, inst, f"plugin initialisation ({name}) failed: ") from exc
+            except BaseException:  # interrupted half-way through initialisation: never reuse that instance
+                self._drop_instance()
+                raise
 
     # --- calls -------------------------------------------------------------------------------------------------
 

@@ -157,3 +157,48 @@ def test_annotations_are_required() -> None:
         @host_fn
         def untyped(x):  # type: ignore[no-untyped-def]
             return x
+
+
+def test_exceptions_with_their_own_constructor_keep_their_type() -> None:
+    import json as _json
+
+    @host_fn(name="shout")
+    def broken(data: str) -> str:
+        return _json.loads("{not json")
+
+    plugin = _with_import('(import "extism:host/user" "shout" (func $hf (param i64) (result i64)))', RUN_HANDLE)
+    with pytest.raises(ValueError, match="raised JSONDecodeError") as ei:  # JSONDecodeError is a ValueError
+        Plugin(plugin, functions=[broken]).call("run", "x")
+    assert isinstance(ei.value, HostFunctionError) and isinstance(ei.value, _json.JSONDecodeError)
+    assert isinstance(ei.value.exception, _json.JSONDecodeError)
+
+
+def test_an_interrupted_initialisation_does_not_keep_its_instance() -> None:
+    calls = []
+
+    @host_fn(name="shout")
+    def hook(data: str) -> str:
+        calls.append(data)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return data
+
+    body = r"""
+  (func (export "_initialize") (drop (call $hf (i64.const 0))))
+  (func (export "run") (result i32) (i32.const 0))"""
+    plugin = _with_import('(import "extism:host/user" "shout" (func $hf (param i64) (result i64)))', body)
+    p = Plugin(plugin, functions=[hook])
+    with pytest.raises(KeyboardInterrupt):
+        p.call("run")
+    assert p._inst is None
+    assert p.call("run") == b""
+    assert len(calls) == 2  # initialisation ran again on the fresh instance
+
+
+def test_compilation_options_are_not_silently_ignored_with_a_compiled_plugin() -> None:
+    from edged.runtime import CompiledPlugin
+
+    compiled = CompiledPlugin(_with_import("", '(func (export "run") (result i32) (i32.const 0))'))
+    for kwargs in ({"wasi": True}, {"allow_urls": True}, {"functions": [host_fn(name="x")(lambda: None)]}):
+        with pytest.raises(ValueError, match="belong to the CompiledPlugin"):
+            Plugin(compiled, **kwargs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,6 +15,7 @@ from tests.runtime.wats import KITCHEN
 
 class _Handler(BaseHTTPRequestHandler):
     hits: list[str] = []  # noqa: RUF012 - shared by the test server's threads on purpose
+    release = threading.Event()
 
     def do_GET(self) -> None:
         _Handler.hits.append(self.path)
@@ -25,8 +25,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        if self.path == "/slow":
-            time.sleep(2)
+        if self.path == "/held":
+            _Handler.release.wait(120)
         status = 404 if self.path == "/missing" else 200
         body = b"z" * 5000 if self.path == "/big" else f"path={self.path}".encode()
         self.send_response(status)
@@ -114,8 +114,27 @@ def test_redirects_are_checked_against_allowed_hosts(server: str) -> None:
     assert "/secret" not in _Handler.hits
 
 
-def test_http_request_never_outlives_the_call_deadline(server: str) -> None:
+def test_http_request_never_outlives_the_call_deadline(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server holds the request until the test lets it go, and the fallback timeout is made huge: the call can
+    only come back on its own through its 200 ms deadline (no timing is asserted; a generous join bounds the test)."""
+    from edged.runtime import _env
+
+    monkeypatch.setattr(_env, "HTTP_TIMEOUT_S", 3600.0)
+    _Handler.release.clear()
     p = Plugin({"wasm": [{"data": KITCHEN}], "allowed_hosts": ["127.0.0.1"]}, timeout_ms=200)
-    with pytest.raises(PluginTimeout, match="^timeout$"):
-        p.call("http", _req(server + "/slow"))
+    outcome: list[BaseException | bytes] = []
+
+    def call() -> None:
+        try:
+            outcome.append(p.call("http", _req(server + "/held")))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(timeout=60)
+    held = caller.is_alive()
+    _Handler.release.set()  # let the server answer (and a stuck caller finish) before asserting
+    assert not held, "the HTTP request outlived the call's deadline"
+    assert isinstance(outcome[0], PluginTimeout) and str(outcome[0]) == "timeout"
     assert p.call("echo", "after") == b"after"
