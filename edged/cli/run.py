@@ -105,12 +105,13 @@ def _start_agent(cfg: DaemonConfig, daemon: Daemon) -> DeviceAgent:
     """The MQTT deploy agent, deploying into ``daemon`` (started: it reconnects by itself)."""
     m = cfg.mqtt
     assert m is not None
+    target = DaemonTarget(daemon, cfg.state_dir)
     agent = DeviceAgent(
         m.device_id,
         m.broker,
         PluginStore(m.store or cfg.state_dir / "store", keep=m.keep_versions),
         TrustStore.from_file(m.trust),
-        DaemonTarget(daemon, cfg.state_dir),
+        target,
         cfg.policy,
         m.groups,
         chunk_size=m.chunk_size,
@@ -194,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if agent is not None:
             agent.stop()
+            target = agent.target
+            if isinstance(target, DaemonTarget):
+                target.close()
         if control is not None:
             control.close()
         daemon.stop()

@@ -551,6 +551,24 @@ class Daemon:
             self._remote_playlist = list(items) if items else None
             return self.reload(self._base_config)
 
+    def probe_slot(self, name: str) -> tuple[Supervised, float, bool] | None:
+        """A fresh supervised instance of plugin ``name`` as the first display would run it (its size, rate and a
+        layer's share of the budget) or as a sensor plugin: (slot, period in seconds, is a sensor)."""
+        entry = self._catalog.get(name)
+        if entry is None:
+            return None
+        if _kind(entry.path) == "sensor":
+            slot = self._load(name, None, {}, 5.0, f"health probe of '{name}'")
+            return (slot, 0.5, True) if slot is not None else None
+        if not self.displays:
+            return None
+        rd = next(iter(self.displays.values()))
+        fps = rd.runner.fps
+        info = DisplayInfo(rd.geometry.width, rd.geometry.height, fps, rd.geometry.serpentine, rd.geometry.brightness)
+        share = 1000.0 / fps * rd.section.budget_fraction / max(1, len(rd.section.layers))
+        slot = self._load(name, info, {}, share, f"health probe of '{name}'")
+        return (slot, 1.0 / fps, False) if slot is not None else None
+
     def plugin_health(self, name: str) -> tuple[int, int, str | None, bool]:
         """(frames or ticks run, strikes, last error, running) of every slot of plugin ``name`` since it started."""
         frames = strikes = 0

@@ -42,12 +42,13 @@ def device(tmp_path: Path, harness: Harness) -> Iterator[tuple[Daemon, DeviceAge
     cfg = load_config(site / "edged.toml")
     daemon = Daemon(cfg, DeviceHardware("emulated-16x16", emulate=True))
     daemon.start()
+    target = DaemonTarget(daemon, cfg.state_dir)
     agent = DeviceAgent(
         "pi-1",
         harness.broker_config("pi-1"),
         PluginStore(cfg.state_dir / "store"),
         harness.trust,
-        DaemonTarget(daemon, cfg.state_dir),
+        target,
         cfg.policy,
         health_frames=20,
         health_timeout_s=30.0,
@@ -58,6 +59,7 @@ def device(tmp_path: Path, harness: Harness) -> Iterator[tuple[Daemon, DeviceAge
     wait_for(agent.connected.is_set, what="the device to connect")
     yield daemon, agent
     agent.stop()
+    target.close()
     daemon.stop()
 
 
@@ -75,8 +77,9 @@ def test_an_install_plays_on_the_display_and_a_failing_upgrade_rolls_back(
     harness.market.set_desired("device:pi-1", "glow", "1.0.0")
     wait_for(lambda: harness.healthy("pi-1", "glow", "1.0.0"), what="glow 1.0.0 healthy on the daemon")
     assert playing(daemon) == "glow"
-    frames, strikes, _, running = daemon.plugin_health("glow")
-    assert frames >= 20 and strikes == 0 and running
+    health = _agent.target.health("glow")  # on screen and in the off-screen probe
+    assert health.frames >= 20 and health.strikes == 0 and health.running
+    assert daemon.plugin_health("glow")[0] > 0  # and it really plays on the display
 
     harness.market.set_desired("device:pi-1", "glow", "1.1.0")
     wait_for(
@@ -142,6 +145,7 @@ def test_a_playlist_from_the_marketplace_plays_on_the_daemon(
     harness.market.set_desired("device:pi-1", "glow", "1.0.0")
     harness.market.set_desired("device:pi-1", "spark", "1.0.0")
     wait_for(lambda: harness.healthy("pi-1", "spark", "1.0.0"), what="spark healthy")
+    wait_for(lambda: harness.healthy("pi-1", "glow", "1.0.0"), what="glow healthy, though spark is on screen")
     harness.market.set_playlist("device:pi-1", ["spark", "red"])
     wait_for(lambda: "remote" in daemon.config.playlists, what="the marketplace's playlist to arrive")
     assert [i.plugin for i in daemon.config.playlists["remote"].items] == ["spark", "red"]
@@ -149,3 +153,44 @@ def test_a_playlist_from_the_marketplace_plays_on_the_daemon(
     wait_for(lambda: playing(daemon) == "spark", what="its first item to play")
     harness.market.set_playlist("device:pi-1", None)
     wait_for(lambda: "remote" not in daemon.config.playlists, what="back to the device's own config")
+
+
+def test_plugins_off_screen_pass_their_health_check_on_the_probe(
+    harness: Harness, device: tuple[Daemon, DeviceAgent]
+) -> None:
+    """A plugin the display is not showing (another one is playing, or the marketplace's playlist leaves it out)
+    is still run for its health check, off screen, as its display would run it."""
+    daemon, _agent = device
+    harness.publish("spark", "1.0.0", anim_wasm("spark-1"))
+    harness.publish("glow", "1.0.0", anim_wasm("glow-1"))
+    harness.publish("glow", "1.1.0", anim_wasm("glow-2"))
+    harness.publish("blue", "1.0.0", anim_wasm("blue-1"))
+    harness.market.set_desired("device:pi-1", "spark", "1.0.0")
+    wait_for(lambda: harness.healthy("pi-1", "spark", "1.0.0"), what="spark healthy")
+    harness.market.set_playlist("device:pi-1", ["spark"])
+    wait_for(lambda: "remote" in daemon.config.playlists, what="the marketplace's playlist")
+    # not in the playlist: never on screen, healthy through the probe
+    harness.market.set_desired("device:pi-1", "glow", "1.0.0")
+    wait_for(lambda: harness.healthy("pi-1", "glow", "1.0.0"), what="glow healthy off screen")
+    harness.market.set_desired("device:pi-1", "glow", "1.1.0")
+    wait_for(lambda: harness.healthy("pi-1", "glow", "1.1.0"), what="glow's upgrade healthy off screen")
+    harness.market.set_desired("device:pi-1", "blue", "1.0.0")
+    wait_for(lambda: harness.healthy("pi-1", "blue", "1.0.0"), what="blue healthy off screen")
+    assert playing(daemon) == "spark"
+
+
+def test_a_faulty_plugin_off_screen_still_fails_its_health_check(
+    harness: Harness, device: tuple[Daemon, DeviceAgent]
+) -> None:
+    daemon, _agent = device
+    harness.publish("spark", "1.0.0", anim_wasm("spark-1"))
+    harness.publish("bad", "1.0.0", anim_wasm("bad-1", trap_at=2))
+    harness.market.set_desired("device:pi-1", "spark", "1.0.0")
+    wait_for(lambda: harness.healthy("pi-1", "spark", "1.0.0"), what="spark healthy")
+    harness.market.set_playlist("device:pi-1", ["spark"])
+    wait_for(lambda: "remote" in daemon.config.playlists, what="the marketplace's playlist")
+    harness.market.set_desired("device:pi-1", "bad", "1.0.0")
+    wait_for(
+        lambda: (p := harness.events.plugin("pi-1", "bad")) is not None and p.state in ("failed", "rolled_back"),
+        what="the faulty plugin to fail its check off screen",
+    )
