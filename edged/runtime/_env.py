@@ -1,7 +1,7 @@
 """The host side of ``extism:host/env``: logging and HTTP, and vars when their budget is too big for the kernel.
 
-The kernel serves everything else (memory, input/output, errors, config and, normally, vars) inside wasm. Every handle passed to
-these functions is consumed, as Extism's PDKs expect.
+The kernel serves everything else (memory, input/output, errors, config and, normally, vars) inside wasm. Every
+handle passed to these functions is consumed, as Extism's PDKs expect.
 """
 
 from __future__ import annotations
