@@ -3,10 +3,12 @@
 ``keygen`` makes the marketplace key (and a trust file for devices); ``publish`` validates, signs and stores a
 plugin; ``list``/``show`` read the catalog; ``deploy NAME@VERSION`` rolls it out to a device or a group (optionally
 a canary fraction first, then waves, halting past a failure rate) with a progress bar per device; ``rollback`` goes
-back one version; ``playlist`` sets what a device or group plays; ``command DEVICE OP [NAME[@VERSION]]`` sends one
+back one version; ``unpin NAME --device D`` drops a device's own entry for a plugin (a pin) so it follows its
+groups again; ``playlist`` sets what a device or group plays; ``command DEVICE OP [NAME[@VERSION]]`` sends one
 signed command and prints the reply; ``status`` shows every device; ``serve`` answers chunk requests and tracks
 device state. Exit code 0 on success, 1 when something failed (a rollout halted, a device failed), 2 for bad usage,
-a broker that cannot be reached, or no ``serve`` to answer chunk requests.
+a broker that cannot be reached, no ``serve`` to answer chunk requests, or a ``deploy`` target the marketplace
+has never heard from (a device id or a group with no known member; ``--allow-unknown`` publishes anyway).
 """
 
 from __future__ import annotations
@@ -79,10 +81,20 @@ def register(sub: Any) -> None:
     d.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up waiting after S seconds")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.add_argument("--serve-chunks", action="store_true", help="answer chunk requests too (no `serve` running)")
+    d.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="publish even for a device (or an empty group) the marketplace has never heard from: it converges "
+        "when it first connects",
+    )
 
     r = ms.add_parser("rollback", help="go back to the version before the deployed one")
     r.add_argument("name")
     _target(r)
+
+    u = ms.add_parser("unpin", help="drop a device's own entry for a plugin, so it follows its groups again")
+    u.add_argument("name")
+    u.add_argument("--device", metavar="ID", required=True)
 
     pl = ms.add_parser("playlist", help="set (or --clear) the playlist of a device or a group")
     pl.add_argument("items", nargs="?", metavar="NAME[,NAME...]", help="plugin names in play order")
@@ -132,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     except (TimeoutError, OSError) as exc:
         print(f"edged market: cannot reach the broker at {args.broker}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except NoChunkService as exc:
+    except (NoChunkService, UnknownTarget) as exc:
         print(f"edged market: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (EdgedError, LookupError) as exc:
@@ -248,6 +260,26 @@ def _require_chunk_service(market: Marketplace, args: argparse.Namespace) -> Non
         )
 
 
+class UnknownTarget(EdgedError):
+    """A deploy target the marketplace has never heard from (a typo, or a device not provisioned yet)."""
+
+
+def _require_known_target(market: Marketplace, args: argparse.Namespace) -> None:
+    if args.allow_unknown:
+        return
+    market.settle()  # retained presence and reported state of every device arrive right after connecting
+    if args.device and market.catalog.device(args.device) is None:
+        raise UnknownTarget(
+            f"device {args.device!r} has never been seen by the marketplace (no presence or reported state): check "
+            f"the id with `edged market status`, or pass --allow-unknown to publish for it anyway"
+        )
+    if args.group and not market.group_members(args.group):
+        raise UnknownTarget(
+            f"no device known in group {args.group!r}: check the name with `edged market status`, or pass "
+            f"--allow-unknown to publish for it anyway"
+        )
+
+
 def _deploy(args: argparse.Namespace) -> int:
     name, sep, version = args.ref.partition("@")
     if not sep or not name or not version:
@@ -256,6 +288,7 @@ def _deploy(args: argparse.Namespace) -> int:
     try:
         market.spec(name, version)  # published?
         _require_chunk_service(market, args)
+        _require_known_target(market, args)
     except BaseException:
         market.stop()
         catalog.close()
@@ -304,6 +337,8 @@ def _deploy(args: argparse.Namespace) -> int:
         print(f"offline (they converge when they come back): {', '.join(result.offline)}")
     if result.pinned:
         print(f"kept on {version} through their own desired state: {', '.join(result.pinned)}")
+    if result.unpinned:
+        print(f"following the group again (own entry ended): {', '.join(result.unpinned)}")
     print(f"rollout {result.state}: {name}@{version}, failure rate {result.failure_rate:.0%}")
     if not result.outcomes:
         print("no devices known in the target (are they online? is `edged market serve` tracking them?)")
@@ -345,6 +380,17 @@ def _command(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(reply.model_dump_json(indent=2))
     return EXIT_OK if reply.ok else EXIT_FAILED
+
+
+def _unpin(args: argparse.Namespace) -> int:
+    market, catalog = _market(args, serve=False)
+    try:
+        market.unpin(args.device, args.name)
+    finally:
+        market.stop()
+        catalog.close()
+    print(f"device:{args.device}: own entry for {args.name} dropped; it follows its groups for {args.name} again")
+    return EXIT_OK
 
 
 def _playlist(args: argparse.Namespace) -> int:
@@ -434,6 +480,7 @@ _ACTIONS = {
     "deploy": _deploy,
     "rollback": _rollback,
     "command": _command,
+    "unpin": _unpin,
     "playlist": _playlist,
     "status": _status,
     "serve": _serve,

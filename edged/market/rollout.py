@@ -31,6 +31,8 @@ DONE, FAILED, OFFLINE = "healthy", "failed", "offline"
 _SETTLED = (DONE, FAILED, OFFLINE)
 #: the fraction of a group per wave when a halt threshold is set and no wave size is given
 DEFAULT_WAVE = 0.25
+#: how long a single-device rollout waits for a device the catalog has never heard from before counting it offline
+UNKNOWN_GRACE_S = 5.0
 
 
 def publish(
@@ -89,7 +91,10 @@ class RolloutResult:
 
     ``outcomes`` maps every member to ``healthy``, ``failed``, ``offline`` (not reached: it converges later from
     the retained desired state) or the state it was still in; ``pinned`` lists devices left on the new version
-    through their own desired state after a halt or timeout (they run it, or were still installing it).
+    through their own desired state after a halt or timeout (they run it, or were still installing it);
+    ``unpinned`` lists members whose own entry for the plugin (a pin from an earlier halt or device deploy) this
+    rollout ended when it moved the group (see :meth:`Marketplace.end_pins`). A device the catalog has never heard
+    from counts as ``offline``; a group with no known member ends ``offline`` too.
     """
 
     state: str
@@ -99,6 +104,7 @@ class RolloutResult:
     offline: list[str] = field(default_factory=list)
     waves: list[list[str]] = field(default_factory=list)
     pinned: list[str] = field(default_factory=list)
+    unpinned: list[str] = field(default_factory=list)
 
 
 class Rollout:
@@ -109,9 +115,12 @@ class Rollout:
     threshold below 1 is set, else everyone at once). After each stage, and as soon as it passes the threshold
     during one, it halts if the failure rate over every finished device passes ``halt_failure_rate``. When every
     stage is through, the group's desired state moves to the new version (so offline members converge when they come
-    back) and the per-device overrides are dropped. On a halt or timeout the group's desired state is never moved;
-    devices that failed (and rolled back by themselves) follow their group again, and the others keep the new
-    version through their own desired state (``pinned``), so no device is asked for a downgrade it would refuse.
+    back) and every member's own entry for the plugin is ended (:meth:`Marketplace.end_pins`: the overrides of
+    this rollout and pins left by earlier ones; the single-wave path does the same). On a halt or timeout the
+    group's desired state is never moved; devices that failed (and rolled back by themselves) follow their group
+    again, and the others keep the new version through their own desired state (``pinned``), so no device is asked
+    for a downgrade it would refuse. Those pins end at the next group-wide change of the plugin (a rollout that
+    moves the group, or a group rollback) or with :meth:`Marketplace.unpin`.
 
     ``on_progress(device, DeviceProgress)`` is called on every change (for progress bars).
     """
@@ -190,9 +199,11 @@ class Rollout:
         rid = catalog.add_rollout(self.name, self.version, target, self.canary, self.halt)
         deadline = time.monotonic() + self.timeout_s
         if self.device:
+            self._await_known(self.device)
             self._watch([self.device])
             with self._cond:
-                if self.market.offline_devices([self.device]) and self.progress[self.device].state != DONE:
+                unreachable = catalog.device(self.device) is None or self.market.offline_devices([self.device])
+                if unreachable and self.progress[self.device].state != DONE:
                     self.progress[self.device] = DeviceProgress(OFFLINE)
             self.market.set_desired(target, self.name, self.version)
             outcomes = self._wait([self.device], deadline, stop_on_halt=False)
@@ -202,6 +213,16 @@ class Rollout:
             result = self._run_group(target, deadline)
         catalog.update_rollout(rid, result.state, _detail(result))
         return result
+
+    def _await_known(self, device: str) -> None:
+        """Give a device the catalog has not heard from a moment to show up (its presence may be on the way)."""
+        catalog = self.market.catalog
+        if catalog.device(device) is not None:
+            return
+        self.market.settle()
+        end = time.monotonic() + UNKNOWN_GRACE_S
+        while catalog.device(device) is None and time.monotonic() < end:
+            time.sleep(0.05)
 
     def _run_group(self, target: str, deadline: float) -> RolloutResult:
         assert self.group is not None
@@ -224,6 +245,7 @@ class Rollout:
         if len(stages) <= 1 and not canaries:
             # one wave for everyone: the group's desired state moves at once, there is nothing to halt between
             self.market.set_desired(target, self.name, self.version)
+            result.unpinned = self._end_pins()
             moved = online
             self._wait(online, deadline, stop_on_halt=False)
         else:
@@ -239,7 +261,9 @@ class Rollout:
                     break
             else:
                 self.market.set_desired(target, self.name, self.version)
-                self._release(moved)  # the group now wants the same; later group changes must reach them
+                # the group now wants the same: this rollout's overrides and older pins end, so that later group
+                # changes reach every member
+                result.unpinned = sorted(set(self._end_pins()) - set(moved))
         # offline at the start and never moved: reported offline unless it already said how it went; an online
         # member never moved (after a halt) stays "pending"
         result.outcomes = {
@@ -248,7 +272,7 @@ class Rollout:
         }
         result.failure_rate = failure_rate(result.outcomes)
         if result.state == "done":
-            result.state = _final(result.outcomes, self.halt)
+            result.state = _final(result.outcomes, self.halt) if members else OFFLINE
         log.info("rollout finished", extra={"target": target, "state": result.state, "offline": result.offline})
         return result
 
@@ -258,6 +282,11 @@ class Rollout:
         outcomes = self._outcomes()
         self._release([d for d in moved if outcomes[d] == FAILED])
         return [d for d in moved if outcomes[d] != FAILED]
+
+    def _end_pins(self) -> list[str]:
+        assert self.group is not None
+        dropped, replaced = self.market.end_pins(self.group, self.name)
+        return sorted(dropped + replaced)
 
     def _release(self, devices: Sequence[str]) -> None:
         for d in devices:
@@ -286,6 +315,7 @@ def _detail(r: RolloutResult) -> dict[str, Any]:
         "offline": r.offline,
         "waves": r.waves,
         "pinned": r.pinned,
+        "unpinned": r.unpinned,
     }
 
 

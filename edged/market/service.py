@@ -306,7 +306,47 @@ class Marketplace:
         if prev is None:
             raise CatalogError(f"no published version of {name} before {entries[name].version}")
         self.set_desired(target, name, prev.version, allow_downgrade=True)
+        kind, _, ident = target.partition(":")
+        if kind == "group":  # a group-wide change: members pinned on their own version follow it too
+            self.end_pins(ident, name)
         return prev.version
+
+    def end_pins(self, group: str, name: str) -> tuple[list[str], list[str]]:
+        """Make every member of ``group`` follow the group's desired ``name`` again; call after moving the group.
+
+        A member's own entry for ``name`` (a pin, e.g. left by a halted rollout) is dropped when the member is online:
+        it has the group's document already, so it moves straight to the group's version. An offline (or never
+        heard from) member's entry is replaced by the group's entry instead: its retained documents arrive in any
+        order when it comes back, and dropping its own entry first would make it remove the plugin until the group's
+        document arrived. Returns ``(dropped, replaced)``; a replaced entry ends at the next call or ``unpin``.
+        """
+        group_entries, _ = self.catalog.get_desired(f"group:{group}")
+        entry = group_entries.get(name)
+        online = {d.id for d in self.catalog.devices() if d.presence == "online"}
+        dropped: list[str] = []
+        replaced: list[str] = []
+        for device in self.group_members(group):
+            own, _ = self.catalog.get_desired(f"device:{device}")
+            if name not in own:
+                continue
+            if entry is None or device in online:
+                self.set_desired(f"device:{device}", name, None)
+                dropped.append(device)
+            elif own[name] != entry:
+                self.set_desired(f"device:{device}", name, entry.version, entry.allow_downgrade)
+                replaced.append(device)
+        if dropped or replaced:
+            log.info("pins ended", extra={"group": group, "plugin": name, "dropped": dropped, "replaced": replaced})
+        return dropped, replaced
+
+    def unpin(self, device: str, name: str) -> None:
+        """Drop ``device``'s own desired entry for ``name`` (a pin), so the device follows its groups for it again.
+
+        Raises ``CatalogError`` if the device has no entry of its own for ``name``."""
+        entries, _ = self.catalog.get_desired(f"device:{topics.check_id(device)}")
+        if name not in entries:
+            raise CatalogError(f"device {device} has no desired entry of its own for {name}")
+        self.set_desired(f"device:{device}", name, None)
 
     def command(self, device: str, op: str, name: str | None = None, plugin: PluginSpec | None = None) -> str:
         """Send a signed command to one device; returns its correlation id (the reply lands in ``replies``)."""
