@@ -8,15 +8,16 @@ Matricks' ``setup``/``update``), sensor ticks (``tick``) and GPIO events (``on_g
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import CapabilityDenied, PluginError
+from ..errors import CapabilityDenied, OutOfFuel, PluginError
 from ..runtime import CompiledPlugin, Manifest, ModuleCache, Plugin, default_cache
 from ..runtime._manifest import EdgedBlock, WasmPath, read_module
 from ..runtime._plugin import _resolve
@@ -132,6 +133,8 @@ class DevicePlugin:
         )
         self.plugin = Plugin(self.compiled, config=merged, fuel=fuel, timeout_ms=timeout_ms, logger=self.logger)
         self._setup_done = False
+        self._budget: int | None = None
+        self._spent = 0
         self._drops_logged = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -174,20 +177,47 @@ class DevicePlugin:
         """
         if self.display is None:
             raise PluginError(f"{self.name}: no display to draw on")
-        self.deliver_events()
-        w, h = self.display.width, self.display.height
-        if self.kind == "matricks":
-            if not self._setup_done:
-                self.setup()
-            return decode_matricks(self.plugin.call("update", b""), w, h)
-        if self.kind != "animation":
+        if self.kind not in ("matricks", "animation"):
             raise PluginError(f"{self.name} is a {self.kind} plugin; it does not draw frames")
-        return decode_frame(self.plugin.call("frame", tick.pack()), w, h)
+        w, h = self.display.width, self.display.height
+        with self._one_budget():
+            self.deliver_events()
+            if self.kind == "matricks":
+                if not self._setup_done:
+                    self.setup()
+                return decode_matricks(self._call("update", b""), w, h)
+            return decode_frame(self._call("frame", tick.pack()), w, h)
 
     def tick(self, tick: Tick) -> bytes:
         """A sensor plugin's periodic ``tick`` (after delivering pending GPIO events)."""
-        self.deliver_events()
-        return self.plugin.call("tick", tick.pack())
+        with self._one_budget():
+            self.deliver_events()
+            return self._call("tick", tick.pack())
+
+    @contextlib.contextmanager
+    def _one_budget(self) -> Iterator[None]:
+        """One fuel budget for a whole frame or tick: the ``on_gpio`` deliveries before it and the call itself
+        share the plugin's per-call fuel, so an edge flood cannot buy a frame more than one budget."""
+        self._budget = self.plugin.fuel
+        self._spent = 0
+        try:
+            yield
+        finally:
+            self.plugin.fuel = self._budget
+            self._budget = None
+
+    def _call(self, name: str, data: bytes) -> bytes:
+        budget = self._budget
+        if budget is not None:
+            left = budget - self._spent
+            if left <= 0:
+                raise OutOfFuel("plugin ran out of fuel")
+            self.plugin.fuel = left
+        try:
+            return bytes(self.plugin.call(name, data))
+        finally:
+            if budget is not None and self.plugin.last_fuel_used is not None:
+                self._spent += self.plugin.last_fuel_used
 
     def deliver_events(self, limit: int | None = EVENTS_PER_DELIVERY) -> int:
         """Deliver queued GPIO edge events, oldest first, to the plugin's ``on_gpio`` export: at most ``limit``
@@ -216,7 +246,7 @@ class DevicePlugin:
         n = 0
         while events and (limit is None or n < limit):
             ev = events.popleft()
-            self.plugin.call("on_gpio", json.dumps({"pin": ev.pin, "edge": ev.edge, "t": ev.t}).encode())
+            self._call("on_gpio", json.dumps({"pin": ev.pin, "edge": ev.edge, "t": ev.t}).encode())
             n += 1
         return n
 
@@ -227,7 +257,10 @@ class DevicePlugin:
 
     @property
     def last_fuel_used(self) -> int | None:
-        return self.plugin.last_fuel_used
+        """Fuel the last frame or tick burnt, its ``on_gpio`` deliveries included."""
+        if self.plugin.fuel is None:
+            return self.plugin.last_fuel_used
+        return self._spent if self._spent else self.plugin.last_fuel_used
 
 
 def _default_name(manifest: Manifest) -> str:

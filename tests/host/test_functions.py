@@ -564,3 +564,48 @@ def test_http_request_needs_the_http_capability(built_plugin: Any, http_server: 
     with pytest.raises(PluginError, match="is not allowed"):
         elsewhere.plugin.call("http_get", f"{url}/elsewhere")
     assert received == ["/granted"]
+
+
+_BUSY_ON_GPIO = """(module
+  (import "extism:host/env" "input_load_u64" (func $in64 (param i64) (result i64)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (memory (export "memory") 1)
+  ;; each edge event costs a fixed amount of work
+  (func (export "on_gpio") (result i32) (local $i i32)
+    (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 20000))))
+    (i32.const 0))
+  (func (export "frame") (result i32) (local $n i64)
+    (local.set $n (i64.mul (i64.mul (i64.and (i64.shr_u (call $in64 (i64.const 16)) (i64.const 32)) (i64.const 0xffff))
+                                    (i64.shr_u (call $in64 (i64.const 16)) (i64.const 48))) (i64.const 3)))
+    (call $output_set (call $alloc (local.get $n)) (local.get $n))
+    (i32.const 0)))"""
+
+
+def test_gpio_deliveries_share_the_frames_fuel_budget() -> None:
+    """A flood of edges cannot buy a frame more than one budget: on_gpio calls and the frame draw from one fuel
+    budget, and a frame whose events used it up fails (a strike in the engine) instead of running on."""
+    from edged.engine.clock import FakeClock
+    from edged.engine.supervisor import Budget, Supervised
+    from edged.host.frames import Tick
+    from edged.host.functions import GpioEvent
+
+    manifest = {
+        "wasm": [{"data": wat(_BUSY_ON_GPIO)}],
+        "edged": {"name": "busy", "capabilities": {"led": True, "gpio": {"events": [17]}}},
+    }
+    plugin = DevicePlugin(manifest, policy=POLICY, display=DisplayInfo(4, 4))
+    slot = Supervised(plugin, Budget(ms=1.0, fuel=500_000, deadline_ms=1000), FakeClock())
+    tick = Tick(0, 0, 0, 4, 4, True)
+    assert slot.frame(tick) is not None  # no events: the frame alone is cheap
+    for _ in range(3):
+        plugin.ctx.queue_event(GpioEvent(17, "rising", 0.0))
+    assert slot.frame(tick) is not None
+    few = plugin.last_fuel_used
+    assert few is not None and 3 * 20_000 < few < 500_000  # the three deliveries are counted in the frame's fuel
+    for _ in range(16):
+        plugin.ctx.queue_event(GpioEvent(17, "rising", 0.0))
+    slot.frame(tick)  # 16 deliveries at ~60-80k fuel each exceed one budget of 500k
+    assert slot.stats.errors == {"OutOfFuel": 1}
+    assert plugin.plugin.fuel == 500_000  # the per-call limit is back for the next frame
