@@ -242,9 +242,11 @@ class Daemon:
             w = layer.width or max(0, geo.width - layer.x)
             h = layer.height or max(0, geo.height - layer.y)
             if w <= 0 or h <= 0 or layer.x + w > geo.width or layer.y + h > geo.height:
+                i = next(k for k, d in enumerate(self.config.displays) if d.name == section.name)
                 raise ConfigError(
-                    f"displays.{section.name}.layers.{j}: layer '{layer.name}' at x={layer.x}, y={layer.y}, "
-                    f"{w}x{h} does not fit the {geo.width}x{geo.height} display"
+                    f"displays.{i}.layers.{j}: layer '{layer.name}' at x={layer.x}, y={layer.y}, {w}x{h} does not "
+                    f"fit display '{section.name}' ({geo.width}x{geo.height}, from hardware profile "
+                    f"'{self.config.daemon.hardware}')"
                 )
             info = DisplayInfo(w, h, fps, geo.serpentine, geo.brightness)
             where = f"display '{section.name}' layer '{layer.name}'"
@@ -356,8 +358,8 @@ class Daemon:
                 running = list(self.displays.values())
             if self.frames is not None and running and all(rd.done.is_set() for rd in running):
                 break
-            if self.frames is not None and not running and self._sensor_done.is_set():
-                break  # a device with sensors only: --frames counts each sensor's ticks
+            if self.frames is not None and not running and (self._sensor_done.is_set() or not self.config.sensors):
+                break  # a device with sensors only: --frames counts each sensor's ticks; with nothing at all, done
             if poll is not None:
                 poll()
             time.sleep(0.05)

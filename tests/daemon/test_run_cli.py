@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -230,15 +231,39 @@ def test_a_layer_outside_its_display_is_a_clear_error(site: Path, capsys: pytest
     text = (site / "edged.toml").read_text().replace("x = 8, width = 8", "x = 20, width = 8")
     (site / "edged.toml").write_text(text)
     assert main(["run", "--config", str(site / "edged.toml"), "--emulate", "--frames", "1", "--no-control"]) == 2
-    assert "layer 'right' at x=20, y=0, 8x16 does not fit the 16x16 display" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "displays.0.layers.1: layer 'right' at x=20, y=0, 8x16 does not fit display 'main' (16x16" in err
 
 
-def test_an_unknown_plugin_in_a_playlist_is_reported_at_start(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_plugin_in_a_playlist_is_reported_at_start(site: Path) -> None:
     text = (site / "edged.toml").read_text().replace('plugin = "blue"', 'plugin = "bleu"')
     (site / "edged.toml").write_text(text)
-    assert main(["run", "--config", str(site / "edged.toml"), "--emulate", "--frames", "1", "--no-control"]) == 0
-    err = capsys.readouterr().err
-    assert err.count("unknown plugin 'bleu'") == 1  # said once, at start
+    proc = subprocess.Popen(
+        [
+            *[sys.executable, "-m", "edged", "--log-level", "error", "run", "--config", "edged.toml", "--emulate"],
+            *["--render", "headless", "--no-control"],
+        ],
+        cwd=site,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+        reader.start()
+
+        def reported() -> list[str]:
+            return [line for line in list(lines) if line.startswith("edged run: ") and "unknown plugin 'bleu'" in line]
+
+        wait_for(lambda: bool(reported()), "the report of the unknown plugin")
+        assert proc.poll() is None  # said while the daemon runs: at start, not at exit
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=PATIENCE) == 0
+    reader.join(timeout=PATIENCE)
+    assert len(reported()) == 1  # and only once
 
 
 def test_an_unknown_profile_names_the_config_key(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -282,3 +307,10 @@ def test_sigterm_blanks_the_emulated_leds(site: Path, monkeypatch: pytest.Monkey
     assert backend.closed
     assert not backend.latest().data.any()  # blanked
     assert lit_frames() >= 5
+
+
+def test_a_config_with_nothing_to_run_stops_at_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGED_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "edged.toml").write_text('[daemon]\nhardware = "emulated-16x16"\n')
+    args = ["run", "--config", str(tmp_path / "edged.toml"), "--emulate", "--frames", "3", "--no-control"]
+    assert main(args) == 0
