@@ -378,3 +378,42 @@ def test_what_a_failing_layer_shows_is_configurable(site: Path, fallback: str, e
     assert d.stats()["plugins"]["main/right/trapper"]["budget_ms"] > 0
     assert d.displays["main"].runner.layers[1].player.slots["trapper"].budget.deadline_ms == 7
     d.stop()
+
+
+def test_budget_arithmetic() -> None:
+    from edged.engine.supervisor import Budget
+
+    assert Budget.from_ms(2.5, 1000.0) == Budget(2.5, 2500, 5)  # fuel from the rate; deadline 2× the budget
+    assert Budget.from_ms(2.5, None).fuel is None  # no calibration: only the deadline applies
+    assert Budget.from_ms(2.5, 1000.0, deadline_factor=4).deadline_ms == 10
+    assert Budget.from_ms(2.5, 1000.0, deadline_ms=7).deadline_ms == 7
+    assert Budget.from_ms(0.1, 1000.0).deadline_ms == 2  # never below 2 ms
+
+
+def test_where_each_plugins_budget_comes_from(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_plugin(site, "hinted", solid(1, 2, 3), {"capabilities": {"led": True}, "budget": {"frame_ms": 3}})
+    write_plugin(site, "capped", solid(1, 2, 3), {"capabilities": {"led": True}, "budget": {"fuel": 1234}})
+    path = site / "edged.toml"
+    text = CONFIG.format(side="hinted", calibrate="true").replace(
+        'items = [{ plugin = "red", duration_s = 100 }]', 'items = [{ plugin = "capped", duration_s = 100 }]'
+    )
+    path.write_text(text + '\n[plugins.blue]\npath = "plugins/blue/blue.wasm"\nbudget_ms = 1.5\n')
+    monkeypatch.setattr(Daemon, "_rate", lambda self: 1000.0)  # 1000 fuel per ms, to make the arithmetic exact
+    d = make_from(path)
+    d.start()
+    slots = {k.split("/")[-1]: v for k, v in d.stats()["plugins"].items()}
+    # the display's share: 60 fps → 16.67 ms × 0.6 ÷ 2 layers = 5 ms; the manifest's frame_ms wins over it
+    assert (slots["hinted"]["budget_ms"], slots["hinted"]["budget_fuel"]) == (3, 3000)
+    # a manifest fuel hint caps the fuel from the share (5 ms → 5000)
+    assert (slots["capped"]["budget_ms"], slots["capped"]["budget_fuel"]) == (pytest.approx(5.0), 1234)
+    d.stop()
+    path.write_text(path.read_text().replace('side = "hinted"', "").replace('plugin = "hinted"', 'plugin = "blue"'))
+    d = make_from(path)
+    d.start()
+    blue = d.stats()["plugins"]["main/right/blue"]
+    assert (blue["budget_ms"], blue["budget_fuel"]) == (1.5, 1500)  # the config wins over everything
+    d.stop()
+
+
+def make_from(path: Path) -> Daemon:
+    return Daemon(load_config(path), DeviceHardware("emulated-16x16", emulate=True), frames=1, clock=FakeClock())
