@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edged.deploy.messages import ChunkRequest
 from edged.deploy.trust import generate_key
 from edged.errors import BundleRejected
 from edged.host.capabilities import DevicePolicy
@@ -171,3 +173,89 @@ def test_halt_between_waves_without_canaries(harness: Harness) -> None:
         assert h.targets[d].running() == {"glow": "2.0.0" if d == first else "1.0.0"}
         assert (("activate", "glow", "2.0.0") in h.targets[d].history) == (d == first)
     assert h.catalog.rollouts()[-1].state == "halted"
+
+
+def _halt_with_a_pin(h: Harness, members: list[str]) -> str:
+    """Roll glow 1.0.0 out to ``members``, then halt a 2.0.0 rollout after its first wave: returns the device left
+    pinned on 2.0.0 through its own desired state (the second wave's device refuses 2.0.0 by policy)."""
+    h.publish("glow", "1.0.0")
+    h.publish("glow", "2.0.0", manifest=GPIO_MANIFEST)
+    first = pick_canaries(members, 0.01, "glow@2.0.0")[0]
+    second = pick_canaries([m for m in members if m != first], 0.01, "glow@2.0.0")[0]
+    for d in members:
+        h.agent(d, groups=("lobby",), policy=None if d == second else ALLOW_GPIO)
+    assert Rollout(h.market, "glow", "1.0.0", group="lobby", timeout_s=30).run().state == "done"
+    halted = Rollout(h.market, "glow", "2.0.0", group="lobby", halt_failure_rate=0.0, timeout_s=30).run()
+    assert (halted.state, halted.pinned) == ("halted", [first]), halted
+    h.wait_healthy(first, "glow", "2.0.0")
+    assert h.catalog.get_desired(f"device:{first}")[0]["glow"].version == "2.0.0"
+    return first
+
+
+def test_one_wave_group_rollout_after_a_halt_moves_the_pinned_device(harness: Harness) -> None:
+    h = harness
+    members = ["a", "b", "c"]
+    pinned = _halt_with_a_pin(h, members)
+    h.publish("glow", "3.0.0")
+    # the Python API's defaults: no canaries, halt_failure_rate=1, so one wave that moves the group's document
+    result = Rollout(h.market, "glow", "3.0.0", group="lobby", timeout_s=60).run()
+    assert result.state == "done", result
+    assert result.waves == [sorted(members)] and result.unpinned == [pinned]
+    assert result.outcomes == dict.fromkeys(members, "healthy")
+    for d in members:
+        h.wait_healthy(d, "glow", "3.0.0")
+    assert "glow" not in h.catalog.get_desired(f"device:{pinned}")[0]  # it follows its group again
+    assert h.catalog.get_desired("group:lobby")[0]["glow"].version == "3.0.0"
+    _no_downgrade(h, members)
+
+
+def test_pinned_device_offline_during_the_next_rollout_converges_when_back(harness: Harness) -> None:
+    h = harness
+    members = ["a", "b", "c"]
+    pinned = _halt_with_a_pin(h, members)
+    h.agents[pinned].stop()
+    wait_for(lambda: (r := h.catalog.device(pinned)) and r.presence == "offline", what="the pinned device offline")
+    h.publish("glow", "3.0.0")
+    result = Rollout(h.market, "glow", "3.0.0", group="lobby", timeout_s=60).run()
+    assert result.state == "done", result
+    assert result.offline == [pinned] and result.outcomes[pinned] == "offline" and result.unpinned == [pinned]
+    # replaced, not dropped, while it is away: its retained documents may arrive in either order when it is back
+    assert h.catalog.get_desired(f"device:{pinned}")[0]["glow"].version == "3.0.0"
+    h.targets[pinned].close()
+    h.agent(pinned, groups=("lobby",), policy=ALLOW_GPIO)
+    h.wait_healthy(pinned, "glow", "3.0.0")
+    assert ("deactivate", "glow", None) not in h.targets[pinned].history  # never dropped the plugin on the way
+    assert not h.events.statuses(pinned, state="removed")
+    _no_downgrade(h, members)
+    # its entry now equals the group's: the next group-wide change ends it like any other pin
+    h.market.rollback("glow", "group:lobby")
+    assert "glow" not in h.catalog.get_desired(f"device:{pinned}")[0]
+    wait_for(lambda: h.targets[pinned].running() == {"glow": "2.0.0"}, what="the device to follow the group rollback")
+
+
+def test_a_rollout_that_times_out_keeps_healthy_devices_on_the_new_version(harness: Harness) -> None:
+    h = harness
+    h.publish("glow", "1.0.0")
+    h.publish("glow", "2.0.0")
+    members = ["a", "b"]
+    first = pick_canaries(members, 0.01, "glow@2.0.0")[0]  # the first wave (one device: a quarter of two)
+    stuck = next(d for d in members if d != first)
+    for d in members:  # the stuck device keeps asking for chunks for far longer than the rollout waits
+        h.agent(d, groups=("lobby",), max_stalls=10_000 if d == stuck else 10)
+    assert Rollout(h.market, "glow", "1.0.0", group="lobby", timeout_s=30).run().state == "done"
+    serve = h.market._serve_chunks
+
+    def serve_all_but_stuck(device: str, req: ChunkRequest) -> list[Any]:
+        return [] if device == stuck else serve(device, req)
+
+    h.market._serve_chunks = serve_all_but_stuck  # type: ignore[method-assign]
+    result = Rollout(h.market, "glow", "2.0.0", group="lobby", halt_failure_rate=0.5, timeout_s=10).run()
+    assert result.state == "timeout", result
+    assert result.waves == [[first], [stuck]]
+    assert first in result.pinned and result.outcomes[stuck] not in ("healthy", "failed")
+    h.wait_healthy(first, "glow", "2.0.0")
+    assert h.catalog.get_desired(f"device:{first}")[0]["glow"].version == "2.0.0"  # kept where it runs
+    assert h.catalog.get_desired("group:lobby")[0]["glow"].version == "1.0.0"  # the group never moved
+    assert h.catalog.rollouts()[-1].state == "timeout"
+    assert h.targets[stuck].running() == {"glow": "1.0.0"}
+    _no_downgrade(h, [first])
