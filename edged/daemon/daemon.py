@@ -7,6 +7,7 @@ playlist switch builds the new display state on the caller's thread, then swaps 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -84,6 +85,69 @@ class RunningDisplay:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+class GcPacer:
+    """Python's garbage collector, run in the frame threads' slack instead of whenever allocation counts say.
+
+    A full collection of a daemon's heap takes tens of milliseconds (measured: a 50-60 ms stall every few seconds
+    with faulty plugins failing on every frame), far more than a frame period. So once the displays run, automatic
+    collection is off, everything loaded so far is frozen out of the collector's way, and :meth:`idle` (called after
+    each frame is rendered ahead) collects the young generations, and now and then the old one, when the next
+    deadline leaves room.
+    """
+
+    #: collect generation 1 every this many frames, generation 2 every this many
+    GEN1_EVERY, GEN2_EVERY = 16, 1800
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._frames = 0
+        self._active = False
+        self.collections = [0, 0, 0]
+
+    def take_over(self) -> None:
+        self.settle()
+        gc.disable()
+        self._active = True
+
+    def settle(self) -> None:
+        """Move what exists now (plugins, modules, config) to the permanent generation."""
+        gc.collect()
+        gc.freeze()
+
+    def freeze_new(self) -> None:
+        """After a reload, while frames run: freeze what exists without a full collection (that would stall the
+        untouched displays); the pacer collects the young generations as usual."""
+        if self._active:
+            gc.freeze()
+
+    def release(self) -> None:
+        """Give collection back to Python (on stop): unfreeze, so that what the daemon held can be collected."""
+        if self._active:
+            self._active = False
+            gc.unfreeze()
+            gc.enable()
+
+    def idle(self, deadline: float) -> None:
+        if not self._active or not self._lock.acquire(blocking=False):
+            return  # another display thread is collecting
+        try:
+            self._frames += 1
+            slack = deadline - self.clock.now()
+            generation = 0
+            if self._frames % self.GEN2_EVERY == 0 or gc.get_count()[2] > 10 * gc.get_threshold()[2]:
+                generation = 2
+            elif self._frames % self.GEN1_EVERY == 0:
+                generation = 1
+            if generation and slack < 0.004:
+                generation = 0  # no room this frame: the young generation only
+            if slack > 0.0005 or gc.get_count()[0] > 10 * gc.get_threshold()[0]:
+                gc.collect(generation)
+                self.collections[generation] += 1
+        finally:
+            self._lock.release()
+
+
 class Daemon:
     """Runs a :class:`DaemonConfig` on some :class:`Hardware`.
 
@@ -118,6 +182,7 @@ class Daemon:
         self._prints: dict[str, str] = {}
         self.reloads = 0
         self._t0 = 0.0
+        self.gc = GcPacer(self.clock)
         #: sensor plugins of a device without displays, on a thread of their own
         self.sensor_runner: SensorRunner | None = None
         self._sensor_stop = threading.Event()
@@ -259,7 +324,9 @@ class Daemon:
             if slot is not None:
                 tasks.append(SensorTask(slot, s.interval_s))
         sink = sink if sink is not None else self.hardware.open_sink(section.name)
-        runner = DisplayRunner(section.name, geo.width, geo.height, fps, layers, sink, self.clock, tasks)
+        runner = DisplayRunner(
+            section.name, geo.width, geo.height, fps, layers, sink, self.clock, tasks, idle=self.gc.idle
+        )
         return RunningDisplay(section, runner, sink, geo, self._display_key(section))
 
     def _reserve_led_pins(self) -> None:
@@ -309,6 +376,9 @@ class Daemon:
             built = [self._build(section) for section in self.config.displays]
             for rd in built:
                 self.displays[rd.section.name] = rd
+            if self.displays:
+                self.gc.take_over()  # before the frame threads start: the full collection it does is slow
+            for rd in built:
                 self._launch(rd)
             if not self.config.displays and self.config.sensors:
                 self._start_sensor_runner()
@@ -382,6 +452,7 @@ class Daemon:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.gc.release()
         with self._lock:
             for rd in self.displays.values():
                 self._stop_display(rd)
@@ -440,6 +511,7 @@ class Daemon:
             else:
                 self._stop_sensor_runner()
             self.reloads += 1
+            self.gc.freeze_new()  # what the reload loaded is long-lived: out of the collector's way
         log.info("reloaded", extra={"report": report})
         return report
 

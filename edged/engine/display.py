@@ -71,8 +71,12 @@ class DisplayRunner:
         sink: FrameSink,
         clock: Clock,
         sensors: list[SensorTask] | None = None,
+        idle: Callable[[float], Any] | None = None,
     ) -> None:
         self.name = name
+        #: called with the next deadline once a frame is rendered ahead: slack time for housekeeping (the
+        #: daemon collects garbage there, so that Python's collector never runs in the middle of a frame)
+        self.idle = idle
         self.width, self.height, self.fps = width, height, fps
         self.layers = layers
         self.sink = sink
@@ -172,6 +176,8 @@ class DisplayRunner:
                 pending = self._render_ahead(nxt)
             self.stats.dropped = grid.dropped
             self.run_sensors(self.clock.now(), nxt)
+            if self.idle is not None:
+                self.idle(nxt)
 
     def blank(self) -> None:
         """Show an all-black frame (on exit and on SIGTERM)."""

@@ -417,3 +417,16 @@ def test_where_each_plugins_budget_comes_from(site: Path, monkeypatch: pytest.Mo
 
 def make_from(path: Path) -> Daemon:
     return Daemon(load_config(path), DeviceHardware("emulated-16x16", emulate=True), frames=1, clock=FakeClock())
+
+
+def test_garbage_is_collected_between_frames_not_during_them(site: Path) -> None:
+    import gc
+
+    d = make(site, frames=40)
+    assert gc.isenabled()
+    d.start()
+    assert not gc.isenabled()  # automatic collection is off while frames run...
+    d.wait()
+    assert d.gc.collections[0] >= 30 and d.gc.collections[1] >= 1  # ...the frame threads collect in their slack
+    d.stop()
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # and it is back to normal once the daemon stops
