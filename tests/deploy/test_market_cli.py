@@ -159,3 +159,85 @@ def test_market_cli_bad_input(market_dir: dict[str, Any], capsys: pytest.Capture
     with pytest.raises(SystemExit) as exc:
         main([*ctx["base"], "deploy", "p@1.0.0"])  # needs --device or --group
     assert exc.value.code == 2
+
+
+def test_market_cli_install_rollback_unpin_and_unknown_targets(
+    market_dir: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = market_dir
+    tmp, broker = ctx["tmp"], ctx["broker"]
+    assert cli(ctx, capsys, "keygen")[0] == 0
+    (tmp / "m.json").write_text(json.dumps(ANIM_MANIFEST))
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        (tmp / f"glow-{v}.wasm").write_bytes(anim_wasm(f"glow-{v}"))
+        pub = ["publish", str(tmp / f"glow-{v}.wasm"), "--manifest", str(tmp / "m.json"), "--name", "glow"]
+        assert cli(ctx, capsys, *pub, "--version", v)[0] == 0
+    target = EmulatedTarget(width=8, height=8, fps=200)
+    agent = DeviceAgent(
+        "dev-1",
+        BrokerConfig(host=broker.host, port=broker.port),
+        PluginStore(tmp / "dev-1"),
+        TrustStore.from_file(ctx["dir"] / "trust.json"),
+        target,
+        groups=["lobby"],
+        chunk_size=4096,
+        health_frames=10,
+    )
+    chunks = ["--serve-chunks", "--timeout", "60"]
+    try:
+        agent.start()
+        wait_for(agent.connected.is_set, what="dev-1 to connect")
+        rc, out, err = cli(ctx, capsys, "command", "dev-1", "identify")  # the device's presence is in by now
+        assert rc == 0, err
+        # a device id or a group the marketplace never heard of: said at once, nothing published
+        rc, _, err = cli(ctx, capsys, "deploy", "glow@1.0.0", "--device", "dev-l", *chunks)
+        assert rc == 2 and "'dev-l' has never been seen" in err and "--allow-unknown" in err
+        rc, _, err = cli(ctx, capsys, "deploy", "glow@1.0.0", "--group", "lobyy", *chunks)
+        assert rc == 2 and "no device known in group 'lobyy'" in err
+        db = SQLiteCatalog(ctx["dir"] / "catalog.db")
+        assert db.get_desired("device:dev-l") == ({}, 0) and db.get_desired("group:lobyy") == ({}, 0)
+        # ...unless asked to: published for when it first connects, reported offline after a short grace
+        rc, out, _ = cli(ctx, capsys, "deploy", "glow@1.0.0", "--device", "dev-l", "--allow-unknown", *chunks)
+        assert rc == 1 and "dev-l: offline" in out and "rollout offline" in out
+        assert db.get_desired("device:dev-l")[0]["glow"].version == "1.0.0"
+
+        # one-off install and rollback commands, answered with the device's reply
+        rc, out, err = cli(ctx, capsys, "command", "dev-1", "install", "glow@1.0.0", *chunks)
+        assert rc == 0, out + err
+        assert json.loads(out)["ok"] and target.running() == {"glow": "1.0.0"}
+        rc, out, err = cli(ctx, capsys, "command", "dev-1", "install", "glow@1.1.0", *chunks)
+        assert rc == 0, out + err
+        assert target.running() == {"glow": "1.1.0"}
+        rc, out, _ = cli(ctx, capsys, "command", "dev-1", "install", "glow@1.0.0", *chunks)
+        assert rc == 1 and json.loads(out)["error"] == "downgrade"  # without --allow-downgrade
+        assert target.running() == {"glow": "1.1.0"}
+        rc, out, err = cli(ctx, capsys, "command", "dev-1", "rollback", "glow")
+        assert rc == 0, out + err
+        assert json.loads(out)["result"]["version"] == "1.0.0"
+        assert target.running() == {"glow": "1.0.0"}
+        rc, _, err = cli(ctx, capsys, "command", "dev-1", "install", "glow@9.9.9", *chunks)
+        assert rc == 1 and "not published" in err
+        assert cli(ctx, capsys, "command", "dev-1", "rollback")[0] == 2  # needs the NAME
+
+        # a device deploy pins dev-1; a group deploy that moves the group ends the pin
+        rc, out, err = cli(ctx, capsys, "deploy", "glow@1.1.0", "--device", "dev-1", "--no-progress", *chunks)
+        assert rc == 0, out + err
+        assert db.get_desired("device:dev-1")[0]["glow"].version == "1.1.0"
+        rc, out, err = cli(ctx, capsys, "deploy", "glow@1.2.0", "--group", "lobby", "--no-progress", *chunks)
+        assert rc == 0, out + err
+        assert "following the group again (own entry ended): dev-1" in out
+        assert target.running() == {"glow": "1.2.0"} and "glow" not in db.get_desired("device:dev-1")[0]
+        rc, _, err = cli(ctx, capsys, "unpin", "glow", "--device", "dev-1")
+        assert rc == 1 and "no desired entry of its own" in err
+        # and unpin ends one by hand: the device follows its group (same version: nothing to install)
+        assert cli(ctx, capsys, "deploy", "glow@1.2.0", "--device", "dev-1", "--no-progress", *chunks)[0] == 0
+        assert "glow" in db.get_desired("device:dev-1")[0]
+        rc, out, err = cli(ctx, capsys, "unpin", "glow", "--device", "dev-1")
+        assert rc == 0 and "follows its groups for glow again" in out, err
+        assert "glow" not in db.get_desired("device:dev-1")[0]
+        rc, out, _ = cli(ctx, capsys, "command", "dev-1", "identify")  # answered after the unpinned document
+        assert json.loads(out)["result"]["plugins"] == {"glow": "1.2.0"}
+        db.close()
+    finally:
+        agent.stop()
+        target.close()
