@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -24,7 +23,7 @@ from ..daemon.deploy import DaemonTarget
 from ..daemon.hardware import DeviceHardware
 from ..deploy.agent import DeviceAgent
 from ..deploy.store import PluginStore
-from ..deploy.trust import TrustStore
+from ..deploy.trust import TrustStore, atomic_write
 from ..errors import EdgedError
 
 log = logging.getLogger("edged.daemon")
@@ -66,13 +65,7 @@ def _configure_logging(cfg: DaemonConfig, explicit: bool) -> None:
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write atomically: a reader (or a power cut) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc, indent=2, default=str).encode())
 
 
 def _fit_default(cfg: DaemonConfig, hardware: DeviceHardware) -> DaemonConfig:

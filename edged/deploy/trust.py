@@ -86,19 +86,7 @@ def save_private_key(key: Ed25519PrivateKey, path: str | Path) -> None:
     """Write ``key`` as unencrypted PKCS#8 PEM, readable by the owner only (mode 0600), atomically."""
     p = Path(path)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.chmod(p, 0o600)
+    atomic_write(p, pem, 0o600)
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
