@@ -619,6 +619,13 @@ class Daemon:
                 rd.key = ""
         return self.reload(self._base_config)
 
+    def identify(self, seconds: float = 5.0) -> None:
+        """Blink a white border on every display for ``seconds``: to find this device among many."""
+        until = self.clock.now() + seconds
+        with self._lock:
+            for rd in self.displays.values():
+                rd.runner.identify_until = until
+
     def set_remote_playlist(self, items: list[str] | None) -> dict[str, list[str]]:
         """Play ``items`` (plugin names) on the first layer of the first display, or go back to the config."""
         with self._lock:

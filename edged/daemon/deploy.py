@@ -110,6 +110,10 @@ class DaemonTarget:
             self.daemon.undeploy(name)
         (self.folder / f"{name}.manifest.json").unlink(missing_ok=True)
 
+    def identify(self, seconds: float) -> None:
+        """The marketplace's ``identify`` command: the displays blink a white border for ``seconds``."""
+        self.daemon.identify(seconds)
+
     def apply_playlist(self, items: list[str] | None) -> None:
         """The marketplace's playlist for this device (plugin names in play order) on the first layer of the first
         display; ``None`` goes back to the device's own config. Names that do not load are skipped (and listed in

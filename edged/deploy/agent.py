@@ -55,6 +55,9 @@ from .trust import NonceCache, TrustStore, open_envelope
 
 log = logging.getLogger("edged.deploy.agent")
 
+#: how long a device shows that it is being identified
+IDENTIFY_SECONDS = 5.0
+
 #: AWS IoT's message limit is 128 KB; a chunk plus its header line stays below it (at most ``MAX_CHUNK_SIZE``)
 DEFAULT_CHUNK_SIZE = 96 * 1024
 
@@ -398,6 +401,9 @@ class DeviceAgent:
     def _execute(self, cmd: Command) -> None:
         if cmd.op == "identify":
             log.warning("identify requested", extra={"device": self.device_id})
+            show = getattr(self.target, "identify", None)
+            if callable(show):  # a target with a display blinks it (optional, like apply_playlist)
+                show(IDENTIFY_SECONDS)
             self._reply(cmd.id, True, result={"groups": self.groups, "plugins": self._running_versions()})
             return
         if cmd.op == "install":

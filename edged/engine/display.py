@@ -57,6 +57,14 @@ class DisplayStats:
     render_ms_max: float = 0.0
 
 
+def draw_identify(rgb: np.ndarray, now: float) -> None:
+    """ "Which device is this?": a white border blinking twice a second, over whatever plays."""
+    if int(now * 4) % 2:
+        return
+    rgb[0, :] = rgb[-1, :] = 255
+    rgb[:, 0] = rgb[:, -1] = 255
+
+
 class DisplayRunner:
     """Drives one display. :meth:`step` renders and shows one frame; :meth:`run` loops on the frame grid until
     stopped, sleeping (never spinning) until each deadline and dropping frames that are already late."""
@@ -74,6 +82,8 @@ class DisplayRunner:
         idle: Callable[[float], Any] | None = None,
     ) -> None:
         self.name = name
+        #: while set, a blinking border is drawn over every frame until this time (``identify``)
+        self.identify_until: float | None = None
         #: called with the next deadline once a frame is rendered ahead: slack time for housekeeping (the
         #: daemon collects garbage there, so that Python's collector never runs in the middle of a frame)
         self.idle = idle
@@ -107,6 +117,11 @@ class DisplayRunner:
             frame = layer.player.render(tick, now)
             if frame is not None:
                 self.canvas.draw(frame, layer.x, layer.y, layer.opacity)
+        if self.identify_until is not None:
+            if now < self.identify_until:
+                draw_identify(self.canvas.rgb, now)
+            else:
+                self.identify_until = None
         return self.canvas.rgb
 
     def step(self, now: float | None = None) -> np.ndarray:

@@ -430,3 +430,21 @@ def test_garbage_is_collected_between_frames_not_during_them(site: Path) -> None
     assert d.gc.collections[0] >= 30 and d.gc.collections[1] >= 1  # ...the frame threads collect in their slack
     d.stop()
     assert gc.isenabled() and gc.get_freeze_count() == 0  # and it is back to normal once the daemon stops
+
+
+def test_identify_blinks_a_border_over_whatever_plays(site: Path) -> None:
+    d = make(site, frames=1)
+    d.start()
+    d.wait()  # the frame thread is done: render by hand from here
+    runner = d.displays["main"].runner
+    clock = d.clock
+    assert isinstance(clock, FakeClock)
+    d.identify(2.0)
+    lit = runner.render(clock.now())  # an "on" phase: white border over the red and blue layers
+    frame = lit.copy()
+    assert frame[0].min() == 255 and frame[:, 0].min() == 255 and frame[8, 8].tolist() != [255, 255, 255]
+    off = runner.render(clock.now() + 0.3).copy()  # the "off" phase of the blink
+    assert off[0, 0].tolist() != [255, 255, 255]
+    after = runner.render(clock.now() + 3.0).copy()  # over: no border
+    assert after[0, 0].tolist() != [255, 255, 255] and runner.identify_until is None
+    d.stop()

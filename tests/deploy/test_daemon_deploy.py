@@ -194,3 +194,11 @@ def test_a_faulty_plugin_off_screen_still_fails_its_health_check(
         lambda: (p := harness.events.plugin("pi-1", "bad")) is not None and p.state in ("failed", "rolled_back"),
         what="the faulty plugin to fail its check off screen",
     )
+
+
+def test_identify_from_the_marketplace_blinks_the_daemons_display(
+    harness: Harness, device: tuple[Daemon, DeviceAgent]
+) -> None:
+    daemon, _agent = device
+    harness.market.command("pi-1", "identify")
+    wait_for(lambda: daemon.displays["main"].runner.identify_until is not None, what="the display to blink")
