@@ -448,3 +448,14 @@ def test_identify_blinks_a_border_over_whatever_plays(site: Path) -> None:
     after = runner.render(clock.now() + 3.0).copy()  # over: no border
     assert after[0, 0].tolist() != [255, 255, 255] and runner.identify_until is None
     d.stop()
+
+
+def test_the_config_reference_in_the_docs_is_a_valid_config() -> None:
+    import tomllib
+
+    from edged.daemon.config import DaemonConfig
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "daemon.md").read_text()
+    start = text.index("```toml", text.index("## Config reference")) + len("```toml")
+    cfg = DaemonConfig.model_validate(tomllib.loads(text[start : text.index("```", start)]))
+    assert cfg.displays and cfg.playlists and cfg.sensors and cfg.mqtt is not None
