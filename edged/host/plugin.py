@@ -150,14 +150,18 @@ class DevicePlugin:
         self.close()
 
     def restart(self) -> None:
-        """Start over with a fresh instance and no Extism vars (the next frame runs ``setup`` again for Matricks
-        plugins): each playlist play and each restart after quarantine starts clean, so bad state a plugin kept in a
-        var cannot outlive it."""
+        """Start over with a fresh instance, no Extism vars and no queued GPIO events (the next frame runs ``setup``
+        again for Matricks plugins): each playlist play and each restart after quarantine starts clean, so bad state
+        a plugin kept in a var cannot outlive it."""
         self.plugin.close()
         # after close() the host's copy of the vars is the only one (the kernel's went with the instance)
         self.plugin.env.vars.clear()
         self.plugin.env.var_bytes = 0
         self._setup_done = False
+        # edges queued for the old instance are stale for the new one (its pin subscriptions stay: the board has
+        # no way to drop a callback, and a plugin re-subscribing is a no-op)
+        with self.ctx._events_lock:
+            self.ctx.events.clear()
 
     # --- driving -----------------------------------------------------------------------------------------------
 

@@ -609,3 +609,19 @@ def test_gpio_deliveries_share_the_frames_fuel_budget() -> None:
     slot.frame(tick)  # 16 deliveries at ~60-80k fuel each exceed one budget of 500k
     assert slot.stats.errors == {"OutOfFuel": 1}
     assert plugin.plugin.fuel == 500_000  # the per-call limit is back for the next frame
+
+
+def test_restart_drops_edges_queued_for_the_old_instance() -> None:
+    from edged.host.functions import GpioEvent
+
+    manifest = {
+        "wasm": [{"data": wat(_BUSY_ON_GPIO)}],
+        "edged": {"name": "busy", "capabilities": {"led": True, "gpio": {"events": [17]}}},
+    }
+    plugin = DevicePlugin(manifest, policy=POLICY, display=DisplayInfo(4, 4))
+    for _ in range(5):
+        plugin.ctx.queue_event(GpioEvent(17, "falling", 0.0))
+    plugin.restart()
+    assert plugin.deliver_events() == 0  # a new play does not get the previous play's button presses
+    plugin.ctx.queue_event(GpioEvent(17, "rising", 1.0))
+    assert plugin.deliver_events() == 1
