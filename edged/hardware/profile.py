@@ -128,7 +128,13 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
         available = list_profiles()
         if str(name_or_path) not in available:
             names = ", ".join(available) or "none"
-            raise ConfigError(f"no hardware profile {str(name_or_path)!r} (available: {names})")
+            hint = (
+                ""
+                if available
+                else "; profiles are looked up in $EDGED_HARDWARE_DIR, /etc/edged/hardware and a source checkout's "
+                "hardware/ folder: copy the repository's hardware/*.toml to one of them"
+            )
+            raise ConfigError(f"no hardware profile {str(name_or_path)!r} (available: {names}){hint}")
         path = available[str(name_or_path)]
     return load_toml(HardwareProfile, path)
 
