@@ -23,7 +23,10 @@ def table(output: str) -> str:
         raise SystemExit("the benchmark printed no table")
     # keep a heading line just above the table (e.g. "64x64 at 60 fps ...") if there is one
     start = first - 2 if first >= 2 and lines[first - 1] == "" and lines[first - 2].strip() else first
-    return "\n".join(lines[start:]).strip()
+    quoted = lines[start:]
+    if quoted and quoted[0].startswith("#"):  # a benchmark's own heading reads as a caption inside the README
+        quoted[0] = quoted[0].lstrip("# ").strip()
+    return "\n".join(quoted).strip()
 
 
 def main(names: list[str]) -> int:
