@@ -60,7 +60,7 @@ def drawing_kind(edged: EdgedBlock | None, exports: set[str]) -> Kind | None:
     ``led`` capability. Plugins without an ``edged`` block get the policy's legacy grant, which includes drawing."""
     if edged is None:
         return None
-    kind = edged.kind if "kind" in edged.model_fields_set else detect_kind(exports, None)
+    kind = detect_kind(exports, edged.kind)
     return kind if kind in DRAWING_KINDS else None
 
 

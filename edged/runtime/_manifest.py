@@ -114,7 +114,8 @@ class EdgedBlock(BaseModel):
     model_config = _STRICT
     name: str
     version: str = "0.0.0"
-    kind: Literal["animation", "sensor", "matricks", "service"] = "animation"
+    #: how the engine drives the plugin; None: from its exports (``frame``, ``update``, ``tick``)
+    kind: Literal["animation", "sensor", "matricks", "service"] | None = None
     description: str = ""
     author: str = ""
     capabilities: dict[str, Any] = Field(default_factory=dict)

@@ -625,3 +625,12 @@ def test_restart_drops_edges_queued_for_the_old_instance() -> None:
     assert plugin.deliver_events() == 0  # a new play does not get the previous play's button presses
     plugin.ctx.queue_event(GpioEvent(17, "rising", 1.0))
     assert plugin.deliver_events() == 1
+
+
+@pytest.mark.parametrize(
+    ("exports", "kind"), [([_UPDATE], "matricks"), ([_TICK], "sensor"), ([_FRAME], "animation"), ([], "service")]
+)
+def test_an_undeclared_kind_comes_from_the_exports(exports: list[str], kind: str) -> None:
+    caps = {"led": True} if kind in ("animation", "matricks") else {}
+    manifest = {"wasm": [{"data": _module(*exports)}], "edged": {"name": "k", "capabilities": caps}}
+    assert DevicePlugin(manifest, policy=POLICY, display=DisplayInfo(2, 2)).kind == kind
