@@ -110,7 +110,8 @@ class HostContext:
     events: deque[GpioEvent] = field(default_factory=lambda: deque(maxlen=EVENT_QUEUE_SIZE))
     #: events dropped because the queue was full (the oldest go first)
     events_dropped: int = 0
-    watched: set[int] = field(default_factory=set)
+    #: pins the plugin watches, with the edges it wants (1 rising, 2 falling, 3 both)
+    watched: dict[int, int] = field(default_factory=dict)
     _events_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def queue_event(self, event: GpioEvent) -> None:
@@ -251,12 +252,15 @@ def _gpio_watch_i(ctx: HostContext, cur: CurrentPlugin, pin: int, edges: int) ->
 
 
 def _watch(ctx: HostContext, pin: int, mask: int) -> None:
-    if pin in ctx.watched:
+    """Subscribe to a pin's edges; watching it again replaces the edges (the board's callback stays, reading the
+    current mask, since a board cannot drop a callback)."""
+    first = pin not in ctx.watched
+    ctx.watched[pin] = mask
+    if not first:
         return
-    ctx.watched.add(pin)
 
     def on_edge(p: int, edge: str, t: float) -> None:
-        if _EDGES[edge] & mask:
+        if _EDGES[edge] & ctx.watched.get(p, 0):
             ctx.queue_event(GpioEvent(p, edge, round(t - ctx.started, 6)))
 
     assert ctx.io is not None

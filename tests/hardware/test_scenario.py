@@ -323,9 +323,13 @@ def test_frames_deliver_a_bounded_batch_of_events_first(board: GpioBoard) -> Non
     """frame() is the engine's frame path: it hands on_gpio one batch, never the whole flood."""
     from edged.host.frames import Tick
 
-    dp = _edge_plugin(board)
+    wasm = probe(["edged_gpio_watch", "edged_value_set"], on_gpio=True)
+    caps = {"led": True, "gpio": {"events": [17]}, "publish": ["edge"]}
+    manifest = {"wasm": [{"data": wasm}], "edged": {"name": "probe", "kind": "animation", "capabilities": caps}}
+    dp = DevicePlugin(manifest, policy=POLICY, io=board, values=SharedValues(), display=DisplayInfo(8, 8))
+    dp.plugin.call("gpio_watch", '{"pin": 17, "edges": "both"}')
     player = ScenarioPlayer(load_scenario(text=_presses(250), config=KIT), board, start=dp.ctx.started)
     player.advance(10.0)
-    with pytest.raises(PluginError, match="frame"):  # the probe exports no frame
+    with pytest.raises(PluginError, match="frame"):  # declared an animation, but the probe exports no frame
         dp.frame(Tick(0, 0, 0, 8, 8))
     assert len(dp.ctx.events) == 500 - 16

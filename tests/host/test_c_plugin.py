@@ -133,7 +133,7 @@ def test_ungranted_pins_and_names_fail_the_call_and_touch_nothing(
     with pytest.raises(CapabilityDenied, match=message):
         dp.plugin.call(export, arg)
     assert {pin: board.mock_pin(pin).state for pin in before} == before
-    assert values.snapshot() == {} and dp.ctx.watched == set()
+    assert values.snapshot() == {} and dp.ctx.watched == {}
     assert dp.plugin.call("read", bytes([17])) == b"\x01"  # the plugin keeps working
 
 

@@ -303,6 +303,11 @@ def test_gpio_events_are_queued_and_delivered_on_the_callers_thread() -> None:
     assert dp.deliver_events() == 1
     assert json.loads(values.get("edge") or b"") == {"pin": 17, "edge": "rising", "t": 1.5}
     assert dp.deliver_events() == 0
+    # watching again replaces the edges: now falling only, with one board callback still
+    dp.plugin.call("gpio_watch", '{"pin": 17, "edges": "falling"}')
+    io.watchers[17](17, "rising", dp.ctx.started + 2.0)
+    io.watchers[17](17, "falling", dp.ctx.started + 2.1)
+    assert [e.edge for e in dp.ctx.events] == ["falling"]
 
 
 def test_legacy_grant_for_plugins_without_a_manifest() -> None:
