@@ -173,3 +173,84 @@ def test_without_led_the_drawing_plugin_does_not_load(built_plugin: Any, board: 
         CapabilityDenied, match="device_c: animation plugins draw on the display, which needs the 'led'"
     ):
         load(built_plugin, board, _without("led"))
+
+
+# --- the handle (JSON) forms, the clock and the Matricks logs, from C: tests/plugins/c/device_json_c.c -----------
+
+
+def load_json(built_plugin: Any, board: GpioBoard, caps: dict[str, Any] = CAPS) -> DevicePlugin:
+    path = str(built_plugin("device_json_c"))
+    manifest = {"wasm": [{"path": path}], "edged": {"name": "device_json_c", "kind": "service", "capabilities": caps}}
+    return DevicePlugin(manifest, policy=POLICY, io=board, display=DisplayInfo(16, 8, fps=50))
+
+
+def test_json_host_functions_from_c_drive_the_emulated_board(
+    built_plugin: Any, board: GpioBoard, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    p = load_json(built_plugin, board).plugin
+    assert json.loads(p.call("gpio_read", '{"pin": 17}')) == {"pin": 17, "value": 1}
+    board.press("mode")
+    assert json.loads(p.call("gpio_read", '{"pin": 17}')) == {"pin": 17, "value": 0}
+    board.release("mode")
+    p.call("gpio_write", '{"pin": 22, "value": 1}')
+    assert board.mock_pin(22).state == 1
+    p.call("gpio_pwm", '{"pin": 12, "duty": 0.25}')
+    assert board.mock_pin(12).state == 0.25
+    p.call("gpio_watch", '{"pin": 17, "edges": "falling"}')
+    board.press("mode")
+    board.release("mode")
+    reading = json.loads(p.call("sensor_read", "distance"))
+    assert reading["name"] == "distance" and reading["unit"] == "m" and 0 <= reading["value"] <= 4.0
+    info = json.loads(p.call("display_info"))
+    assert (info["width"], info["height"], info["fps"]) == (16, 8, 50)
+    assert struct.unpack("<q", p.call("time_us"))[0] >= 0
+    with caplog.at_level(logging.DEBUG, logger="edged.plugin.device_json_c"):
+        p.call("log_user", "hello from user")
+        p.call("log_env", "hello from env")
+    got = {(r.levelno, r.getMessage()) for r in caplog.records if r.name == "edged.plugin.device_json_c"}
+    assert got == {(logging.INFO, "hello from user"), (logging.WARNING, "hello from env")}
+
+
+def test_json_host_functions_from_c_refuse_ungranted_pins_and_touch_nothing(
+    built_plugin: Any, board: GpioBoard
+) -> None:
+    from edged.errors import PluginError
+
+    p = load_json(built_plugin, board).plugin
+    for export, arg, message in (
+        ("gpio_read", '{"pin": 27}', "pin 27 is not granted for gpio.read"),
+        ("gpio_write", '{"pin": 5, "value": 1}', "pin 5 is not granted for gpio.write"),
+        ("gpio_pwm", '{"pin": 13, "duty": 0.5}', "pin 13 is not granted for gpio.pwm"),
+        ("gpio_watch", '{"pin": 27, "edges": "both"}', "pin 27 is not granted for gpio.events"),
+        ("sensor_read", "cpu_temperature", "sensor 'cpu_temperature' is not granted"),
+    ):
+        with pytest.raises(PluginError, match=message):
+            p.call(export, arg)
+    assert board.mock_pin(5).state == 0 and board.mock_pin(13).state == 0
+
+
+@pytest.mark.parametrize(
+    ("drop", "function", "capability"),
+    [
+        ("gpio.read", "edged_gpio_read", "gpio.read"),
+        ("gpio.write", "edged_gpio_write", "gpio.write"),
+        ("gpio.pwm", "edged_gpio_pwm", "gpio.pwm"),
+        ("gpio.events", "edged_gpio_watch", "gpio.events"),
+        ("sensors", "edged_sensor_read", "sensors"),
+        ("led", "edged_display_info", "led"),
+    ],
+)
+def test_json_host_functions_from_c_need_their_capability_to_load(
+    built_plugin: Any, board: GpioBoard, drop: str, function: str, capability: str
+) -> None:
+    caps = json.loads(json.dumps(CAPS))
+    if drop.startswith("gpio."):
+        caps["gpio"][drop.split(".")[1]] = []
+    elif drop == "led":
+        caps["led"] = False
+    else:
+        caps[drop] = []
+    with pytest.raises(CapabilityDenied, match=f"{function}.*'{capability}'"):
+        load_json(built_plugin, board, caps)
