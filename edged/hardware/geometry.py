@@ -7,6 +7,7 @@ rotated non-square panel is described by the size the plugins should see, never 
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 import numpy as np
@@ -44,9 +45,21 @@ class DisplayConfig(BaseModel):
     )
     brightness: int = Field(255, ge=0, le=255)
     gamma: float = Field(1.0, gt=0, le=5.0, description="1.0 is off; 2.8 suits WS2812")
+    #: a measured 256-entry correction table (value in → LED duty out, non-decreasing), used instead of ``gamma``
+    gamma_table: list[int] | None = Field(None, min_length=256, max_length=256)
     ma_per_channel: float = Field(20.0, gt=0, le=200, description="mA one channel draws at full (255)")
     idle_ma: float = Field(1.0, ge=0, le=50, description="mA one LED draws when dark")
     max_ma: float = Field(0.0, ge=0, description="PSU budget for the LEDs in mA; 0 turns the limiter off")
+
+    @model_validator(mode="after")
+    def _gamma_table_is_a_curve(self) -> DisplayConfig:
+        t = self.gamma_table
+        if t is not None:
+            if any(not 0 <= v <= 255 for v in t):
+                raise ValueError("gamma_table values must be 0-255")
+            if any(b < a for a, b in itertools.pairwise(t)):
+                raise ValueError("gamma_table must not decrease")
+        return self
 
     @model_validator(mode="after")
     def _budget_above_idle(self) -> DisplayConfig:

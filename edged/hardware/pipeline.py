@@ -16,16 +16,21 @@ from .geometry import DisplayConfig, index_map
 _CHANNEL = {"R": 0, "G": 1, "B": 2, "W": 3}
 
 
-def brightness_gamma_lut(brightness: int, gamma: float) -> np.ndarray:
-    """The 256-entry table that applies ``brightness`` (0-255) and then ``gamma`` to one channel value."""
+def brightness_gamma_lut(brightness: int, gamma: float, table: list[int] | None = None) -> np.ndarray:
+    """The 256-entry table that applies ``brightness`` (0-255) and then ``gamma`` (or a measured ``table``) to one
+    channel value."""
     v = np.arange(256, dtype=np.float64) * brightness / 255.0
+    if table is not None:
+        return np.asarray(table, dtype=np.uint8)[np.rint(v).astype(np.intp)]
     if gamma != 1.0:
         v = 255.0 * (v / 255.0) ** gamma
     return np.rint(v).astype(np.uint8)
 
 
-def inverse_gamma_lut(gamma: float) -> np.ndarray:
+def inverse_gamma_lut(gamma: float, table: list[int] | None = None) -> np.ndarray:
     """Maps a linear LED duty back to a display value, so a preview on a screen looks like the LEDs."""
+    if table is not None:  # the smallest input that reaches each duty (the table does not decrease)
+        return np.searchsorted(np.asarray(table), np.arange(256), side="left").clip(0, 255).astype(np.uint8)
     v = np.arange(256, dtype=np.float64)
     if gamma != 1.0:
         v = 255.0 * (v / 255.0) ** (1.0 / gamma)
@@ -44,8 +49,8 @@ class PixelPipeline:
         self.cfg = cfg
         self.channels = cfg.channels
         self.leds = cfg.led_count
-        self._lut = brightness_gamma_lut(cfg.brightness, cfg.gamma)
-        self._inv_gamma = inverse_gamma_lut(cfg.gamma)
+        self._lut = brightness_gamma_lut(cfg.brightness, cfg.gamma, cfg.gamma_table)
+        self._inv_gamma = inverse_gamma_lut(cfg.gamma, cfg.gamma_table)
         phys_of_logical = index_map(cfg)
         logical_of_physical = np.empty_like(phys_of_logical)
         logical_of_physical[phys_of_logical] = np.arange(self.leds, dtype=np.int64)
@@ -111,6 +116,6 @@ class PixelPipeline:
                 rgb = np.minimum(rgb.astype(np.uint16) + lin[:, 3:4], 255).astype(np.uint8)
         else:
             rgb = lin
-        if undo_gamma and self.cfg.gamma != 1.0:
+        if undo_gamma and (self.cfg.gamma != 1.0 or self.cfg.gamma_table is not None):
             rgb = self._inv_gamma[rgb]
         return np.ascontiguousarray(rgb).reshape(self.cfg.height, self.cfg.width, 3)

@@ -245,3 +245,17 @@ def test_limiter_off_leaves_frames_alone() -> None:
 def test_wrong_frame_is_a_clear_error(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match=r"expected a 4×4×3 uint8 frame"):
         PixelPipeline(DisplayConfig(width=4, height=4)).process(bad)
+
+
+def test_a_measured_gamma_table_replaces_the_exponent() -> None:
+    from pydantic import ValidationError
+
+    table = [min(255, v // 2) for v in range(256)]  # a panel that needs half the duty
+    cfg = DisplayConfig(width=2, height=1, color_order="RGB", gamma=2.8, gamma_table=table)
+    buf = PixelPipeline(cfg).process(np.array([[[200, 100, 0], [255, 255, 255]]], np.uint8))
+    assert buf.tolist() == [[100, 50, 0], [127, 127, 127]]
+    shown = PixelPipeline(cfg).inverse(buf)  # the preview maps it back through the table
+    assert shown[0, 0].tolist() == [200, 100, 0]
+    for bad in ([1] * 255, [300] * 256, list(range(255, -1, -1))):
+        with pytest.raises(ValidationError, match="gamma_table"):
+            DisplayConfig(width=2, height=1, gamma_table=bad)
