@@ -138,14 +138,11 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"edged market: no such file: {exc.filename}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, ConfigError) as exc:
+    except (NoChunkService, UnknownTarget, ValueError, ConfigError) as exc:
         print(f"edged market: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (TimeoutError, OSError) as exc:
         print(f"edged market: cannot reach the broker at {args.broker}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (NoChunkService, UnknownTarget) as exc:
-        print(f"edged market: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (EdgedError, LookupError) as exc:
         print(f"edged market: {exc}", file=sys.stderr)

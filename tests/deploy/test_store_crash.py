@@ -18,6 +18,7 @@ from edged.deploy.bundle import Bundle, build_bundle, write_bundle
 from edged.deploy.store import CHECKPOINTS, PluginStore, expected_chunks
 from edged.deploy.trust import generate_key
 from edged.runtime import Plugin
+from tests.deploy.test_store import with_custom_section
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT_VOWELS = ROOT / "tests" / "plugins" / "build" / "count_vowels_c.wasm"
@@ -50,12 +51,6 @@ elif op == "chunk":
         t.put_chunk(i, part, hashlib.sha256(part).hexdigest())
 sys.exit(0)
 """
-
-
-def with_custom_section(wasm: bytes, payload: bytes) -> bytes:
-    name = b"edged-test"
-    body = bytes([len(name)]) + name + payload
-    return wasm + bytes([0, len(body)]) + body
 
 
 @pytest.fixture(scope="module")
