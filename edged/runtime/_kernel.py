@@ -16,7 +16,6 @@ from ._rawcall import exports_at, raw_caller
 _MAX_BLOCK = 0xFFFF0000
 
 _LAZY_CALLERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "_length": (("i64",), ("i64",)),
     "_alloc": (("i64",), ("i64",)),
     "_free": (("i64",), ()),
 }
@@ -223,24 +222,39 @@ class Kernel:
         return L.RESULT.unpack_from(self.ctl, L.OUTPUT_OFFSET)  # type: ignore[return-value]
 
     def output(self, offset: int, length: int, limit: int) -> bytes:
+        """The call's output: ``length`` bytes at ``offset``, which must lie inside the live block heap (the kernel
+        gives out no other memory, so an output anywhere else was never allocated and never counted)."""
         if length == 0:
             return b""
         if length > limit:
             raise OutputTooLarge(f"output of {length} bytes exceeds the limit of {limit} bytes")
-        if offset + length > self.size:
-            self.size = self.memory.data_len(self._store)
-            if offset + length > self.size:
-                raise PluginError(f"output ({offset}, {length}) lies outside kernel memory")
+        heap_start, heap_top = _TWO_U64.unpack_from(self.ctl, L.HEAP_START)
+        if offset < heap_start or offset + length > heap_top:
+            raise PluginError(f"output ({offset}, {length}) lies outside the blocks the plugin allocated")
         return ctypes.string_at(self.base + offset, length)
+
+    def _block(self, handle: int) -> tuple[int, int, int] | None:
+        """``(header address, capacity, length)`` of the active block at ``handle``, or None.
+
+        Checked by its header, against the live heap, rather than by the kernel's walk of the block list: the same
+        answer for every handle the kernel gave out, and a header a plugin forged (it can write kernel memory with
+        ``store_u64``) can only describe bytes inside the heap, so the host never reads outside it.
+        """
+        heap_start, heap_top = _TWO_U64.unpack_from(self.ctl, L.HEAP_START)
+        if handle < heap_start + L.HEADER_SIZE or handle > heap_top or handle % L.ALIGN:
+            return None
+        header = self.base + handle - L.HEADER_SIZE
+        status, cap, n = L.HEADER.unpack(ctypes.string_at(header, L.HEADER_SIZE))
+        if status != L.BLOCK_USED or n > cap or handle + cap > heap_top:
+            return None
+        return header, cap, n
 
     def read(self, handle: int) -> bytes:
         """The data of an active block; empty for 0 or anything that is not a block start."""
-        if not handle:
+        block = self._block(handle) if handle else None
+        if block is None or not block[2]:
             return b""
-        n = self._length(handle)
-        if not n:
-            return b""
-        return ctypes.string_at(self.base + handle, n)
+        return ctypes.string_at(self.base + handle, block[2])
 
     def alloc_bytes(self, data: bytes) -> int:
         """A new block holding ``data``; 0 for empty data. Raises "oom" when the kernel cannot grow."""
@@ -275,24 +289,17 @@ class Kernel:
 
     def take(self, handle: int) -> bytes:
         """Read and free a block: the env functions consume the handles they are given."""
-        if not handle:
+        block = self._block(handle) if handle else None
+        if block is None:
             return b""
-        # Validated by its header rather than by the kernel's walk of the block list: same answer for every handle
-        # the kernel gave out, and a forged header can only mislead the plugin that forged it. Then freed exactly
-        # as k_free does, without a call into wasm.
-        ctl = self.ctl
-        heap_start, heap_top = _TWO_U64.unpack_from(ctl, L.HEAP_START)
-        if handle < heap_start + L.HEADER_SIZE or handle > heap_top or handle % L.ALIGN:
-            return b""
-        header = self.base + handle - L.HEADER_SIZE
-        status, cap, n = L.HEADER.unpack(ctypes.string_at(header, L.HEADER_SIZE))
-        if status != L.BLOCK_USED or n > cap or handle + cap > heap_top:
-            return b""
+        header, cap, n = block
         data = ctypes.string_at(self.base + handle, n) if n else b""
+        # freed exactly as k_free does, without a call into wasm
+        ctl = self.ctl
         ctypes.memmove(header, L.HEADER.pack(L.BLOCK_FREE, cap, 0), L.HEADER_SIZE)
         if handle == _U64.unpack_from(ctl, L.INPUT_OFFSET)[0]:
             _U64.pack_into(ctl, L.INPUT_LENGTH, 0)
-        if handle + cap == heap_top:
+        if handle + cap == _U64.unpack_from(ctl, L.HEAP_TOP)[0]:
             _U64.pack_into(ctl, L.HEAP_TOP, handle - L.HEADER_SIZE)
         else:
             _U64.pack_into(ctl, L.FREE_BLOCKS, _U64.unpack_from(ctl, L.FREE_BLOCKS)[0] + 1)

@@ -192,3 +192,62 @@ def test_new_blocks_are_zeroed_even_where_old_data_was(k: K) -> None:
     k.free(a)
     reused = k.alloc(200)
     assert reused == a and k.get(reused) == b"\0" * 200
+
+
+# --- a plugin that rewrites kernel memory (issue 10, point 1 and the bounds of point 7) ----------------------------
+
+
+def _forge_length(k: K, h: int, length: int) -> None:
+    """What a hostile plugin does: rewrite the length in a block's header with store_u64."""
+    k.store_u64(h - 8, length)
+
+
+def test_a_forged_length_makes_the_handle_no_block(k: K) -> None:
+    h = k.put(b"hello")
+    _forge_length(k, h, 2**40)
+    assert k.length(h) == 0
+    assert k.length_unsafe(h) == 2**40  # the unsafe form reads the header as it is, as in Extism
+    # the host's reads are bounded by the header's capacity and the heap: no read past the heap, no crash
+    assert k.view.read(h) == b""
+    assert k.view.take(h) == b""
+
+
+def test_a_forged_length_within_the_capacity_reads_only_that_block(k: K) -> None:
+    h = k.put(b"hello")  # capacity 8
+    _forge_length(k, h, 8)
+    assert k.view.read(h) == b"hello\0\0\0"
+    _forge_length(k, h, 9)
+    assert k.view.read(h) == b""
+
+
+def test_loads_and_stores_near_two_to_the_64_do_not_wrap_onto_the_control_block(k: K) -> None:
+    before = bytes(k.view.ctl)
+    for p in (2**64 - 8, 2**64 - 1, 2**64 - 4):
+        k.store_u64(p - 2**64, 0xFFFF_FFFF_FFFF_FFFF)  # i64 arguments: -8, -1, -4
+        k.store_u8(p - 2**64, 0xFF)
+        assert k.load_u64(p - 2**64) == 0
+    assert bytes(k.view.ctl) == before
+    assert k.view.read(k.config_get(k.put(b"thing"))) == b"value"
+
+
+def test_loads_and_stores_stop_at_the_heap_top(k: K) -> None:
+    h = k.alloc(8)
+    top = h + 8
+    k.store_u64(top, 0xDEAD)  # past the last block: memory the plugin never allocated
+    k.store_u8(top + 100, 1)
+    assert k.load_u64(top) == 0 and k.load_u8(top + 100) == 0
+    assert k.load_u64(top - 4) == 0  # would straddle the heap top
+    k.reset()
+    assert k.load_u8(h) == 0  # reset memory keeps its bytes, but they are no longer readable
+
+
+def test_an_output_outside_the_allocated_blocks_is_refused(k: K) -> None:
+    from edged.errors import PluginError
+
+    h = k.view.alloc_bytes(b"[]")
+    size = k.memory_bytes()
+    with pytest.raises(PluginError, match="outside the blocks"):
+        k.view.output(h + 1024, 24 << 20, 64 << 20)  # a frame built in memory past the heap top
+    with pytest.raises(PluginError, match="outside the blocks"):
+        k.view.output(size - 16, 8, 1 << 20)
+    assert k.view.output(h, 2, 1 << 20) == b"[]"

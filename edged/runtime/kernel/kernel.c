@@ -85,7 +85,8 @@ static header_t *active_block(uint64_t h) {
     while (p < ctl.heap_top) {
         header_t *b = hdr_at(p);
         uint64_t data = p + HDR;
-        if (data == h) return b->status == BLOCK_USED ? b : 0;
+        /* a plugin can rewrite headers with store_u64: a length beyond the block's capacity is no block */
+        if (data == h) return b->status == BLOCK_USED && b->length <= b->capacity ? b : 0;
         if (data > h) return 0;
         p = data + b->capacity;
     }
@@ -159,28 +160,35 @@ EXPORT(length) uint64_t k_length(uint64_t h) {
 }
 
 EXPORT(length_unsafe) uint64_t k_length_unsafe(uint64_t h) {
-    if (h < ctl.heap_start + HDR || h > mem_size()) return 0;
+    if (h < ctl.heap_start + HDR || h > ctl.heap_top) return 0;
     return hdr_at(h - HDR)->length;
 }
 
-/* Loads and stores are confined to the block heap: out of bounds reads 0 and writes nothing. */
+/* Loads and stores are confined to the live block heap [heap_start, heap_top): out of bounds reads 0 and writes
+ * nothing. Not to the end of memory: memory keeps its bytes across resets, so space past heap_top would let a
+ * plugin build data (an output, say) in memory it never allocated and that no budget counts. The bounds are
+ * written as differences so that an offset near 2^64 cannot wrap past the test. */
+static inline int in_heap(uint64_t p, uint64_t n) {
+    return p >= ctl.heap_start && p < ctl.heap_top && ctl.heap_top - p >= n;
+}
+
 EXPORT(load_u8) uint32_t k_load_u8(uint64_t p) {
-    if (p < ctl.heap_start || p >= mem_size()) return 0;
+    if (!in_heap(p, 1)) return 0;
     return *(uint8_t *)(uintptr_t)p;
 }
 
 EXPORT(load_u64) uint64_t k_load_u64(uint64_t p) {
-    if (p < ctl.heap_start || p + 8 > mem_size()) return 0;
+    if (!in_heap(p, 8)) return 0;
     return *(uint64_t *)(uintptr_t)p;
 }
 
 EXPORT(store_u8) void k_store_u8(uint64_t p, uint32_t v) {
-    if (p < ctl.heap_start || p >= mem_size()) return;
+    if (!in_heap(p, 1)) return;
     *(uint8_t *)(uintptr_t)p = (uint8_t)v;
 }
 
 EXPORT(store_u64) void k_store_u64(uint64_t p, uint64_t v) {
-    if (p < ctl.heap_start || p + 8 > mem_size()) return;
+    if (!in_heap(p, 8)) return;
     *(uint64_t *)(uintptr_t)p = v;
 }
 
@@ -193,7 +201,7 @@ EXPORT(input_load_u8) uint32_t k_input_load_u8(uint64_t off) {
 }
 
 EXPORT(input_load_u64) uint64_t k_input_load_u64(uint64_t off) {
-    if (off + 8 > ctl.input_length || off + 8 < off) return 0;
+    if (ctl.input_length < 8 || off > ctl.input_length - 8) return 0;
     return *(uint64_t *)(uintptr_t)(ctl.input_offset + off);
 }
 
