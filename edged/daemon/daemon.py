@@ -7,6 +7,7 @@ playlist switch builds the new display state on the caller's thread, then swaps 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -239,7 +240,7 @@ class Daemon:
         )
         if hints.get("fuel") and (budget.fuel is None or hints["fuel"] < budget.fuel):
             # a plugin that says it never needs more fuel is held to that: a deterministic cap, machine-independent
-            budget = Budget(budget.ms, int(hints["fuel"]), budget.deadline_ms)
+            budget = dataclasses.replace(budget, fuel=int(hints["fuel"]))
         fallback = None
         if entry.fallback.startswith("#") and info is not None:
             rgb = [int(entry.fallback[i : i + 2], 16) for i in (1, 3, 5)]
@@ -251,6 +252,7 @@ class Daemon:
             self.config.daemon.strikes,
             fallback=fallback,
             hold_last=entry.fallback == "last",
+            background_init=True,
         )
 
     def _player(self, playlist: str, info: DisplayInfo, budget_ms: float, where: str) -> PlaylistPlayer | None:

@@ -108,7 +108,7 @@ class PlaylistPlayer:
             self._outgoing = (prev, self._last, self.started, self.frames_in_item)
         else:
             self._outgoing = None
-        slot.plugin.restart()  # each play starts a fresh instance, as in Matricks
+        slot.restart()  # each play starts a fresh instance, as in Matricks
         self.index = index
         self.started = now
         self.frames_in_item = 0

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import CapabilityDenied, OutOfFuel, PluginError
+from ..errors import CapabilityDenied, OutOfFuel, PluginError, PluginTimeout
 from ..runtime import CompiledPlugin, Manifest, ModuleCache, Plugin, default_cache
 from ..runtime._manifest import EdgedBlock, WasmPath, read_module
 from ..runtime._plugin import _resolve
@@ -38,6 +38,10 @@ Kind = Literal["animation", "sensor", "matricks", "service"]
 DRAWING_KINDS: frozenset[str] = frozenset({"animation", "matricks"})
 
 log = logging.getLogger("edged.host")
+
+#: Wall-clock limit on creating an instance (start functions, initialisation, Matricks ``setup``) when the caller
+#: gives none: no plugin code on a device ever runs without a limit.
+DEFAULT_INIT_TIMEOUT_MS = 1000
 
 
 def detect_kind(exports: set[str], declared: str | None) -> Kind:
@@ -89,6 +93,8 @@ class DevicePlugin:
         cache: ModuleCache | None = None,
         name: str | None = None,
         default_max_pages: int | None = None,
+        init_fuel: int | None = None,
+        init_timeout_ms: int = DEFAULT_INIT_TIMEOUT_MS,
     ) -> None:
         manifest, base_dir = _resolve(source)
         if default_max_pages is not None and manifest.memory.max_pages is None:
@@ -131,7 +137,15 @@ class DevicePlugin:
         self.compiled = CompiledPlugin(
             manifest, wasi=self.grant.wasi, functions=host_functions(self.ctx, imports), cache=cache, metered=True
         )
-        self.plugin = Plugin(self.compiled, config=merged, fuel=fuel, timeout_ms=timeout_ms, logger=self.logger)
+        self.plugin = Plugin(
+            self.compiled,
+            config=merged,
+            fuel=fuel,
+            timeout_ms=timeout_ms,
+            logger=self.logger,
+            init_fuel=init_fuel,
+            init_timeout_ms=init_timeout_ms,
+        )
         self._setup_done = False
         self._budget: int | None = None
         self._spent = 0
@@ -163,16 +177,54 @@ class DevicePlugin:
         with self.ctx._events_lock:
             self.ctx.events.clear()
 
+    @property
+    def ready(self) -> bool:
+        """True when the next frame or tick runs no initialisation (an instance exists and Matricks' ``setup`` ran)."""
+        return self.plugin.ready and (self._setup_done or self.kind != "matricks")
+
+    def prepare(self, quick: tuple[int | None, int] | None = None) -> None:
+        """Create the instance and run Matricks' ``setup`` now, under the init limits, so the frame path does not
+        have to. Raises :class:`~edged.errors.PluginError` when the start functions or initialisation fail.
+
+        ``quick`` is ``(fuel, timeout_ms)``: try within these tighter limits instead, and raise
+        :class:`~edged.errors.OutOfFuel` or :class:`~edged.errors.PluginTimeout` (for ``setup`` too) when they are
+        not enough, so that the caller can finish the work elsewhere under the full init limits.
+        """
+        p = self.plugin
+        saved = p.init_fuel, p.init_timeout_ms
+        if quick is not None:
+            p.init_fuel, p.init_timeout_ms = quick
+        try:
+            p.prepare()
+            if not self._setup_done:
+                self.setup(strict=quick is not None)
+        finally:
+            p.init_fuel, p.init_timeout_ms = saved
+
     # --- driving -----------------------------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        """Matricks' ``setup``: called once per instance before the first ``update``; a failure is only logged."""
+    def setup(self, strict: bool = False) -> None:
+        """Matricks' ``setup``: called once per instance before the first ``update``, under the init limits rather
+        than a frame's budget (Matricks runs it unlimited; a frame's budget would cut a heavy setup off). A failure
+        is only logged, as in Matricks."""
         self._setup_done = True
         if self.kind == "matricks" and self.plugin.function_exists("setup"):
+            p = self.plugin
+            fuel, timeout = p.fuel, p.timeout_ms
+            p.fuel = p.init_fuel  # None: no fuel cap, the init deadline still holds
+            if p.init_timeout_ms is not None:
+                p.timeout_ms = p.init_timeout_ms
             try:
-                self.plugin.call("setup", b"")
+                p.call("setup", b"")
+            except (OutOfFuel, PluginTimeout):
+                if strict:  # to be run again under the full init limits
+                    self._setup_done = False
+                    raise
+                self.logger.warning("setup ran out of its init budget", extra={"plugin": self.name})
             except PluginError as exc:
                 self.logger.warning("setup failed: %s", exc, extra={"plugin": self.name})
+            finally:
+                p.fuel, p.timeout_ms = fuel, timeout
 
     def frame(self, tick: Tick) -> np.ndarray | None:
         """Render one frame: H×W×3 RGB or H×W×4 RGBA, or ``None`` when the plugin says it is done.

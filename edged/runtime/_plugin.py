@@ -266,7 +266,9 @@ class Plugin:
 
     The instance is created on the first call and persists across calls, with its memory, globals and vars.
     ``fuel`` limits each call's instructions, ``timeout_ms`` its wall-clock time (overriding the manifest's), and
-    ``max_output_bytes`` its output. Failures raise :class:`~edged.errors.PluginError` subclasses with Extism's
+    ``max_output_bytes`` its output. Creating the instance (start functions and initialisation exports) runs under
+    ``init_fuel`` and ``init_timeout_ms``, which default to the call's limits: no plugin code runs unlimited when a
+    limit is set. Failures raise :class:`~edged.errors.PluginError` subclasses with Extism's
     messages. After a trap (including fuel, timeout and oom) the instance is discarded and the next call gets a
     fresh one; vars survive.
     """
@@ -284,6 +286,8 @@ class Plugin:
         allow_urls: bool = False,
         logger: logging.Logger | None = None,
         cache: ModuleCache | None = None,
+        init_fuel: int | None = None,
+        init_timeout_ms: int | None = None,
     ) -> None:
         if isinstance(plugin, CompiledPlugin):
             given = [n for n, v in (("wasi", wasi), ("functions", functions), ("allow_urls", allow_urls)) if v]
@@ -306,6 +310,13 @@ class Plugin:
         self.timeout_ms = timeout_ms if timeout_ms is not None else m.timeout_ms
         if self.timeout_ms is not None and self.timeout_ms <= 0:
             raise ValueError("timeout_ms must be positive")
+        #: limits for creating an instance (start functions and run-time initialisation); None: the call's
+        self.init_fuel = init_fuel
+        self.init_timeout_ms = init_timeout_ms
+        if init_fuel is not None and init_fuel <= 0:
+            raise ValueError("init_fuel must be positive")
+        if init_timeout_ms is not None and init_timeout_ms <= 0:
+            raise ValueError("init_timeout_ms must be positive")
         self.max_output_bytes = max_output_bytes
         self.memory_limit = m.memory.max_pages * L.PAGE if m.memory.max_pages else None
         self.logger = logger or logging.getLogger(f"edged.plugin.{self.name}")
@@ -371,6 +382,19 @@ class Plugin:
     def function_exists(self, name: str) -> bool:
         """True if ``name`` is a callable export."""
         return self.compiled.function_exists(name)
+
+    @property
+    def ready(self) -> bool:
+        """True while an instance exists, so the next call runs no initialisation."""
+        return self._inst is not None
+
+    def prepare(self) -> None:
+        """Create the instance now, under the init limits, if there is none (the first call would otherwise).
+
+        Raises what the first call would raise for a start function or initialisation that fails.
+        """
+        if self._inst is None:
+            self._inst = self._instantiate()
 
     @property
     def vars(self) -> dict[bytes, bytes]:
@@ -456,6 +480,28 @@ class Plugin:
             store.set_wasi(self._wasi_config())
         inst = _Instance(store, kernel, None)
         self._inst = inst  # host functions called during init need it
+        fuel = self.init_fuel if self.init_fuel is not None else self.fuel
+        timeout = self.init_timeout_ms if self.init_timeout_ms is not None else self.timeout_ms
+        if fuel is not None and compiled.metered:
+            store.set_fuel(fuel)
+        if timeout is not None:
+            store.set_epoch_deadline(int(timeout / TICK_MS) + 1)
+            self.env.deadline = time.monotonic() + timeout / 1000.0
+            TICKER.arm()
+        try:
+            return self._start(inst, linker)
+        finally:
+            if timeout is not None:
+                TICKER.disarm()
+                self.env.deadline = None
+            if self._inst is inst:  # calls arm their own limits
+                store.set_epoch_deadline(UNLIMITED_TICKS)
+                if compiled.metered:
+                    store.set_fuel(UNLIMITED_FUEL)
+
+    def _start(self, inst: _Instance, linker: wasmtime.Linker) -> _Instance:
+        """Instantiate the modules (running their start functions) and run the plugin's initialisation."""
+        compiled, store = self.compiled, inst.store
         try:
             for name, module in compiled.modules.items():
                 if name == "main":
@@ -469,7 +515,7 @@ class Plugin:
             raise PluginLoadError(f"cannot instantiate plugin: {str(exc).strip()}") from None
         except (wasmtime.Trap, PluginError) as exc:
             self._drop_instance()
-            raise self._classify(exc, inst) from exc
+            raise self._classify(exc, inst, "plugin start function failed: ") from exc
         except BaseException:  # interrupted while starting (KeyboardInterrupt in a start function's host call)
             self._drop_instance()
             raise

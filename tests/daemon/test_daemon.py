@@ -383,7 +383,9 @@ def test_what_a_failing_layer_shows_is_configurable(site: Path, fallback: str, e
 def test_budget_arithmetic() -> None:
     from edged.engine.supervisor import Budget
 
-    assert Budget.from_ms(2.5, 1000.0) == Budget(2.5, 2500, 5)  # fuel from the rate; deadline 2× the budget
+    # fuel from the rate; deadline 2× the budget; creating an instance gets 250 ms of its own, likewise
+    assert Budget.from_ms(2.5, 1000.0) == Budget(2.5, 2500, 5, 250_000, 500)
+    assert Budget.from_ms(2.5, 1000.0, init_ms=10) == Budget(2.5, 2500, 5, 10_000, 20)
     assert Budget.from_ms(2.5, None).fuel is None  # no calibration: only the deadline applies
     assert Budget.from_ms(2.5, 1000.0, deadline_factor=4).deadline_ms == 10
     assert Budget.from_ms(2.5, 1000.0, deadline_ms=7).deadline_ms == 7

@@ -75,3 +75,29 @@ WRONG_SIZE = wat(
     + """(func (export "frame") (result i32) (local $h i64)
   (local.set $h (call $alloc (i64.const 7))) (call $output_set (local.get $h) (i64.const 7)) (i32.const 0)))"""
 )
+
+
+def init_spin(iterations: int | None = None) -> bytes:
+    """``_initialize`` loops (forever when ``iterations`` is None, else that many times); ``frame`` draws white."""
+    body = (
+        "(loop $l (br $l))"
+        if iterations is None
+        else f"(local $i i64) (loop $l (local.set $i (i64.add (local.get $i) (i64.const 1))) "
+        f"(br_if $l (i64.lt_u (local.get $i) (i64.const {iterations}))))"
+    )
+    return wat(
+        _HEAD
+        + f"""(func (export "_initialize") {body})
+    (func (export "frame") (result i32)
+      (call $solid (i32.const 255) (i32.const 255) (i32.const 255) (i32.const 0) (i32.const 3)) (i32.const 0)))"""
+    )
+
+
+#: ``_initialize`` spins ~2M iterations (far more than a frame budget), then ``frame`` says "done" at once
+SLOW_INIT_DONE_AT_ONCE = wat(
+    _HEAD
+    + """(func (export "_initialize") (local $i i64)
+      (loop $l (local.set $i (i64.add (local.get $i) (i64.const 1)))
+        (br_if $l (i64.lt_u (local.get $i) (i64.const 2000000)))))
+    (func (export "frame") (result i32) (i32.const 0)))"""
+)

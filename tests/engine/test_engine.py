@@ -360,3 +360,66 @@ def test_a_malformed_frame_is_a_strike_and_the_last_good_frame_stays() -> None:
     assert bad.frame(tick(1)) is frame
     assert bad.stats.strikes == 1 and bad.stats.errors == {"FrameError": 1}
     assert "frame has 7 bytes" in (bad.stats.last_error or "")
+
+
+# --- creating instances is contained too (issue 10, point 2) --------------------------------------------------
+
+
+def test_a_spinning_initialisation_is_struck_and_never_blocks_the_frame_path() -> None:
+    clock = FakeClock()
+    s = slot(anims.init_spin(), clock, budget=Budget(5, 200_000, 20, 10**15, 3000), background_init=True)
+    frames = [s.frame(tick(n)) for n in range(5)]
+    # the quick try within one frame budget failed; the frames go on while the background thread spins
+    assert all(f is None for f in frames)
+    assert s._preparing is not None and not s._preparing.done()
+    s._settle()
+    s.frame(tick(5))
+    assert s.stats.strikes == 1 and s.stats.errors == {"PluginTimeout": 1}
+    assert "initialisation" in (s.stats.last_error or "")
+    s.close()
+
+
+def test_a_slow_initialisation_runs_in_the_background_then_the_plugin_draws() -> None:
+    clock = FakeClock()
+    s = slot(anims.init_spin(300_000), clock, budget=Budget(5, 100_000, 20, 50_000_000, 5000), background_init=True)
+    assert s._preparing is not None  # did not fit one frame budget: handed to the background at once
+    s._settle()
+    frame = s.frame(tick(0))
+    assert frame is not None and frame[0, 0].tolist() == [255, 255, 255]
+    assert s.stats.strikes == 0 and s.stats.inits == 2  # the quick try, then the background one
+    s.close()
+
+
+def test_the_init_budget_is_separate_from_the_frame_budget_inline_too() -> None:
+    clock = FakeClock()
+    s = slot(anims.init_spin(300_000), clock, budget=Budget(5, 100_000, 20, 50_000_000, 5000))
+    frame = s.frame(tick(0))
+    assert frame is not None and s.stats.strikes == 0
+    tight = slot(anims.init_spin(300_000), clock, budget=Budget(5, 100_000, 20, 100_000, 5000))
+    assert tight.frame(tick(0)) is None
+    assert tight.stats.errors == {"OutOfFuel": 1} and "initialisation" in (tight.stats.last_error or "")
+
+
+def test_a_plugin_done_at_once_is_not_reinitialised_every_frame() -> None:
+    clock = FakeClock()
+    s = slot(anims.SLOW_INIT_DONE_AT_ONCE, clock, budget=Budget(5, 20_000_000, 200, 50_000_000, 5000))
+    player = PlaylistPlayer([PlaylistItem(plugin="p", duration_s=None)], {"p": s})
+    for n in range(120):  # two seconds at 60 fps
+        player.render(tick(n), clock.now())
+        clock.advance(1 / 60)
+    # a replay waits until a second after the previous start: 2 or 3 instances in two seconds, not 120
+    assert 1 <= s.stats.inits <= 3
+    s.close()
+
+
+def test_any_exception_from_a_frame_is_a_strike_not_a_dead_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    s = slot(anims.solid(1, 2, 3), clock)
+
+    def explode(_tick: Tick) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(s.plugin, "frame", explode)
+    assert s.frame(tick(0)) is None
+    assert s.stats.strikes == 1 and s.stats.errors == {"InternalFailure": 1}
+    assert "recursion" in (s.stats.last_error or "")

@@ -85,3 +85,46 @@ def test_output_limit() -> None:
     with pytest.raises(OutputTooLarge, match="output of 1001 bytes exceeds the limit of 1000 bytes"):
         p.call("output_n", struct.pack("<I", 1001))
     assert p.call("echo", "after") == b"after"
+
+
+# --- initialisation runs under limits too (issue 10, point 2) -----------------------------------------------------
+
+START_SPIN = wat(
+    """(module (memory (export "memory") 1)
+  (func $spin (loop $l (br $l)))
+  (start $spin)
+  (func (export "run") (result i32) (i32.const 0)))"""
+)
+INIT_SPIN = wat(
+    """(module (memory (export "memory") 1)
+  (func (export "_initialize") (loop $l (br $l)))
+  (func (export "run") (result i32) (i32.const 0)))"""
+)
+
+
+@pytest.mark.parametrize(("wasm", "where"), [(START_SPIN, "start function"), (INIT_SPIN, "initialisation")])
+def test_a_looping_start_or_initialise_runs_out_of_the_call_fuel(wasm: bytes, where: str) -> None:
+    p = Plugin(wasm, fuel=100_000)
+    with pytest.raises(OutOfFuel, match=f"{where}.*ran out of fuel"):
+        p.call("run")
+
+
+@pytest.mark.parametrize(("wasm", "where"), [(START_SPIN, "start function"), (INIT_SPIN, "initialisation")])
+def test_a_looping_start_or_initialise_meets_the_call_timeout(wasm: bytes, where: str) -> None:
+    p = Plugin(wasm, timeout_ms=50)
+    with pytest.raises(PluginTimeout, match=f"{where}.*timeout"):
+        p.call("run")
+
+
+def test_initialisation_has_limits_of_its_own() -> None:
+    p = Plugin(INIT_SPIN, fuel=10**9, init_fuel=100_000)
+    with pytest.raises(OutOfFuel, match="initialisation"):
+        p.call("run")
+    q = Plugin(INIT_SPIN, timeout_ms=60_000, init_timeout_ms=30)
+    with pytest.raises(PluginTimeout, match="initialisation"):
+        q.call("run")
+    # the call's own limits are in force again after a successful initialisation
+    ok = Plugin(KITCHEN, fuel=50_000, init_fuel=10**9)
+    with pytest.raises(OutOfFuel, match="^plugin ran out of fuel$"):
+        ok.call("spin")
+    assert ok.call("echo", "x") == b"x"
