@@ -66,6 +66,20 @@ def decode_frame(data: bytes, width: int, height: int) -> np.ndarray | None:
     )
 
 
+#: Bytes a Matricks ``update`` output may take per pixel: ``[255, 255, 255, 255], `` is 22, and some room is left
+#: for other spacing. The cap bounds the host's decoding work by the display's size (see :func:`max_output_bytes`).
+MATRICKS_BYTES_PER_PIXEL = 32
+
+
+def max_output_bytes(kind: str, width: int, height: int) -> int:
+    """The largest output a plugin of ``kind`` may return on a ``width``×``height`` display: a ``frame`` is at most
+    W×H×4 bytes, a Matricks ``update`` about 32 bytes a pixel; anything larger is refused before it is read."""
+    pixels = width * height
+    if kind == "matricks":
+        return pixels * MATRICKS_BYTES_PER_PIXEL + height * 16 + 1024
+    return pixels * 4
+
+
 def decode_matricks(data: bytes, width: int, height: int) -> np.ndarray | None:
     """Decode a Matricks ``update`` output (JSON rows of BGRA pixels) into H×W×3 RGB; ``None`` means done.
 
@@ -78,6 +92,8 @@ def decode_matricks(data: bytes, width: int, height: int) -> np.ndarray | None:
         rows = json.loads(data, parse_float=_not_an_integer, parse_constant=_not_an_integer)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FrameError(f"update returned invalid JSON: {exc}") from None
+    except RecursionError:  # thousands of nested arrays: no frame is nested deeper than 3
+        raise FrameError("update returned JSON nested too deeply; expected rows of BGRA pixels") from None
     except _NotAnInteger as exc:
         raise FrameError(f"update returned the pixel value {exc}; {_PIXEL_VALUES}") from None
     if rows is None:

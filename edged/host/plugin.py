@@ -22,7 +22,7 @@ from ..runtime import CompiledPlugin, Manifest, ModuleCache, Plugin, default_cac
 from ..runtime._manifest import EdgedBlock, WasmPath, read_module
 from ..runtime._plugin import _resolve
 from .capabilities import Capabilities, DevicePolicy
-from .frames import Tick, decode_frame, decode_matricks
+from .frames import Tick, decode_frame, decode_matricks, max_output_bytes
 from .functions import (
     EVENTS_PER_DELIVERY,
     DeviceIO,
@@ -42,6 +42,8 @@ log = logging.getLogger("edged.host")
 #: Wall-clock limit on creating an instance (start functions, initialisation, Matricks ``setup``) when the caller
 #: gives none: no plugin code on a device ever runs without a limit.
 DEFAULT_INIT_TIMEOUT_MS = 1000
+#: Output cap for calls whose output the host does not draw (a sensor's tick, on_gpio, a service's calls).
+OTHER_OUTPUT_CAP = 1 << 20
 
 
 def detect_kind(exports: set[str], declared: str | None) -> Kind:
@@ -145,7 +147,10 @@ class DevicePlugin:
             logger=self.logger,
             init_fuel=init_fuel,
             init_timeout_ms=init_timeout_ms,
+            max_output_bytes=OTHER_OUTPUT_CAP,
         )
+        #: a frame's output is checked against the display before it is read (see max_output_bytes)
+        self._frame_cap = max_output_bytes(self.kind, display.width, display.height) if display else OTHER_OUTPUT_CAP
         self._setup_done = False
         self._budget: int | None = None
         self._spent = 0
@@ -241,8 +246,8 @@ class DevicePlugin:
             if self.kind == "matricks":
                 if not self._setup_done:
                     self.setup()
-                return decode_matricks(self._call("update", b""), w, h)
-            return decode_frame(self._call("frame", tick.pack()), w, h)
+                return decode_matricks(self._call("update", b"", self._frame_cap), w, h)
+            return decode_frame(self._call("frame", tick.pack(), self._frame_cap), w, h)
 
     def tick(self, tick: Tick) -> bytes:
         """A sensor plugin's periodic ``tick`` (after delivering pending GPIO events)."""
@@ -262,7 +267,8 @@ class DevicePlugin:
             self.plugin.fuel = self._budget
             self._budget = None
 
-    def _call(self, name: str, data: bytes) -> bytes:
+    def _call(self, name: str, data: bytes, output_cap: int = OTHER_OUTPUT_CAP) -> bytes:
+        self.plugin.max_output_bytes = output_cap
         budget = self._budget
         if budget is not None:
             left = budget - self._spent

@@ -89,3 +89,69 @@ def test_arbitrary_bytes_never_crash_the_decoders(data: bytes) -> None:
 def test_rgba_composites_over_black() -> None:
     f = np.array([[[200, 100, 50, 255], [200, 100, 50, 0], [200, 100, 50, 128]]], dtype=np.uint8)
     assert to_rgb(f).tolist() == [[[200, 100, 50], [0, 0, 0], [100, 50, 25]]]
+
+
+# --- hostile Matricks output (issue 10, points 4 and 6) -------------------------------------------------------
+
+
+def test_deeply_nested_matricks_output_is_a_frame_error_not_a_recursion_error() -> None:
+    with pytest.raises(FrameError, match="nested too deeply"):
+        decode_matricks(b"[" * 100_000, 16, 16)
+
+
+def _matricks_plugin(body: str) -> bytes:
+    from tests.conftest import wat
+
+    return wat(
+        """(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (memory (export "memory") 1)
+  (func (export "update") (result i32) (local $h i64) (local $i i64) """
+        + body
+        + " (i32.const 0)))"
+    )
+
+
+#: "[" × 100,000 as the output of update
+BRACKETS = _matricks_plugin(
+    """(local.set $h (call $alloc (i64.const 100000)))
+  (block $d (loop $l (br_if $d (i64.ge_u (local.get $i) (i64.const 100000)))
+    (call $store_u8 (i64.add (local.get $h) (local.get $i)) (i32.const 91))
+    (local.set $i (i64.add (local.get $i) (i64.const 1))) (br $l)))
+  (call $output_set (local.get $h) (i64.const 100000))"""
+)
+
+#: 4 MiB of output (zeros: whitespace would decode as slowly) from a 16×16 Matricks plugin
+HUGE = _matricks_plugin(
+    "(local.set $h (call $alloc (i64.const 4194304))) (call $output_set (local.get $h) (i64.const 4194304))"
+)
+
+
+def _device(wasm: bytes, size: int = 16):
+    from edged.host.functions import DisplayInfo
+    from edged.host.plugin import DevicePlugin
+
+    manifest = {
+        "wasm": [{"data": wasm}],
+        "edged": {"name": "hostile", "kind": "matricks", "capabilities": {"led": True}},
+    }
+    return DevicePlugin(manifest, display=DisplayInfo(size, size, fps=60), fuel=50_000_000, timeout_ms=2000)
+
+
+def test_a_matricks_plugin_returning_nested_brackets_gets_a_frame_error() -> None:
+    # on 64×64 the output cap (about 130 kB) lets the 100 kB through to the decoder
+    with _device(BRACKETS, 64) as dp, pytest.raises(FrameError, match="nested too deeply"):
+        dp.frame(Tick(0, 0, 16_667, 64, 64, True))
+
+
+def test_an_output_far_larger_than_the_display_is_refused_before_it_is_read() -> None:
+    from edged.errors import OutputTooLarge
+    from edged.host.frames import max_output_bytes
+
+    cap = max_output_bytes("matricks", 16, 16)
+    assert cap < 16 * 1024  # a 16×16 frame's JSON, with room for spacing
+    with _device(HUGE) as dp, pytest.raises(OutputTooLarge, match=f"limit of {cap} bytes"):
+        dp.frame(Tick(0, 0, 16_667, 16, 16, True))
+    assert max_output_bytes("animation", 16, 16) == 16 * 16 * 4
