@@ -7,6 +7,7 @@ before touching hardware.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -89,8 +90,12 @@ class DevicePolicy(BaseModel):
     wasi: bool = False
     http: bool = False
     led: bool = True
+    #: host directories plugins with WASI may open, each mapped to its guest path; ``ro:`` before the host path
+    #: makes it read-only. A manifest's ``allowed_paths`` only asks: each entry must be one of these, so the device
+    #: decides file access, never the plugin. Empty (the default): no plugin touches the host's files.
+    allowed_paths: dict[str, str] = Field(default_factory=dict)
     #: the grant for plugins without an ``edged`` block (released Matricks plugins): drawing, and WASI for
-    #: clocks and random numbers (no files: without a manifest there are no allowed_paths)
+    #: clocks and random numbers. WASI alone opens no file: files need ``allowed_paths`` above, as for any plugin
     legacy: Capabilities = Field(default_factory=lambda: Capabilities(led=True, wasi=True))
 
     _check = field_validator("gpio_read", "gpio_write", "gpio_pwm", "gpio_events", "reserved_pins")(
@@ -126,9 +131,36 @@ class DevicePolicy(BaseModel):
             out.append("http")
         return out
 
+    def paths(self, requested: dict[str, str] | None, plugin: str = "plugin") -> dict[str, str] | None:
+        """The WASI preopens for a manifest's ``allowed_paths``: each entry must name a directory this device offers
+        (compared after resolving ``..`` and symlinks), under the same guest path, and may be read-write only if the
+        device offers it so. Raises :class:`CapabilityDenied` naming every entry that is not offered."""
+        if not requested:
+            return None
+        offered = {_real(host): (guest, host.startswith("ro:")) for host, guest in self.allowed_paths.items()}
+        granted: dict[str, str] = {}
+        excess: list[str] = []
+        for host, guest in requested.items():
+            real = _real(host)
+            offer = offered.get(real)
+            if offer is None or offer[0] != guest:
+                excess.append(f"files {host} as {guest} (not offered by the device's allowed_paths)")
+            elif offer[1] and not host.startswith("ro:"):
+                excess.append(f"files {host} as {guest} read-write (the device offers it read-only)")
+            else:
+                granted[("ro:" if offer[1] else "") + real] = guest
+        if excess:
+            raise CapabilityDenied(f"{plugin}: the device policy does not allow: {', '.join(excess)}")
+        return granted
+
     def grant(self, caps: Capabilities, plugin: str = "plugin") -> Capabilities:
         """Return the grant for ``caps``, or raise :class:`CapabilityDenied` naming every excess."""
         excess = self.excess(caps)
         if excess:
             raise CapabilityDenied(f"{plugin}: the device policy does not allow: {', '.join(excess)}")
         return caps
+
+
+def _real(host: str) -> str:
+    """A host directory as the device compares it: without ``ro:``, absolute, ``..`` and symlinks resolved."""
+    return os.path.realpath(host.removeprefix("ro:"))

@@ -114,8 +114,9 @@ class DevicePlugin:
             self.grant = legacy_grant if legacy_grant is not None else policy.legacy
         if not self.grant.http:
             manifest = manifest.model_copy(update={"allowed_hosts": None})
-        if not self.grant.wasi:
-            manifest = manifest.model_copy(update={"allowed_paths": None})
+        # file access is the device's to give: the manifest's allowed_paths only ask for what the policy offers
+        paths = policy.paths(manifest.allowed_paths, self.name) if self.grant.wasi else None
+        manifest = manifest.model_copy(update={"allowed_paths": paths})
         if base_dir is not None:  # make relative wasm paths absolute before the manifest leaves its directory
             manifest = manifest.model_copy(update={"wasm": [_absolute(w, base_dir) for w in manifest.wasm]})
         cache = cache if cache is not None else default_cache()

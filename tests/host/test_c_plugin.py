@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -254,3 +255,48 @@ def test_json_host_functions_from_c_need_their_capability_to_load(
         caps[drop] = []
     with pytest.raises(CapabilityDenied, match=f"{function}.*'{capability}'"):
         load_json(built_plugin, board, caps)
+
+
+# --- file access is the device's decision, never the plugin's (issue 10, point 3) ------------------------------
+
+
+def _wasi_device(built_plugin: Any, paths: dict[str, str], policy: DevicePolicy, edged: bool) -> DevicePlugin:
+    manifest: dict[str, Any] = {"wasm": [{"path": str(built_plugin("wasi_files"))}], "allowed_paths": paths}
+    if edged:
+        manifest["edged"] = {"name": "files", "kind": "service", "capabilities": {"wasi": True}}
+    return DevicePlugin(manifest, policy=policy)
+
+
+@pytest.mark.parametrize("device_wasi", [False, True])
+@pytest.mark.parametrize("edged", [False, True])
+def test_a_manifest_cannot_open_host_folders_the_device_does_not_offer(
+    built_plugin: Any, tmp_path: Path, device_wasi: bool, edged: bool
+) -> None:
+    (tmp_path / "secret.txt").write_text("the device's secret")
+    policy = DevicePolicy(wasi=device_wasi)
+    if edged and not device_wasi:
+        with pytest.raises(CapabilityDenied, match="wasi"):
+            _wasi_device(built_plugin, {str(tmp_path): "/data"}, policy, edged)
+    else:  # a manifest without an edged block gets the legacy grant, WASI included: still no files
+        with pytest.raises(CapabilityDenied, match=r"not offered by the device's allowed_paths"):
+            _wasi_device(built_plugin, {str(tmp_path): "/data"}, policy, edged)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt"]
+
+
+def test_the_device_offers_folders_and_decides_read_only(built_plugin: Any, tmp_path: Path) -> None:
+    data, fonts = tmp_path / "data", tmp_path / "fonts"
+    data.mkdir()
+    fonts.mkdir()
+    (fonts / "f.txt").write_text("font")
+    policy = DevicePolicy(wasi=True, allowed_paths={str(data): "/data", f"ro:{fonts}": "/fonts"})
+    dp = _wasi_device(built_plugin, {str(data): "/data", f"ro:{fonts}": "/fonts"}, policy, edged=True)
+    dp.plugin.call("write_file", "/data/out.txt\nhello")
+    assert (data / "out.txt").read_text() == "hello"
+    assert dp.plugin.call("read_file", "/fonts/f.txt") == b"font"
+    # asking for more than the device offers is refused as a whole, naming each excess
+    with pytest.raises(CapabilityDenied, match="read-write .*read-only"):
+        _wasi_device(built_plugin, {str(fonts): "/fonts"}, policy, edged=True)
+    with pytest.raises(CapabilityDenied, match="not offered"):
+        _wasi_device(built_plugin, {str(data): "/elsewhere"}, policy, edged=True)
+    with pytest.raises(CapabilityDenied, match="not offered"):  # ".." does not reach a parent the device did not offer
+        _wasi_device(built_plugin, {str(data / ".."): "/data"}, policy, edged=True)
