@@ -224,7 +224,7 @@ class Daemon:
                 display=info,
                 config={**entry.config, **extra},
                 name=name,
-                default_max_pages=self.config.daemon.plugin_memory_mb * 16,  # 64 KiB pages
+                memory_budget=self.config.daemon.plugin_memory_mb << 20,
             )
         except (EdgedError, OSError, ValueError) as exc:
             self._problem(where, f"plugin '{name}' not loaded: {exc}")

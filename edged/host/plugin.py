@@ -17,8 +17,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import CapabilityDenied, OutOfFuel, PluginError, PluginTimeout
-from ..runtime import CompiledPlugin, Manifest, ModuleCache, Plugin, default_cache
+from ..errors import CapabilityDenied, OutOfFuel, PluginError, PluginLoadError, PluginTimeout
+from ..runtime import (
+    DEFAULT_MAX_HTTP_RESPONSE_BYTES,
+    DEFAULT_MAX_VAR_BYTES,
+    PAGE,
+    CompiledPlugin,
+    Manifest,
+    MemoryOptions,
+    ModuleCache,
+    Plugin,
+    default_cache,
+)
 from ..runtime._manifest import EdgedBlock, WasmPath, read_module
 from ..runtime._plugin import _resolve
 from .capabilities import Capabilities, DevicePolicy
@@ -44,6 +54,34 @@ log = logging.getLogger("edged.host")
 DEFAULT_INIT_TIMEOUT_MS = 1000
 #: Output cap for calls whose output the host does not draw (a sensor's tick, on_gpio, a service's calls).
 OTHER_OUTPUT_CAP = 1 << 20
+#: Memory one plugin may hold in all when the device says nothing else (the daemon's ``plugin_memory_mb``).
+DEFAULT_MEMORY_BUDGET = 64 << 20
+_MIB = 1 << 20
+
+
+def memory_plan(budget: int, memory: MemoryOptions, frame_cap: int, name: str) -> tuple[MemoryOptions, int]:
+    """Split one plugin's memory ``budget`` (bytes) between the kernel and the plugin's own memories.
+
+    Everything a plugin can make the host hold counts: its linear memories (the manifest's ``max_pages`` is only a
+    wish, never above the device's budget), the kernel's memory (its blocks, input, output, config and vars) and
+    HTTP responses. Returns the manifest's ``memory`` block as the device enforces it, and the kernel's limit.
+    Tables are bounded by the runtime itself (a few MiB at most).
+    """
+    var_bytes = min(memory.max_var_bytes if memory.max_var_bytes is not None else DEFAULT_MAX_VAR_BYTES, budget // 8)
+    kernel = _MIB + var_bytes + max(2 * _MIB, 4 * frame_cap)  # the kernel's own MiB, vars, room for blocks
+    http = min(memory.max_http_response_bytes or DEFAULT_MAX_HTTP_RESPONSE_BYTES, kernel - _MIB - var_bytes)
+    pages = (budget - kernel) // PAGE
+    if pages < 1:
+        raise PluginLoadError(
+            f"{name}: the device's memory budget of {budget / _MIB:g} MiB is too small for this plugin "
+            f"(the kernel alone needs {kernel / _MIB:.1f} MiB); raise plugin_memory_mb"
+        )
+    if memory.max_pages is not None:
+        pages = min(pages, memory.max_pages)
+    limited = memory.model_copy(
+        update={"max_pages": pages, "max_var_bytes": var_bytes, "max_http_response_bytes": http}
+    )
+    return limited, kernel
 
 
 def detect_kind(exports: set[str], declared: str | None) -> Kind:
@@ -77,7 +115,8 @@ class DevicePlugin:
     without an ``edged`` block (a released Matricks plugin, say) gets ``policy.legacy``. ``display`` sets the
     Matricks config keys (``width``, ``height``, ``target_fps``, ``serpentine``, ``brightness``); ``config`` is
     merged over the manifest's and those. ``legacy_grant`` overrides the policy's grant for plugins without an
-    ``edged`` block. ``default_max_pages`` caps the memory of plugins whose manifest sets no ``max_pages``.
+    ``edged`` block. ``memory_budget`` (bytes) caps everything the plugin can make the host hold (see
+    :func:`memory_plan`), whatever its manifest says.
     """
 
     def __init__(
@@ -94,15 +133,11 @@ class DevicePlugin:
         legacy_grant: Capabilities | None = None,
         cache: ModuleCache | None = None,
         name: str | None = None,
-        default_max_pages: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
         init_fuel: int | None = None,
         init_timeout_ms: int = DEFAULT_INIT_TIMEOUT_MS,
     ) -> None:
         manifest, base_dir = _resolve(source)
-        if default_max_pages is not None and manifest.memory.max_pages is None:
-            # the device's memory cap for plugins whose manifest sets none (a memory bomb must not take the Pi)
-            memory = manifest.memory.model_copy(update={"max_pages": default_max_pages})
-            manifest = manifest.model_copy(update={"memory": memory})
         policy = policy or DevicePolicy()
         edged = manifest.edged
         self.name = name or (edged.name if edged else _default_name(manifest))
@@ -133,6 +168,10 @@ class DevicePlugin:
             )
         check_imports(imports, self.grant, self.name)
 
+        self._frame_cap = max_output_bytes(self.kind, display.width, display.height) if display else OTHER_OUTPUT_CAP
+        memory, kernel_limit = memory_plan(memory_budget, manifest.memory, self._frame_cap, self.name)
+        manifest = manifest.model_copy(update={"memory": memory})
+
         self.logger = logging.getLogger(f"edged.plugin.{self.name}")
         self.display = display
         self.ctx = HostContext(self.name, self.grant, io, values or SharedValues(), display, self.logger)
@@ -149,9 +188,8 @@ class DevicePlugin:
             init_fuel=init_fuel,
             init_timeout_ms=init_timeout_ms,
             max_output_bytes=OTHER_OUTPUT_CAP,
+            kernel_memory_limit=kernel_limit,
         )
-        #: a frame's output is checked against the display before it is read (see max_output_bytes)
-        self._frame_cap = max_output_bytes(self.kind, display.width, display.height) if display else OTHER_OUTPUT_CAP
         self._setup_done = False
         self._budget: int | None = None
         self._spent = 0

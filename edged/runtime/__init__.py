@@ -21,11 +21,16 @@ from ..errors import (
     PluginTrap,
 )
 from ._cache import ModuleCache, default_cache, default_cache_dir
+from ._env import DEFAULT_MAX_HTTP_RESPONSE_BYTES, DEFAULT_MAX_VAR_BYTES
 from ._host_fn import CurrentPlugin, HostFunction, Json, host_fn
+from ._layout import PAGE
 from ._manifest import EdgedBlock, Manifest, MemoryOptions, WasmData, WasmPath, WasmUrl, parse_manifest
 from ._plugin import CompiledPlugin, Plugin
 
 __all__ = [
+    "DEFAULT_MAX_HTTP_RESPONSE_BYTES",
+    "DEFAULT_MAX_VAR_BYTES",
+    "PAGE",
     "CompiledPlugin",
     "CurrentPlugin",
     "EdgedBlock",

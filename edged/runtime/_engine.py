@@ -33,12 +33,16 @@ def _config(metered: bool) -> wasmtime.Config:
     # one core for compiling: on a 2- or 4-core Pi, a parallel compile of a new plugin would take every core from
     # the frame threads (measured in bench/frame_timing); the AOT cache makes compiles rare anyway
     cfg.parallel_compilation = False
+    # Proposals whose allocations no memory limit of the store can count: the GC heap (wasm GC structs and arrays)
+    # and shared memories; plugins of every PDK are built without them
+    cfg.wasm_gc = False
+    cfg.wasm_threads = False
     return cfg
 
 
 #: Describes the metered engine's configuration in AOT cache keys: a module compiled with other settings will not load.
-ENGINE_FINGERPRINT = "fuel=1;epoch=1;may_move=0;opt=speed"
-UNMETERED_FINGERPRINT = "fuel=0;epoch=1;may_move=0;opt=speed"
+ENGINE_FINGERPRINT = "fuel=1;epoch=1;may_move=0;opt=speed;gc=0;threads=0"
+UNMETERED_FINGERPRINT = "fuel=0;epoch=1;may_move=0;opt=speed;gc=0;threads=0"
 
 
 class EpochTicker:

@@ -8,7 +8,7 @@ from typing import Any
 
 import wasmtime
 
-from ..errors import OutputTooLarge, PluginError
+from ..errors import OutOfMemory, OutputTooLarge, PluginError
 from . import _layout as L
 from ._rawcall import exports_at, raw_caller
 
@@ -79,16 +79,19 @@ class Kernel:
         instance: wasmtime.Instance,
         config: dict[str, str],
         log_level: int,
-        memory_limit: int | None = None,
         indices: dict[str, int] | None = None,
         kernel_vars: tuple[dict[bytes, bytes], int] | None = None,
+        kernel_limit: int | None = None,
     ) -> None:
         global _constants
         self._store = store
         self._instance = instance
         self._indices = indices
         self._funcs: dict[str, Any] = {}
-        self._memory_limit = memory_limit
+        #: the store's limits (``Store.set_limits`` arguments) once the plugin has set them
+        self.store_limits: dict[str, int] | None = None
+        #: the most bytes this kernel's memory may hold (input, blocks, config, vars), or None
+        self.kernel_limit = kernel_limit
         first = _constants is None
         ex: Any = self._fetch(["memory", "edged_ctl", "edged_init"] if first else ["memory"])
         self.memory: wasmtime.Memory = ex["memory"]
@@ -104,6 +107,8 @@ class Kernel:
         if fields[L.ABI_FIELD] != L.ABI_VERSION:
             raise PluginError(f"kernel ABI {fields[L.ABI_FIELD]} does not match the host's {L.ABI_VERSION}")
         self.size = self.memory.data_len(store)
+        if kernel_limit is not None:
+            _U64.pack_into(self.ctl, L.KERNEL_MEMORY_LIMIT, kernel_limit)
 
         if config:  # the config table sits below the heap and survives every reset
             table = encode_config(config)
@@ -183,18 +188,20 @@ class Kernel:
         self.size = self.memory.data_len(self._store)
         if end <= self.size:
             return
+        if self.kernel_limit is not None and end > self.kernel_limit:
+            raise OutOfMemory(f"oom: the kernel's memory would need {end} bytes, over its limit of {self.kernel_limit}")
         pages = (end - self.size + L.PAGE - 1) // L.PAGE
         try:
             self.memory.grow(self._store, pages)
         except wasmtime.WasmtimeError:
-            limits = self._memory_limit
+            limits = self.store_limits
             if limits is None:
                 raise PluginError(f"oom: cannot grow kernel memory to {end} bytes") from None
-            self._store.set_limits(memory_size=-1)
+            self._store.set_limits(**{**limits, "memory_size": -1})
             try:
                 self.memory.grow(self._store, pages)
             finally:
-                self._store.set_limits(memory_size=limits)
+                self._store.set_limits(**limits)
         self.size = self.memory.data_len(self._store)
 
     def reserve(self, size: int) -> None:

@@ -16,10 +16,11 @@ ALIGN = 8
 
 #: Control block ``ctl_t``: heap_start, heap_top, input_offset, input_length, output_offset, output_length,
 #: error, config_offset, free_blocks (u64 each), log_level (i32), abi_version (u32); then (ABI 2) vars_offset,
-#: vars_capacity, vars_used, var_bytes, max_var_bytes (u64 each), host_error (u32), reserved (u32).
-CTL = struct.Struct("<QQQQQQQQQiIQQQQQII")
+#: vars_capacity, vars_used, var_bytes, max_var_bytes (u64 each), host_error (u32), reserved (u32); then (ABI 3)
+#: memory_limit (u64).
+CTL = struct.Struct("<QQQQQQQQQiIQQQQQIIQ")
 CTL_SIZE = CTL.size
-ABI_VERSION = 2
+ABI_VERSION = 3
 #: the ABI version's position in the unpacked control block
 ABI_FIELD = 10
 
@@ -38,6 +39,8 @@ ABI_FIELD = 10
 LOG_LEVEL = 72
 VARS_OFFSET, VARS_CAPACITY, VARS_USED, VAR_BYTES, MAX_VAR_BYTES = (80 + 8 * i for i in range(5))
 HOST_ERROR = 120
+#: (ABI 3) how far the kernel may grow its memory for blocks; 0 means no limit of its own
+KERNEL_MEMORY_LIMIT = 128
 
 #: what the kernel's deliberate traps mean (``host_error``), with Extism's messages
 HOST_ERRORS = {1: "Vars are disabled by this host", 2: "Variable store is full"}

@@ -30,6 +30,7 @@ from ._host_fn import HostFunction
 from ._kernel import HOST_EXPORTS, KERNEL_EXPORTS, Kernel
 from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_manifest, read_module
 from ._rawcall import define_func, define_raw_func, export_indices, exports_at, no_arg_caller, value_kinds
+from ._sections import defined_memories_and_tables
 
 ENV_MODULE = "extism:host/env"
 USER_MODULE = "extism:host/user"
@@ -47,11 +48,20 @@ KERNEL_RESERVE_UNDER_LIMIT = 64 * 1024 * 1024
 #: Default cap on a call's output, so a runaway plugin cannot exhaust host memory through its output.
 DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 
+#: Tables a plugin's modules may define in all, and elements each table may hold (a function table of a real
+#: plugin has hundreds): with memories, everything a plugin can grow is bounded.
+MAX_TABLES = 8
+MAX_TABLE_ELEMENTS = 1 << 16
+
 _KINDS = {str(wasmtime.ValType.i32()): "i32", str(wasmtime.ValType.i64()): "i64"}
 _KINDS |= {str(wasmtime.ValType.f32()): "f32", str(wasmtime.ValType.f64()): "f64"}
 _ENV_SIGS = {**KERNEL_EXPORTS, **ENV_HOST_FUNCTIONS}
 
 _kernel_modules: dict[int, wasmtime.Module] = {}
+#: tables the kernel module defines (counted in every store's limits)
+_KERNEL_TABLES = defined_memories_and_tables(
+    resources.files("edged.runtime").joinpath("kernel/kernel.wasm").read_bytes()
+)[1]
 _kernel_indices: dict[str, int] = {}
 
 
@@ -148,8 +158,16 @@ class CompiledPlugin:
         self.functions = list(functions or ())
         cache = cache if cache is not None else default_cache()
         self.modules: dict[str, wasmtime.Module] = {}
+        #: memories and tables the plugin's modules define, all of which the store's limits must cover
+        self.memories = self.tables = 0
         for name, src in self.manifest.modules():
-            self.modules[name] = cache.load(read_module(src, base_dir, allow_urls), self.engine)
+            wasm = read_module(src, base_dir, allow_urls)
+            self.modules[name] = cache.load(wasm, self.engine)
+            memories, tables = defined_memories_and_tables(wasm)
+            self.memories += memories
+            self.tables += tables
+        if self.tables > MAX_TABLES:
+            raise PluginLoadError(f"the plugin's modules define {self.tables} tables; at most {MAX_TABLES} are allowed")
         self.main = self.modules["main"]
         if self.manifest.edged:
             self.name = self.manifest.edged.name
@@ -288,6 +306,7 @@ class Plugin:
         cache: ModuleCache | None = None,
         init_fuel: int | None = None,
         init_timeout_ms: int | None = None,
+        kernel_memory_limit: int | None = None,
     ) -> None:
         if isinstance(plugin, CompiledPlugin):
             given = [n for n, v in (("wasi", wasi), ("functions", functions), ("allow_urls", allow_urls)) if v]
@@ -318,7 +337,12 @@ class Plugin:
         if init_timeout_ms is not None and init_timeout_ms <= 0:
             raise ValueError("init_timeout_ms must be positive")
         self.max_output_bytes = max_output_bytes
-        self.memory_limit = m.memory.max_pages * L.PAGE if m.memory.max_pages else None
+        #: max_pages is a budget across every memory the plugin's modules define: each may grow to its share
+        self.memory_limit = (
+            m.memory.max_pages // max(self.compiled.memories, 1) * L.PAGE if m.memory.max_pages else None
+        )
+        #: the most bytes the kernel's memory may hold for this plugin (blocks, input, config, vars), or None
+        self.kernel_memory_limit = kernel_memory_limit
         self.logger = logger or logging.getLogger(f"edged.plugin.{self.name}")
         self._inst: _Instance | None = None
         # Host callbacks live in a global table until wasmtime drops them with the store, and the store lives as
@@ -437,15 +461,26 @@ class Plugin:
             kinst,
             self.config,
             extism_log_level(self.logger),
-            self.memory_limit,
             compiled.kernel_indices,
             (self.env.vars, self.env.max_var_bytes) if self._kernel_vars else None,
+            self.kernel_memory_limit,
         )
         if self.memory_limit is not None:
             # wasmtime's store limit applies to every memory, but max_pages is meant for the plugin's alone:
             # give the kernel its room first (untouched pages cost address space only), then set the limit.
-            kernel.reserve(KERNEL_RESERVE_UNDER_LIMIT)
-            store.set_limits(memory_size=self.memory_limit)
+            reserve = KERNEL_RESERVE_UNDER_LIMIT
+            if self.kernel_memory_limit is not None:
+                reserve = min(reserve, self.kernel_memory_limit)
+            kernel.reserve(reserve)
+        # one memory per module that defines one (plus the kernel's), the tables they declare, each bounded
+        kernel.store_limits = {
+            "memory_size": self.memory_limit if self.memory_limit is not None else -1,
+            "table_elements": MAX_TABLE_ELEMENTS,
+            "tables": _KERNEL_TABLES + compiled.tables,
+            "memories": 1 + compiled.memories,
+            "instances": 1 + len(compiled.modules),
+        }
+        store.set_limits(**kernel.store_limits)
         linker = wasmtime.Linker(engine)
         wanted = compiled.imports  # link only what the modules import: defining costs more than calling
         if compiled.links_kernel:  # one call links every kernel function (its other exports are never imported)

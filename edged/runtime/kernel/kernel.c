@@ -51,12 +51,15 @@ typedef struct {
     uint64_t max_var_bytes; /* Extism's memory.max_var_bytes; 0 disables vars */
     uint32_t host_error;    /* set before a deliberate trap: 1 vars disabled, 2 var store full */
     uint32_t reserved;
+    /* ABI 3: the most bytes of memory the kernel may grow to for the plugin's blocks (0: no limit of its own).
+     * The host sets it so that everything a plugin can make the kernel hold counts against the plugin's budget. */
+    uint64_t memory_limit;
 } ctl_t;
 
 #define VAR_OVERHEAD 48u
 
 extern unsigned char __heap_base;
-static ctl_t ctl = {.abi_version = 2, .log_level = 0x7fffffff};
+static ctl_t ctl = {.abi_version = 3, .log_level = 0x7fffffff};
 
 EXPORT(edged_ctl) ctl_t *edged_ctl_ptr(void) { return &ctl; }
 
@@ -96,6 +99,7 @@ static header_t *active_block(uint64_t h) {
 static int ensure_memory(uint64_t end) {
     uint64_t size = mem_size();
     if (end <= size) return 1;
+    if (ctl.memory_limit && end > ctl.memory_limit) return 0;
     uint64_t pages = (end - size + PAGE - 1) / PAGE;
     return __builtin_wasm_memory_grow(0, (uintptr_t)pages) != (uintptr_t)-1;
 }

@@ -1,0 +1,34 @@
+"""What a validated wasm module defines itself, read from its binary sections (wasmtime-py does not expose it)."""
+
+from __future__ import annotations
+
+_TABLE_SECTION = 4
+_MEMORY_SECTION = 5
+
+
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def defined_memories_and_tables(wasm: bytes) -> tuple[int, int]:
+    """``(memories, tables)`` the module defines (imports not counted). Call only on a module wasmtime accepted."""
+    if wasm[:4] != b"\0asm":
+        return 0, 0
+    memories = tables = 0
+    pos = 8
+    while pos < len(wasm):
+        section = wasm[pos]
+        size, pos = _uleb(wasm, pos + 1)
+        if section == _TABLE_SECTION:
+            tables = _uleb(wasm, pos)[0]
+        elif section == _MEMORY_SECTION:
+            memories = _uleb(wasm, pos)[0]
+        pos += size
+    return memories, tables
