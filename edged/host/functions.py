@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import CapabilityDenied, HardwareError, PluginError
-from ..runtime import HostFunction
+from ..runtime import HostFunction, LogLimiter
 from ..runtime._host_fn import CurrentPlugin
 from .capabilities import Capabilities
 
@@ -113,6 +113,8 @@ class HostContext:
     #: pins the plugin watches, with the edges it wants (1 rising, 2 falling, 3 both)
     watched: dict[int, int] = field(default_factory=dict)
     _events_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: the Matricks log functions go through the same sanitising and rate limit as the Extism ones
+    log_limiter: LogLimiter | None = field(default=None, repr=False)
 
     def queue_event(self, event: GpioEvent) -> None:
         """Queue an edge event (from any thread); a full queue drops its oldest event and counts it."""
@@ -305,8 +307,9 @@ def _value_get(ctx: HostContext, cur: CurrentPlugin, key: int) -> int:
 
 def _matricks_log(level: int) -> Callable[..., None]:
     def log(ctx: HostContext, cur: CurrentPlugin, h: int) -> None:
-        msg = cur.read(h).decode("utf-8", errors="replace")
-        ctx.logger.log(level, msg)
+        if ctx.log_limiter is None:
+            ctx.log_limiter = LogLimiter(ctx.logger)
+        ctx.log_limiter.log(level, cur.read(h))
 
     return log
 

@@ -21,7 +21,7 @@ from ..errors import (
     PluginTrap,
 )
 from ._cache import ModuleCache, default_cache, default_cache_dir
-from ._env import DEFAULT_MAX_HTTP_RESPONSE_BYTES, DEFAULT_MAX_VAR_BYTES
+from ._env import DEFAULT_MAX_HTTP_RESPONSE_BYTES, DEFAULT_MAX_VAR_BYTES, LogLimiter, log_text
 from ._host_fn import CurrentPlugin, HostFunction, Json, host_fn
 from ._layout import PAGE
 from ._manifest import EdgedBlock, Manifest, MemoryOptions, WasmData, WasmPath, WasmUrl, parse_manifest
@@ -38,6 +38,7 @@ __all__ = [
     "HostFunction",
     "HostFunctionError",
     "Json",
+    "LogLimiter",
     "Manifest",
     "ManifestError",
     "MemoryOptions",
@@ -56,5 +57,6 @@ __all__ = [
     "default_cache",
     "default_cache_dir",
     "host_fn",
+    "log_text",
     "parse_manifest",
 ]

@@ -44,6 +44,58 @@ def extism_log_level(logger: logging.Logger) -> int:
     return 4
 
 
+#: The longest plugin log line kept; the rest is cut with a note of how much.
+MAX_LOG_LINE = 2000
+#: Plugin log lines per second a plugin may write before lines are dropped (with a count), and the burst allowed.
+LOG_LINES_PER_S = 50.0
+LOG_BURST = 200.0
+
+_ESCAPES = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+_ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def log_text(raw: bytes) -> str:
+    """A plugin's log message as one safe line: UTF-8 (invalid bytes replaced), control characters (newlines, ANSI
+    escapes) and line separators escaped, cut at :data:`MAX_LOG_LINE` characters. A plugin cannot start a line of
+    its own in the host's log, forge another logger's line or drive the terminal."""
+    text = raw.decode("utf-8", errors="replace").translate(_ESCAPES)
+    if len(text) > MAX_LOG_LINE:
+        text = f"{text[:MAX_LOG_LINE]}… ({len(text) - MAX_LOG_LINE} more characters)"
+    return text
+
+
+class LogLimiter:
+    """A token bucket on one plugin's log lines: at most :data:`LOG_LINES_PER_S` a second after a burst of
+    :data:`LOG_BURST`; dropped lines are counted and reported in the next line that passes."""
+
+    def __init__(self, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self._clock = clock
+        self._tokens = LOG_BURST
+        self._last = clock()
+        self.dropped = 0
+        self._reported = 0
+
+    def log(self, level: int, raw: bytes) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        now = self._clock()
+        self._tokens = min(LOG_BURST, self._tokens + (now - self._last) * LOG_LINES_PER_S)
+        self._last = now
+        if self._tokens < 1.0:
+            self.dropped += 1
+            return
+        self._tokens -= 1.0
+        if self.dropped != self._reported:
+            self.logger.warning(
+                "%d log lines of this plugin were dropped (more than %g a second)",
+                self.dropped - self._reported,
+                LOG_LINES_PER_S,
+            )
+            self._reported = self.dropped
+        self.logger.log(level, "%s", log_text(raw))
+
+
 class HostEnv:
     """Per-plugin state behind the Python-served env functions. It outlives instances: vars persist when a plugin
     is re-instantiated after a trap."""
@@ -67,6 +119,8 @@ class HostEnv:
         self._k = kernel_ref
         #: ``time.monotonic()`` by which the current call must end (set by the plugin around each call), or None
         self.deadline: float | None = None
+        #: every log line of the plugin (env log functions, WASI stdout/stderr) passes through this
+        self.log_limiter = LogLimiter(logger)
 
     # --- vars --------------------------------------------------------------------------------------------------
 
@@ -100,8 +154,7 @@ class HostEnv:
     def _log(self, level: int) -> Callable[[int], None]:
         def log(handle: int) -> None:
             msg = self._k().take(handle)
-            if self.logger.isEnabledFor(level):
-                self.logger.log(level, msg.decode("utf-8", errors="replace"))
+            self.log_limiter.log(level, msg)
 
         return log
 

@@ -31,6 +31,7 @@ from ._kernel import HOST_EXPORTS, KERNEL_EXPORTS, Kernel
 from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_manifest, read_module
 from ._rawcall import define_func, define_raw_func, export_indices, exports_at, no_arg_caller, value_kinds
 from ._sections import defined_memories_and_tables
+from ._wasi import WasiOutput
 
 ENV_MODULE = "extism:host/env"
 USER_MODULE = "extism:host/user"
@@ -258,12 +259,19 @@ class CompiledPlugin:
 class _Instance:
     """One store with its kernel and plugin instances. Discarded after a trap; the next call makes a new one."""
 
-    __slots__ = ("callers", "kernel", "memory", "store")
+    __slots__ = ("callers", "kernel", "memory", "store", "wasi_output")
 
-    def __init__(self, store: wasmtime.Store, kernel: Kernel, memory: wasmtime.Memory | None) -> None:
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        kernel: Kernel,
+        memory: wasmtime.Memory | None,
+        wasi_output: WasiOutput | None = None,
+    ) -> None:
         self.store = store
         self.kernel = kernel
         self.memory = memory
+        self.wasi_output = wasi_output
         self.callers: dict[str, Callable[[], int]] = {}
 
 
@@ -376,6 +384,9 @@ class Plugin:
         they survive into the next instance."""
         inst = self._inst
         self._inst = None
+        if inst is not None and inst.wasi_output is not None:
+            inst.wasi_output.drain()
+            inst.wasi_output.close()
         if inst is not None and self._kernel_vars:
             values = inst.kernel.read_vars()
             self.env.vars = values
@@ -428,7 +439,7 @@ class Plugin:
             return inst.kernel.read_vars()
         return dict(self.env.vars)
 
-    def _wasi_config(self) -> wasmtime.WasiConfig:
+    def _wasi_config(self) -> tuple[wasmtime.WasiConfig, WasiOutput]:
         cfg = wasmtime.WasiConfig()
         for host, guest in (self.compiled.manifest.allowed_paths or {}).items():
             writable = not host.startswith("ro:")
@@ -436,17 +447,7 @@ class Plugin:
             if not Path(path).is_dir():
                 raise PluginLoadError(f"allowed_paths: {path} is not a directory")
             cfg.preopen_dir(path, guest, writable)
-        out_logger = self.logger
-
-        def out(data: bytes) -> None:
-            out_logger.info(data.decode("utf-8", errors="replace").rstrip("\n"))
-
-        def err(data: bytes) -> None:
-            out_logger.warning(data.decode("utf-8", errors="replace").rstrip("\n"))
-
-        cfg.stdout_custom = out
-        cfg.stderr_custom = err
-        return cfg
+        return cfg, WasiOutput(cfg, self.env.log_limiter)
 
     def _instantiate(self) -> _Instance:
         compiled = self.compiled
@@ -510,10 +511,12 @@ class Plugin:
                     fn,
                     compiled._user_kinds[(hf.namespace, hf.name)],
                 )
+        wasi_output = None
         if compiled.wasi:
             linker.define_wasi()
-            store.set_wasi(self._wasi_config())
-        inst = _Instance(store, kernel, None)
+            cfg, wasi_output = self._wasi_config()
+            store.set_wasi(cfg)
+        inst = _Instance(store, kernel, None, wasi_output)
         self._inst = inst  # host functions called during init need it
         fuel = self.init_fuel if self.init_fuel is not None else self.fuel
         timeout = self.init_timeout_ms if self.init_timeout_ms is not None else self.timeout_ms
@@ -529,6 +532,8 @@ class Plugin:
             if timeout is not None:
                 TICKER.disarm()
                 self.env.deadline = None
+            if wasi_output is not None and self._inst is inst:
+                wasi_output.drain()
             if self._inst is inst:  # calls arm their own limits
                 store.set_epoch_deadline(UNLIMITED_TICKS)
                 if compiled.metered:
@@ -621,6 +626,8 @@ class Plugin:
                 store.set_epoch_deadline(UNLIMITED_TICKS)
             if fuel is not None:  # also after a failure: a budget report needs what the failed call burnt
                 self.last_fuel_used = fuel - store.get_fuel()
+            if inst.wasi_output is not None and self._inst is inst:
+                inst.wasi_output.drain()
         out_off, out_len, err = kernel.result()
         if err:
             msg = kernel.read(err).decode("utf-8", errors="replace")

@@ -90,3 +90,55 @@ def test_a_module_that_cannot_instantiate_exits_2(tmp_path: Path, capsys: pytest
     manifest.write_text(json.dumps({"wasm": [{"path": str(wasm)}], "allowed_paths": {"/nonexistent-dir": "/d"}}))
     assert main(["call", str(manifest), "echo", "--wasi", "--input", "x"]) == 2
     assert "allowed_paths: /nonexistent-dir is not a directory" in capsys.readouterr().err
+
+
+def test_a_wasi_call_that_opens_files_never_aborts_at_exit(built_plugin: object, tmp_path: Path) -> None:
+    """Issue 10, point 7 (and issue 14, point 2): WASI output went through Python callbacks run on wasmtime's I/O
+    threads; one entered while the interpreter shut down aborted the process (exit 134) in about one run in ten."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    (tmp_path / "in.txt").write_text("calibration")
+    manifest = tmp_path / "m.json"
+    wasm = built_plugin("wasi_files")  # type: ignore[operator]
+    manifest.write_text(json.dumps({"wasm": [{"path": str(wasm)}], "allowed_paths": {str(tmp_path): "/data"}}))
+    cmd = [sys.executable, "-m", "edged", "call", str(manifest), "read_file", "--input", "/data/in.txt", "--wasi"]
+
+    def once(_: int) -> tuple[int, bytes]:
+        r = subprocess.run(cmd, capture_output=True, timeout=120)
+        return r.returncode, r.stdout
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(once, range(24)))
+    assert results == [(0, b"calibration")] * 24
+
+
+def test_plugin_log_lines_cannot_forge_lines_or_drive_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from edged.runtime import log_text
+
+    forged = b"ok\nERROR edged.daemon: all plugins stopped\r\x1b[2J\x1b[31mred\x07 \xe2\x80\xa8 \xff"
+    line = log_text(forged)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\x07" not in line
+    assert "\u2028" not in line
+    assert line.startswith("ok\\nERROR edged.daemon: all plugins stopped\\r\\x1b[2J")
+    assert len(log_text(b"x" * 100_000)) < 2100
+
+
+def test_a_plugin_flooding_its_log_is_rate_limited_and_the_drops_counted(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from edged.runtime import LogLimiter
+    from edged.runtime._env import LOG_BURST, LOG_LINES_PER_S
+
+    now = [0.0]
+    logger = logging.getLogger("edged.plugin.flood")
+    limiter = LogLimiter(logger, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="edged.plugin.flood"):
+        for i in range(10_000):  # all at one instant: the burst passes, the rest is dropped
+            limiter.log(logging.INFO, f"line {i}".encode())
+        assert len(caplog.records) == LOG_BURST and limiter.dropped == 10_000 - LOG_BURST
+        now[0] = 1.0  # a second later the rate has refilled; the next line reports the drops first
+        limiter.log(logging.INFO, b"after")
+    assert [r.getMessage() for r in caplog.records[-2:]] == [
+        f"{10_000 - int(LOG_BURST)} log lines of this plugin were dropped (more than {LOG_LINES_PER_S:g} a second)",
+        "after",
+    ]
