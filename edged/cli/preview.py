@@ -36,6 +36,9 @@ from ..host.frames import Tick
 from ..host.functions import DisplayInfo
 from ..host.plugin import DevicePlugin
 
+#: A frame that takes longer than this in a preview has hung: the preview stops with an error instead of waiting.
+DEFAULT_FRAME_TIMEOUT_MS = 1000
+
 log = logging.getLogger("edged.cli")
 
 #: show a progress bar for --gif/--png from this many frames on
@@ -63,7 +66,13 @@ def register(sub: Any) -> None:
     p.add_argument("--scale", type=int, default=None, metavar="N", help="pixels per LED in images (default 16)")
     p.add_argument("--dots", action="store_true", help="draw LEDs as round dots in images")
     p.add_argument("--fuel", type=int, metavar="N", help="fuel limit per frame")
-    p.add_argument("--timeout-ms", type=int, metavar="N", help="wall-clock limit per frame")
+    p.add_argument(
+        "--timeout-ms",
+        type=int,
+        metavar="N",
+        default=DEFAULT_FRAME_TIMEOUT_MS,
+        help=f"wall-clock limit per frame (default {DEFAULT_FRAME_TIMEOUT_MS}): a plugin that loops fails, never hangs",
+    )
     p.set_defaults(handler=run)
 
 

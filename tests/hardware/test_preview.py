@@ -448,3 +448,18 @@ def test_folder_without_a_plugin_exits_2(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["preview", str(folder), "--png", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "no plugin in the folder" in err and "empty.manifest.json, manifest.json or empty.wasm" in err
+
+
+def test_a_looping_frame_ends_the_preview_with_an_error_instead_of_hanging(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10, point 7: `edged preview` had no default limit and hung on a frame that loops."""
+    looping = tmp_path / "loop.wasm"
+    looping.write_bytes(
+        wat(
+            '(module (memory (export "memory") 1) (func (export "frame") (result i32) (loop $l (br $l)) (i32.const 0)))'
+        )
+    )
+    assert main(["preview", str(looping), "--frames", "2", "--png", str(tmp_path / "o.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "edged preview: loop: timeout"
