@@ -267,6 +267,11 @@ class SensorHandle:
 
     def close(self) -> None:
         if self.device is not None:
+            queue = getattr(self.device, "_queue", None)
+            if queue is not None:
+                # gpiozero's DistanceSensor.close() drops its trigger pin before it stops the thread that reads
+                # the sensor, so a read in flight failed with a traceback at stop; stop the reads first
+                queue.stop()
             self.device.close()
             self.device = None
         if self._tmpdir is not None:

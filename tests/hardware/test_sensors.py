@@ -115,3 +115,28 @@ def test_non_finite_values_are_refused(board: GpioBoard) -> None:
     with pytest.raises(ValueError, match="must be finite"):
         board.set_sensor("cpu", float("nan"))
     assert board.sensor_read("cpu") == (45.0, "°C")
+
+
+def test_closing_during_a_distance_read_prints_no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10, point 7: gpiozero's DistanceSensor thread printed a traceback at daemon stop under load. Its close()
+    drops the trigger pin before stopping its reading thread; a read waiting for the echo lock then failed. The lock
+    is held here to put a read exactly there while the board closes."""
+    import threading
+    import time
+
+    from gpiozero import DistanceSensor
+
+    errors: list[str] = []
+    monkeypatch.setattr(threading, "excepthook", lambda a: errors.append(f"{a.exc_type.__name__}: {a.exc_value}"))
+    b = GpioBoard(GpioConfig.model_validate({"sensors": {"sonar": SENSORS["sensors"]["sonar"]}}), emulated=True)
+    device = b.device("sonar")
+    with DistanceSensor.ECHO_LOCK:
+        time.sleep(0.2)  # the reading thread reaches the lock (it reads every 60 ms)
+        closer = threading.Thread(target=b.close)
+        closer.start()
+        deadline = time.monotonic() + 1.0
+        while device._trigger is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    closer.join(timeout=10)
+    time.sleep(0.1)
+    assert not closer.is_alive() and errors == []
