@@ -364,6 +364,8 @@ class Plugin:
             self._kernel_ref,
         )
         self.last_fuel_used: int | None = None
+        #: fuel the last instance creation burnt (start functions and initialisation), when fuel was limited
+        self.last_init_fuel_used: int | None = None
         #: vars served by the kernel (in wasm) unless the budget is too big to reserve in kernel memory
         self._kernel_vars = self.env.max_var_bytes <= KERNEL_VARS_MAX_BYTES
 
@@ -534,6 +536,8 @@ class Plugin:
                 self.env.deadline = None
             if wasi_output is not None and self._inst is inst:
                 wasi_output.drain()
+            if fuel is not None and compiled.metered:
+                self.last_init_fuel_used = fuel - store.get_fuel()
             if self._inst is inst:  # calls arm their own limits
                 store.set_epoch_deadline(UNLIMITED_TICKS)
                 if compiled.metered:

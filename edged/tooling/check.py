@@ -86,6 +86,10 @@ class CheckReport:
     fuel_budget: int | None = None
     ms_budget: float | None = None
     fps: float = 60.0
+    #: what creating an instance cost (start functions, initialisation, Matricks setup), and its budget
+    init_fuel: int | None = None
+    init_ms: float | None = None
+    init_fuel_budget: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -103,6 +107,12 @@ class CheckReport:
         edged_imports = [i for i in self.imports if not i.startswith(KERNEL + "::")]
         if edged_imports:
             out.append(f"imports:  {', '.join(edged_imports)}")
+        if self.init_fuel is not None and self.init_ms is not None:
+            out.append(
+                f"init:     fuel {self.init_fuel:,}"
+                + (f" (budget {self.init_fuel_budget:,})" if self.init_fuel_budget else "")
+                + f"; ms {self.init_ms:.3f}"
+            )
         if self.stats is not None:
             s = self.stats
             what = "frames" if self.kind in ("animation", "matricks") else "calls"
@@ -360,6 +370,8 @@ def _dry_run(
     first: np.ndarray | None = None
     changed = lit = False
     with plugin:
+        if not _initialise(plugin, rate, report):
+            return
         for i in range(opts.frames):
             tick = Tick(
                 i,
@@ -412,12 +424,39 @@ def _dry_run(
                 f"median wall time {report.stats.ms_p50:.2f} ms per call is over {report.ms_budget:.2f} ms "
                 "on this host (wall time is noisy; fuel decides)"
             )
+    if done_at == 0:
+        report.problems.append(
+            "said done on its first frame without drawing: in a looping playlist it would be replayed (at most once "
+            "a second) and never show anything"
+        )
     if kind != "sensor" and first is not None:
         if not lit:
             report.warnings.append("every frame was black")
         elif not changed and len(times) > 1:
             report.warnings.append("the frames did not change (fine for a static picture)")
     log.info("plugin checked", extra={"plugin": report.name, "ok": report.ok, "source": str(source)})
+
+
+def _initialise(plugin: DevicePlugin, rate: float, report: CheckReport) -> bool:
+    """Create the instance under a device's init budget, as the daemon does, and report what it cost."""
+    from ..engine.supervisor import INIT_MS
+
+    report.init_fuel_budget = int(INIT_MS * rate)
+    plugin.plugin.init_fuel = report.init_fuel_budget
+    start = time.perf_counter()
+    try:
+        plugin.prepare()
+    except PluginError as exc:
+        report.problems.append(f"initialisation failed: {exc}")
+        return False
+    report.init_ms = (time.perf_counter() - start) * 1e3
+    report.init_fuel = plugin.plugin.last_init_fuel_used
+    if report.init_fuel is not None and report.fuel_budget and report.init_fuel > report.fuel_budget:
+        report.warnings.append(
+            f"initialisation takes {report.init_fuel:,} fuel, more than a frame's budget ({report.fuel_budget:,}): "
+            "a device creates the instance off the frame path, and each play and restart waits for it"
+        )
+    return True
 
 
 def _gpio_events(

@@ -328,3 +328,39 @@ def test_new_in_a_checkout_names_its_build_script(tmp_path: Path, capsys: pytest
     assert code == 0
     assert f"next: {ROOT / 'plugins' / 'build'} {tmp_path / 'here'}" in err
     assert build_hint(tmp_path, None).startswith("next: build it with plugins/build from a checkout")
+
+
+# --- initialisation under a device's limits (issue 10, point 2) -------------------------------------------------
+
+_SPIN_INIT = (
+    '(module (memory (export "memory") 1) (func (export "_initialize") (loop $l (br $l))) '
+    '(func (export "frame") (result i32) (i32.const 0)))'
+)
+#: initialisation spins a million rounds of a small loop (a few million fuel), then every frame says "done" at once
+_SLOW_INIT_DONE = (
+    '(module (memory (export "memory") 1) (func (export "_initialize") (local $i i64) '
+    "(loop $l (local.set $i (i64.add (local.get $i) (i64.const 1))) "
+    "(br_if $l (i64.lt_u (local.get $i) (i64.const 1000000))))) "
+    '(func (export "frame") (result i32) (i32.const 0)))'
+)
+
+
+def test_a_spinning_initialisation_fails_the_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wasm = tmp_path / "spin.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(_SPIN_INIT))
+    code, out, _ = run(capsys, "check", str(wasm))
+    assert code == 1 and "initialisation failed: plugin initialisation (_initialize) failed" in out
+
+
+def test_a_slow_initialisation_then_done_at_once_fails_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wasm = tmp_path / "slow_done.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(_SLOW_INIT_DONE))
+    manifest = tmp_path / "manifest.json"
+    edged = {"name": "slow_done", "capabilities": {"led": True}, "budget": {"fuel": 100_000}}  # machine-independent
+    manifest.write_text(json.dumps({"wasm": [{"path": str(wasm)}], "edged": edged}))
+    code, out, _ = run(capsys, "check", str(manifest))
+    assert code == 1 and "said done on its first frame without drawing" in out
+    assert "initialisation takes" in out and "more than a frame's budget" in out
+    assert "init:     fuel" in out
