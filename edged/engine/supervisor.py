@@ -6,10 +6,11 @@ its last good frame (or the fallback). After ``strikes`` strikes within ``window
 instance. Nothing a plugin does can stop the frame loop: every failure, whatever its type, is a strike.
 
 Creating an instance (start functions, initialisation, Matricks ``setup``) runs under an init budget of its own.
-In the daemon it also runs off the frame path, on one shared background thread (``background_init``): the slot
-shows its held frame until the instance is ready, so a slow or spinning initialisation costs the other layers
-nothing. A slot starts a new instance at most once per ``MIN_RESTART_S``, so a plugin that says "done" at once
-in a one-item looping playlist cannot make the host re-initialise it every frame.
+In the daemon (``background_init``) the frame thread tries it within the plugin's frame budget, and one that needs
+more is finished on one shared background thread while the slot shows its held frame, so a slow or spinning
+initialisation costs the other layers nothing. A plugin that said "done" is replayed at most once per
+``MIN_RESTART_S``, so one that says so at once in a one-item looping playlist cannot make the host re-initialise it
+every frame.
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ class Supervised:
             self._instance_ready(clock.now())
 
     def set_budget(self, budget: Budget) -> None:
+        """Apply ``budget`` to the plugin (waits for an instance being created in the background first)."""
         self._settle()
         self.budget = budget
         p = self.plugin.plugin
