@@ -138,6 +138,12 @@ class MessageReplayed(MessageRejected):
     reason = "replayed"
 
 
+class MessageWrongTarget(MessageRejected):
+    """The signed document names another device or group than the one it reached (or none at all)."""
+
+    reason = "wrong_target"
+
+
 class BundleRejected(DeployError, ValueError):
     """A plugin bundle was refused; ``reason`` is a stable code (``hash_mismatch``, ``downgrade``, ...)."""
 
@@ -150,7 +156,25 @@ class BundleRejected(DeployError, ValueError):
 
 
 class StoreError(DeployError):
-    """The on-device plugin store cannot do what was asked (unknown plugin or version, nothing to roll back to)."""
+    """The on-device plugin store cannot do what was asked (unknown plugin or version, nothing to roll back to), or
+    a write failed (``reason`` ``install_failed``)."""
+
+    reason = "install_failed"
+
+
+class DiskFull(StoreError):
+    """A store write failed because the file system is full (ENOSPC, EDQUOT); nothing changed. ``free`` and
+    ``needed`` are bytes (``needed`` is what the failed write tried to write)."""
+
+    reason = "disk_full"
+
+    def __init__(self, message: str, free: int, needed: int) -> None:
+        super().__init__(message)
+        self.free = free
+        self.needed = needed
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, int]]:
+        return (type(self), (str(self), self.free, self.needed))
 
 
 # --- warnings ----------------------------------------------------------------------------------------------------

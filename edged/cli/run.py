@@ -94,8 +94,9 @@ def _snapshot(hardware: DeviceHardware, path: Path) -> None:
         log.info("snapshot saved", extra={"display": name, "path": str(target)})
 
 
-def _start_agent(cfg: DaemonConfig, daemon: Daemon) -> DeviceAgent:
-    """The MQTT deploy agent, deploying into ``daemon`` (started: it reconnects by itself)."""
+def _start_agent(cfg: DaemonConfig, daemon: Daemon, stop: threading.Event) -> DeviceAgent:
+    """The MQTT deploy agent, deploying into ``daemon`` (started: it reconnects by itself). If its worker dies,
+    ``stop`` is set: the daemon stops and ``edged run`` exits non-zero rather than run on without an agent."""
     m = cfg.mqtt
     assert m is not None
     target = DaemonTarget(daemon, cfg.state_dir)
@@ -111,6 +112,7 @@ def _start_agent(cfg: DaemonConfig, daemon: Daemon) -> DeviceAgent:
         health_frames=m.health_frames,
         health_timeout_s=m.health_timeout_s,
         state_dir=cfg.state_dir,
+        on_fatal=lambda exc: stop.set(),
     )
     agent.start()
     return agent
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)
         if cfg.mqtt is not None:
             try:
-                agent = _start_agent(cfg, daemon)
+                agent = _start_agent(cfg, daemon, stop)
             except (EdgedError, OSError) as exc:
                 print(f"edged run: mqtt: {exc}", file=sys.stderr)
                 return 2
@@ -205,4 +207,7 @@ def run(args: argparse.Namespace) -> int:
             log.warning("could not write state: %s", exc)
     for problem in daemon.problems[reported:]:
         print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)
+    if agent is not None and agent.dead.is_set():
+        print(f"edged run: the deploy agent died ({agent.fatal!r}); see the log", file=sys.stderr)
+        return 1
     return 0

@@ -74,6 +74,8 @@ class DaemonTarget:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._probes: dict[str, HealthProbe] = {}
+        #: the version activated last under each name (what health() measures)
+        self._versions: dict[str, str] = {}
 
     def _stop_probe(self, name: str) -> None:
         probe = self._probes.pop(name, None)
@@ -102,10 +104,12 @@ class DaemonTarget:
         if probe is not None:
             slot, period, sensor = probe
             self._probes[name] = HealthProbe(slot, period, sensor)
+        self._versions[name] = version
         log.info("deployed plugin active", extra={"plugin": name, "version": version})
 
     def deactivate(self, name: str) -> None:
         self._stop_probe(name)
+        self._versions.pop(name, None)
         with self._lock:
             self.daemon.undeploy(name)
         (self.folder / f"{name}.manifest.json").unlink(missing_ok=True)
@@ -132,4 +136,6 @@ class DaemonTarget:
             strikes += probe.slot.stats.strikes
             last_error = probe.slot.stats.last_error or last_error
             running = running or not probe.slot.quarantined
-        return PluginHealth(frames=frames, strikes=strikes, last_error=last_error, running=running)
+        return PluginHealth(
+            frames=frames, strikes=strikes, last_error=last_error, running=running, version=self._versions.get(name)
+        )

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
-import queue
 import ssl
 import threading
 import time
@@ -30,10 +30,21 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import BundleRejected, ConfigError, DeployError, EdgedError, MessageRejected, PluginError, StoreError
+from ..errors import (
+    BundleRejected,
+    ConfigError,
+    DeployError,
+    DiskFull,
+    EdgedError,
+    MessageRejected,
+    MessageWrongTarget,
+    PluginError,
+    StoreError,
+)
 from ..host.capabilities import Capabilities, DevicePolicy
 from . import topics
-from .bundle import BundleMeta, compare_versions, parse_meta, verify_bundle
+from .bundle import BundleMeta, check_manifest_digest, compare_versions, verify_bundle, verify_meta
+from .inbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Inbox, InboxStats, ReconnectBackoff
 from .messages import (
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
@@ -47,6 +58,8 @@ from .messages import (
     ReportedPlugin,
     State,
     Status,
+    check_plugin_name,
+    check_version,
     unpack_chunk,
 )
 from .store import PluginStore
@@ -70,6 +83,72 @@ def check_chunk_size(chunk_size: int) -> int:
             f"header must fit in a 128 KB MQTT message, the limit of AWS IoT and of deploy/mosquitto.conf's chunks)"
         )
     return chunk_size
+
+
+def require_target(data: Any, expected: str) -> None:
+    """Raise :class:`MessageWrongTarget` unless the signed payload ``data`` names ``expected`` (``device:<id>`` or
+    ``group:<g>``, derived from the topic it came in on) as its ``target``.
+
+    The signature covers the target, so a document signed for one device or group cannot be replayed onto another's
+    topic. A document without a target (signed before targets were bound) is refused too: it could be anyone's."""
+    target = data.get("target") if isinstance(data, dict) else None
+    if target is None:
+        raise MessageWrongTarget(
+            f"the document names no target (it arrived as {expected}'s); unbound documents are refused, "
+            "the marketplace must sign it again"
+        )
+    if target != expected:
+        raise MessageWrongTarget(f"the document is signed for {target!r}, but arrived as {expected}'s")
+
+
+def split_bad_entries(data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """Take the plugin entries and playlist items that cannot be valid out of a desired-state payload.
+
+    Returns the payload without them, and ``(what, reason, detail)`` for each one taken out (reason ``invalid_name``
+    for a name or version that is not one, ``wrong_schema`` for any other fault of that entry). The rest of the
+    document still applies."""
+    refused: list[tuple[str, str, str]] = []
+    out = dict(data)
+    plugins = data.get("plugins")
+    if isinstance(plugins, list):
+        kept = []
+        for i, entry in enumerate(plugins):
+            label = repr(entry.get("name")) if isinstance(entry, dict) else f"#{i}"
+            try:
+                if isinstance(entry, dict):
+                    check_plugin_name(entry.get("name"))  # type: ignore[arg-type]
+                    check_version(entry.get("version"))  # type: ignore[arg-type]
+            except ValueError as exc:
+                refused.append((label, "invalid_name", f"plugins[{i}]: {exc}"))
+                continue
+            try:
+                PluginSpec.model_validate(entry)
+            except ValidationError as exc:
+                refused.append((label, "wrong_schema", f"plugins[{i}]: {_short(exc)}"))
+                continue
+            kept.append(entry)
+        out["plugins"] = kept
+    playlist = data.get("playlist")
+    if isinstance(playlist, list):
+        items = []
+        for i, item in enumerate(playlist):
+            try:
+                items.append(check_plugin_name(item))
+            except ValueError as exc:
+                refused.append((repr(item), "invalid_name", f"playlist[{i}]: {exc}"))
+        out["playlist"] = items
+    return out, refused
+
+
+def _kind_of(topic: str) -> str:
+    """``desired``, ``cmd``, ``chunks`` or ``other``: what the inbox counts drops by."""
+    leaf = topic.rsplit("/", 1)[-1]
+    return leaf if leaf in ("desired", "cmd", "chunks") else "other"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for an error that means the file system is full."""
+    return isinstance(exc, DiskFull) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 class BrokerConfig(BaseModel):
@@ -124,6 +203,8 @@ class _Job:
     stalls: int = 0
     state: str = "downloading"
     deadline: float = 0.0
+    #: the target started this version (only then does its health count)
+    activated: bool = False
 
 
 class DeviceAgent:
@@ -135,6 +216,11 @@ class DeviceAgent:
     ``max_stalls`` such requests in a row without a chunk arriving (while connected) it fails as ``missing_chunk``.
     A chunk whose sha256 does not match is asked for again, up to ``chunk_retries`` times, then the install fails as
     ``hash_mismatch``. ``chunk_size`` is at most :data:`~edged.deploy.messages.MAX_CHUNK_SIZE`.
+
+    Inbound messages wait in a queue bounded by ``inbox_messages`` and ``inbox_bytes`` (see
+    :class:`~edged.deploy.inbox.Inbox` for what is dropped). If the worker thread ever dies, the agent says so in a
+    critical log line, publishes its presence ``offline``, disconnects and calls ``on_fatal`` (``edged run`` and
+    ``python -m edged.deploy.agent`` then exit non-zero), so a device never looks healthy with a dead agent.
     """
 
     def __init__(
@@ -156,6 +242,10 @@ class DeviceAgent:
         max_stalls: int = 10,
         chunk_retries: int = 3,
         state_dir: Path | None = None,
+        inbox_messages: int = DEFAULT_MAX_MESSAGES,
+        inbox_bytes: int = DEFAULT_MAX_BYTES,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        backoff: ReconnectBackoff | None = None,
     ) -> None:
         self.device_id = topics.check_id(device_id)
         self.groups = [topics.check_id(g, "group id") for g in groups]
@@ -173,7 +263,12 @@ class DeviceAgent:
         self.max_stalls = max_stalls
         self.chunk_retries = chunk_retries
         self._state_file = (state_dir or Path(store.root)) / "agent-state.json"
-        self._queue: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
+        self.inbox = Inbox(inbox_messages, inbox_bytes)
+        self._on_fatal = on_fatal
+        self.backoff = backoff or ReconnectBackoff()
+        #: set when the worker thread died (the exception that killed it is in ``fatal``)
+        self.dead = threading.Event()
+        self.fatal: BaseException | None = None
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._desired: dict[str, DesiredState] = {}
@@ -190,6 +285,11 @@ class DeviceAgent:
         #: the playlist applied through the target (None: the device's own) and the one tried last
         self._playlist: list[str] | None = None
         self._playlist_tried: list[str] | None = None
+        #: names each source's current document names but whose entry was refused (never removed for that)
+        self._refused: dict[str, set[str]] = {}
+        #: wasm sha256 each source's last applied document wants (persisted: recovery at start keeps only these
+        #: unfinished transfers); None until known, so an older state file never makes recovery delete anything
+        self._wanted_hashes: dict[str, list[str]] | None = None
         self.connected = threading.Event()
         self.errors = 0
         self.bytes_in = 0
@@ -211,7 +311,7 @@ class DeviceAgent:
 
     def start(self) -> None:
         """Restore what the store says is active, connect, and start the worker."""
-        self.store.recover()
+        self.store.recover(keep_transfers=self._transfers_wanted())
         for name in self._active_names():
             self._start_active(name)
         for name, p in list(self._pending.items()):
@@ -220,7 +320,7 @@ class DeviceAgent:
                 del self._pending[name]  # killed before the activation was written: nothing to check
                 continue
             spec = PluginSpec(name=name, version=iv.version, meta=iv.meta.model_dump(mode="json"), manifest=iv.manifest)
-            job = _Job(spec=spec, meta=iv.meta, source=p["source"], state="activating")
+            job = _Job(spec=spec, meta=iv.meta, source=p["source"], state="activating", activated=True)
             job.deadline = time.monotonic() + self.health_timeout_s
             self._jobs[name] = job
             log.info("re-checking health after a restart", extra={"plugin": name, "version": iv.version})
@@ -241,8 +341,17 @@ class DeviceAgent:
             info.wait_for_publish(timeout=5)
         self.client.disconnect()
         self.client.loop_stop()
-        if self._worker is not None:
+        if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker thread runs (False before ``start`` and after it stopped or died)."""
+        return self._worker is not None and self._worker.is_alive()
+
+    def inbox_stats(self) -> InboxStats:
+        """The inbound queue's size, peaks and drops."""
+        return self.inbox.stats()
 
     # --- MQTT callbacks (network thread: enqueue only) ---------------------------------------------------------
 
@@ -257,39 +366,76 @@ class DeviceAgent:
             *[(topics.group_desired(g), 1) for g in self.groups],
         ]
         client.subscribe(subs)
-        self._queue.put(("connected", "", b""))
+        self.backoff.connected()
+        self.inbox.put_control("connected")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()
+        if self._stop.is_set():
+            return
+        delay = self.backoff.next_delay()
+        # paho waits its reconnect delay before the next attempt; a fixed value each time makes it ours
+        client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        log.info(
+            "disconnected; reconnecting after a back-off",
+            extra={
+                "device": self.device_id,
+                "reason": str(reason),
+                "delay_s": round(delay, 2),
+                "attempt": self.backoff.failures,
+            },
+        )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.bytes_in += len(msg.payload) + len(msg.topic)
-        self._queue.put(("msg", msg.topic, bytes(msg.payload)))
+        self.inbox.put(msg.topic, bytes(msg.payload), _kind_of(msg.topic))
 
     # --- worker ------------------------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                kind, topic, payload = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                kind = ""
-            try:
-                if kind == "connected":
-                    self._connected()
-                elif kind == "msg":
-                    self._dispatch(topic, payload)
-                self._tick()
-            except Exception as exc:  # the agent must survive anything a message or a plugin does
-                self.errors += 1
-                log.exception("agent error", extra={"device": self.device_id, "topic": topic})
-                self._status("failed", reason="internal_error", detail=f"{type(exc).__name__}: {exc}", topic=topic)
+        try:
+            while not self._stop.is_set():
+                self._step()
+        except BaseException as exc:  # the worker must never die silently
+            self._worker_died(exc)
+
+    def _step(self) -> None:
+        """One turn of the worker: at most one message, then the periodic tick."""
+        item = self.inbox.get(timeout=0.05)
+        kind, topic, payload = item if item is not None else ("", "", b"")
+        try:
+            if kind == "connected":
+                self._connected()
+            elif kind == "msg":
+                self._dispatch(topic, payload)
+            self._tick()
+        except Exception as exc:  # the agent must survive anything a message or a plugin does
+            self.errors += 1
+            log.exception("agent error", extra={"device": self.device_id, "topic": topic or None})
+            self._status("failed", reason="internal_error", detail=f"{type(exc).__name__}: {exc}", topic=topic or None)
+
+    def _worker_died(self, exc: BaseException) -> None:
+        """Say so, look dead to the marketplace (presence ``offline``, disconnect) and tell the owner."""
+        self.fatal = exc
+        self.dead.set()
+        log.critical(
+            "agent worker died: the deploy agent stops and the process must exit",
+            exc_info=exc,
+            extra={"device": self.device_id, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        with contextlib.suppress(Exception):
+            offline = Presence(device=self.device_id, state="offline", groups=self.groups)
+            self._publish(topics.presence(self.device_id), offline.model_dump_json(), retain=True).wait_for_publish(5)
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
 
     def wait_idle(self, timeout: float = 20.0) -> bool:
         """True once no job is in progress and the queue is empty (for tests and benchmarks)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if not self._jobs and self._queue.empty():
+            if not self._jobs and self.inbox.empty():
                 return True
             time.sleep(0.02)
         return False
@@ -322,8 +468,12 @@ class DeviceAgent:
         if not payload:  # an unsigned "clear" must not remove anything: undeploying is a signed empty plugin list
             self._reject(topic, "malformed", "empty desired-state message")
             return
+        refused: list[tuple[str, str, str]] = []
         try:
             data = open_envelope(payload, self.trust, role="marketplace")
+            require_target(data, source if source.startswith("group:") else f"device:{self.device_id}")
+            if isinstance(data, dict):
+                data, refused = split_bad_entries(data)
             doc = DesiredState.model_validate(data)
         except MessageRejected as exc:
             self._reject(topic, exc.reason, str(exc))
@@ -337,9 +487,15 @@ class DeviceAgent:
             return
         if doc.seq == last and source in self._desired:
             return  # a repeat: harmless
+        for what, reason, detail in refused:  # one bad entry is refused; the rest of the document applies
+            self._reject(topic, reason, f"entry {what} refused, the rest applies: {detail}")
+        self._refused[source] = {_unrepr(what) for what, _, _ in refused}
         self._desired[source] = doc
         self._seen.add(source)
         self._applied[source] = doc.seq
+        if self._wanted_hashes is None:
+            self._wanted_hashes = {}
+        self._wanted_hashes[source] = sorted({str(p.meta.get("wasm_sha256", "")) for p in doc.plugins})
         self._save_state()
         self._reconcile()
 
@@ -369,11 +525,31 @@ class DeviceAgent:
             self._begin(spec, source)
         for name, source in list(self._origin.items()):
             # only once that source has spoken in this session: a group's retained state may arrive after the
-            # device's own, and must not make the device drop the group's plugins in between
-            if name not in wanted and source in self._seen:
+            # device's own, and must not make the device drop the group's plugins in between; and never because
+            # the source's entry for it was refused (a bad version string must not uninstall what runs)
+            if name not in wanted and source in self._seen and name not in self._refused.get(source, ()):
                 self._remove(name)
+        self._reclaim_transfers()
         self._save_state()
         self._publish_reported()
+
+    def _transfers_wanted(self) -> set[str] | None:
+        """The wasm sha256 of every unfinished download still wanted: running jobs and the documents' entries."""
+        if self._wanted_hashes is None:
+            return None
+        keep = {h for hashes in self._wanted_hashes.values() for h in hashes}
+        return keep | {job.meta.wasm_sha256 for job in self._jobs.values()}
+
+    def _reclaim_transfers(self) -> None:
+        """Delete unfinished downloads that nothing wants any more (a version switched mid-download, a plugin no
+        longer asked for), so they cannot fill the store."""
+        keep = self._transfers_wanted()
+        if keep is None:
+            return
+        try:
+            self.store.reclaim_transfers(keep)
+        except OSError as exc:
+            log.warning("cannot reclaim transfers", extra={"device": self.device_id, "error": str(exc)})
 
     # --- commands ----------------------------------------------------------------------------------------------
 
@@ -387,6 +563,12 @@ class DeviceAgent:
             return
         cmd_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
         try:
+            require_target(data, f"device:{self.device_id}")
+        except MessageRejected as exc:
+            self._reply(cmd_id, False, exc.reason, str(exc))
+            self._reject(topic, exc.reason, str(exc))
+            return
+        try:
             cmd = Command.model_validate(data)
         except ValidationError as exc:
             self._reply(cmd_id, False, "wrong_schema", _short(exc))
@@ -395,7 +577,12 @@ class DeviceAgent:
         try:
             self._execute(cmd)
         except (StoreError, PluginError, DeployError) as exc:
-            reason = getattr(exc, "reason", None) or ("unknown_plugin" if isinstance(exc, StoreError) else "failed")
+            if isinstance(exc, DiskFull):
+                reason = exc.reason
+            elif isinstance(exc, StoreError):
+                reason = "unknown_plugin"
+            else:
+                reason = getattr(exc, "reason", None) or "failed"
             self._reply(cmd.id, False, reason, str(exc))
 
     def _execute(self, cmd: Command) -> None:
@@ -450,7 +637,10 @@ class DeviceAgent:
     def _begin(self, spec: PluginSpec, source: str, cmd_id: str | None = None) -> None:
         topic = topics.cmd(self.device_id) if cmd_id else topics.desired(self.device_id)
         try:
-            meta = parse_meta(spec.meta)
+            # the publisher's signature over name, version, wasm sha256 and size, and the manifest's digest, is
+            # checked before the first chunk is asked for: a forged bundle never causes a download
+            meta = verify_meta(spec.meta, self.trust)
+            check_manifest_digest(meta, spec.manifest)
         except BundleRejected as exc:
             self._fail_early(spec, source, cmd_id, exc.reason, str(exc), topic)
             return
@@ -491,16 +681,34 @@ class DeviceAgent:
             return
         job.chunk_size = self.chunk_size
         job.total = max(1, math.ceil(meta.wasm_size / self.chunk_size))
+        self._reclaim_transfers()  # what an earlier, abandoned download held is free for this one
+        if self._space_short(meta) is not None:  # then even failed downloads kept for a retry make room
+            with contextlib.suppress(OSError):
+                self.store.reclaim_transfers({j.meta.wasm_sha256 for j in self._jobs.values()})
+            self._gc()
+        if (short := self._space_short(meta)) is not None:
+            self._fail(job, "disk_full", short)
+            return
         try:
             job.transfer = self.store.transfer(meta, self.chunk_size, job.total)
         except DeployError as exc:
-            self._fail(job, getattr(exc, "reason", "malformed"), str(exc))
+            self._fail(job, getattr(exc, "reason", "install_failed"), str(exc))
             return
         self._progress(job, force=True)
         if not job.transfer.missing():
             self._finish_download(job)
         else:
             self._request_more(job)
+
+    def _space_short(self, meta: BundleMeta) -> str | None:
+        """Why the store cannot hold this download (its chunks still missing), or None if it can."""
+        free = self.store.free_bytes()
+        have = self.store.get_transfer(meta.wasm_sha256)
+        got = len(have.received()) * self.chunk_size if have is not None else 0
+        needed = max(0, meta.wasm_size - got)
+        if free < 0 or free >= needed:
+            return None
+        return f"{meta.ref}: the disk is full ({free} bytes free, {needed} needed for the download)"
 
     def _policy_excess(self, manifest: dict[str, Any]) -> str:
         block = manifest.get("edged") if isinstance(manifest, dict) else None
@@ -548,6 +756,9 @@ class DeviceAgent:
         job.requested.discard(header.index)
         try:
             job.transfer.put_chunk(header.index, data, header.sha256)
+        except DiskFull as exc:  # asking again cannot help; the partial download is reclaimed
+            self._fail(job, exc.reason, f"chunk {header.index}: {exc}")
+            return
         except DeployError as exc:
             n = job.retries[header.index] = job.retries.get(header.index, 0) + 1
             reason = getattr(exc, "reason", "hash_mismatch")
@@ -597,25 +808,44 @@ class DeviceAgent:
         job.state = "installing"
         self._status("installing", name=name, version=version, percent=100)
         try:
-            self.store.install(job.meta, job.spec.manifest, wasm)
+            try:
+                self.store.install(job.meta, job.spec.manifest, wasm)
+            except DiskFull:
+                # the verified wasm is in memory: its chunks can go to make room for the blob, then try once more
+                job.transfer.discard()
+                self.store.install(job.meta, job.spec.manifest, wasm)
         except (DeployError, OSError) as exc:  # e.g. this version is installed with other wasm, or the disk is full
-            self._fail(job, getattr(exc, "reason", "install_failed"), str(exc))
+            reason = "disk_full" if disk_full(exc) else getattr(exc, "reason", "install_failed")
+            self._fail(job, reason, str(exc))
             return
         job.transfer.discard()
         self._activate_installed(job)
 
     def _activate_installed(self, job: _Job) -> None:
+        """Make the installed version active in the store, then start it; the health check follows in ``_tick``.
+
+        The pending health check is written first and the store's record next; if either write fails (a full
+        disk) nothing changed: the old version stays active and running, and the job fails with the reason."""
         name, version = job.meta.name, job.meta.version
-        job.state = "activating"
-        self._status("activating", name=name, version=version, percent=100)
         self._pending[name] = {"version": version, "source": job.source}
-        self._save_state()
-        self.store.activate(name, version)
+        try:
+            self._save_state(required=True)
+            self.store.activate(name, version)
+        except (StoreError, OSError) as exc:
+            self._pending.pop(name, None)
+            self._save_state()
+            reason = "disk_full" if disk_full(exc) else getattr(exc, "reason", "install_failed")
+            self._fail(job, reason, f"cannot make {version} active, {self._active_version(name)} stays: {exc}")
+            return
+        job.state = "activating"
+        job.deadline = time.monotonic() + self.health_timeout_s  # never activating without a deadline
+        self._status("activating", name=name, version=version, percent=100)
         try:
             self._start_active(name, raise_errors=True)
-        except (PluginError, DeployError, ValueError) as exc:
-            self._rollback(job, "activation_failed", str(exc))
+        except (PluginError, DeployError, ValueError, OSError) as exc:
+            self._rollback(job, "disk_full" if disk_full(exc) else "activation_failed", str(exc))
             return
+        job.activated = True
         job.deadline = time.monotonic() + self.health_timeout_s
 
     def _effective_playlist(self) -> list[str] | None:
@@ -666,7 +896,11 @@ class DeviceAgent:
                 self._request_more(job)
             elif job.state == "activating":
                 h = self.target.health(job.meta.name)
-                if h.strikes > 0 or not h.running:
+                if not job.activated or (h.version is not None and h.version != job.meta.version):
+                    # what the target measures is not this version: it must never count as its health
+                    if now > job.deadline:
+                        self._rollback(job, "activation_failed", f"{job.meta.ref} is not running (runs {h.version})")
+                elif h.strikes > 0 or not h.running:
                     self._rollback(job, "health_check", f"{h.strikes} strike(s): {h.last_error}")
                 elif h.frames >= self.health_frames:
                     self._healthy(job)
@@ -682,6 +916,7 @@ class DeviceAgent:
             self._origin[name] = job.source
         self._pending.pop(name, None)
         self._save_state()
+        self._gc()
         self._set_report(name, version, "healthy", None)
         self._status("healthy", name=name, version=version, percent=100)
         if job.cmd_id:
@@ -691,20 +926,32 @@ class DeviceAgent:
 
     def _rollback(self, job: _Job, reason: str, detail: str) -> None:
         name, version = job.meta.name, job.meta.version
+        recorded = True
+        if self._active_version(name) != version:
+            # the store never made this version active: going back would roll the running version back instead
+            self._fail(job, reason, detail)
+            return
         try:
             self.store.rollback(name)
+        except DiskFull as exc:
+            recorded = False
+            detail = f"{detail}; the store cannot record the rollback ({exc}), so it is checked again at start"
         except StoreError:
-            self.store.remove(name)
-        prev = self._active_version(name)
-        if prev is None:
-            self.target.deactivate(name)
+            self.store.remove(name)  # nothing to go back to
+        if recorded:
+            prev = self._active_version(name)
+            if prev is None:
+                self.target.deactivate(name)
+            else:
+                try:
+                    self._start_active(name, raise_errors=True)
+                except (PluginError, DeployError, ValueError, OSError):
+                    log.exception("previous version failed to start", extra={"plugin": name, "version": prev})
         else:
-            try:
-                self._start_active(name, raise_errors=True)
-            except (PluginError, DeployError, ValueError):
-                log.exception("previous version failed to start", extra={"plugin": name, "version": prev})
+            prev = self._run_previous(name)
         self._jobs.pop(name, None)
-        self._pending.pop(name, None)
+        if recorded:  # else the pending check stays on disk: the next start re-checks (and rolls back) again
+            self._pending.pop(name, None)
         self._save_state()
         self._failed[(name, version, job.spec.allow_downgrade)] = job.request or self._request(job.source)
         self._save_state()
@@ -715,9 +962,32 @@ class DeviceAgent:
         self._publish_reported()
         log.warning("rolled back", extra={"plugin": name, "version": version, "reason": reason, "detail": detail})
 
+    def _run_previous(self, name: str) -> str | None:
+        """Run the version before the active one on the target without writing the store (which is full)."""
+        record = self.store.record(name)
+        previous = record.versions.get(record.previous) if record is not None and record.previous else None
+        if previous is None:
+            self.target.deactivate(name)
+            return None
+        try:
+            self.target.activate(
+                name, previous.version, self.store.wasm_path(previous), self.store.runtime_manifest(previous)
+            )
+        except (PluginError, DeployError, ValueError, OSError):
+            log.exception("previous version failed to start", extra={"plugin": name, "version": previous.version})
+        return previous.version
+
     def _fail(self, job: _Job, reason: str, detail: str) -> None:
         name, version = job.meta.name, job.meta.version
         self._jobs.pop(name, None)
+        if job.transfer is not None and reason != "missing_chunk":
+            # a failed download is reclaimed: it must not hold the disk. One that only lacked chunks the network
+            # did not deliver keeps them while a document still names it, so a re-deploy fetches only the rest;
+            # it goes as soon as none does, or when another download needs the room (see _begin)
+            with contextlib.suppress(OSError):
+                job.transfer.discard()
+        if reason == "disk_full":
+            self._gc()
         self._failed[(name, version, job.spec.allow_downgrade)] = job.request or self._request(job.source)
         self._save_state()
         self._set_report(name, self._active_version(name), "failed", reason, wanted=version)
@@ -745,6 +1015,16 @@ class DeviceAgent:
         self._jobs.pop(job.meta.name, None)
         if job.state == "activating":
             return  # the new version runs already; the reconcile that replaces it decides what next
+        if job.transfer is not None:  # switched to another version mid-download: reclaim this one's chunks
+            with contextlib.suppress(OSError):
+                job.transfer.discard()
+
+    def _gc(self) -> None:
+        """The store's gc (old versions beyond ``keep``, unreferenced blobs, unwanted transfers); never raises."""
+        try:
+            self.store.gc(keep_transfers=self._transfers_wanted())
+        except (StoreError, OSError) as exc:
+            log.warning("store gc failed", extra={"device": self.device_id, "error": str(exc)})
 
     def _remove(self, name: str) -> None:
         if (job := self._jobs.pop(name, None)) is not None and job.transfer is not None and job.state == "downloading":
@@ -843,20 +1123,51 @@ class DeviceAgent:
                 for k, v in raw.get("pending", {}).items()
             }
             self._failed = {(str(n), str(v), bool(d)): str(r) for n, v, d, r in raw.get("failed", [])}
+            if isinstance(raw.get("transfers_wanted"), dict):
+                self._wanted_hashes = {
+                    str(k): [str(h) for h in v] for k, v in raw["transfers_wanted"].items() if isinstance(v, list)
+                }
         except FileNotFoundError:
             pass
         except (ValueError, AttributeError, KeyError, TypeError) as exc:
             log.warning("agent state unreadable, starting afresh", extra={"error": str(exc)})
 
-    def _save_state(self) -> None:
+    def _save_state(self, required: bool = False) -> bool:
+        """Write the agent's state file (atomically). A failed write (a full disk) is logged and the state stays in
+        memory, to be written with the next change; with ``required`` it raises :class:`StoreError`/
+        :class:`DiskFull` instead (for a write that must be durable before the next step)."""
         tmp = self._state_file.with_suffix(".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            failed = [[n, v, d, r] for (n, v, d), r in self._failed.items()]
-            json.dump({"applied": self._applied, "origin": self._origin, "pending": self._pending, "failed": failed}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._state_file)
+        failed = [[n, v, d, r] for (n, v, d), r in self._failed.items()]
+        state: dict[str, Any] = {
+            "applied": self._applied,
+            "origin": self._origin,
+            "pending": self._pending,
+            "failed": failed,
+        }
+        if self._wanted_hashes is not None:
+            state["transfers_wanted"] = self._wanted_hashes
+        data = json.dumps(state).encode()
+        try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._state_file)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            err = self.store.write_error(f"cannot write the agent state {self._state_file}", exc, len(data))
+            if required:
+                raise err from exc
+            log.error("agent state not saved", extra={"device": self.device_id, "error": str(err)})
+            return False
+        return True
+
+
+def _unrepr(label: str) -> str:
+    """The name inside a ``repr`` label made by :func:`split_bad_entries` (best effort)."""
+    return label[1:-1] if len(label) >= 2 and label[0] == label[-1] == "'" else label
 
 
 def _short(exc: Exception) -> str:
@@ -895,6 +1206,7 @@ def main(argv: Sequence[str] | None = None, *, checkpoint: Callable[[str], None]
     host, _, port = args.broker.rpartition(":")
     policy = DevicePolicy.model_validate_json(args.policy.read_text()) if args.policy else DevicePolicy()
     target = EmulatedTarget(fps=args.fps, policy=policy)
+    done = threading.Event()
     agent = DeviceAgent(
         args.device,
         BrokerConfig(host=host or "127.0.0.1", port=int(port), username=args.username, password=args.password),
@@ -908,16 +1220,19 @@ def main(argv: Sequence[str] | None = None, *, checkpoint: Callable[[str], None]
         health_timeout_s=args.health_timeout,
         stall_s=args.stall,
         window=args.window,
+        on_fatal=lambda exc: done.set(),
     )
     import signal
 
-    done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     agent.start()
     done.wait()
     agent.stop()
     target.close()
+    if agent.dead.is_set():
+        log.critical("exiting: the agent's worker died", extra={"device": args.device})
+        return 1
     return 0
 
 

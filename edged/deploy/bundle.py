@@ -54,11 +54,11 @@ _MEMBERS = ("meta.json", "manifest.json", WASM_ENTRY)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 _SEMVER = re.compile(
-    r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$"
+    r"(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?"
 )
-#: what a plugin name may be (also its store file name)
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: what a plugin name may be (also its store file name); always used with ``fullmatch`` (``$`` would accept "glow\n")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 # --- versions ----------------------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ class SemVer:
     __slots__ = ("build_free", "core", "pre", "text")
 
     def __init__(self, text: str) -> None:
-        m = _SEMVER.match(text)
+        m = _SEMVER.fullmatch(text)
         if not m:
             raise ValueError(f"{text!r} is not a semantic version such as 1.2.3")
         self.text = text
@@ -128,7 +128,7 @@ class BundleMeta(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
+        if not NAME_RE.fullmatch(v):
             raise ValueError("must be 1-64 chars of lowercase letters, digits, '-' or '_'")
         return v
 
@@ -141,7 +141,7 @@ class BundleMeta(BaseModel):
     @field_validator("wasm_sha256", "manifest_digest")
     @classmethod
     def _hex(cls, v: str) -> str:
-        if not _HEX64.match(v):
+        if not _HEX64.fullmatch(v):
             raise ValueError("must be a 64-character lowercase hex sha256 digest")
         return v
 
@@ -250,7 +250,7 @@ def build_bundle(
     module is kept); its ``edged`` block gets ``name`` and ``version`` if it lacks them. Raises
     :class:`BundleRejected` (``invalid_wasm``, ``invalid_manifest``, ``manifest_mismatch``, ``malformed``).
     """
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise BundleRejected("malformed", f"bundle name {name!r}: use 1-64 lowercase letters, digits, '-' or '_'")
     try:
         SemVer(version)
@@ -402,6 +402,38 @@ def _check_wasm(
         )
 
 
+def verify_meta(meta: BundleMeta | dict[str, Any], trust: TrustStore) -> BundleMeta:
+    """The bundle's metadata, parsed, after checking its signature by a key trusted as a ``publisher``.
+
+    A device calls this before it asks for the first chunk, so a forged or tampered meta (name, version, wasm sha256
+    and size, manifest digest) never causes a download. Raises :class:`BundleRejected` (``malformed``,
+    ``bad_signature``, ``untrusted_key``)."""
+    meta = parse_meta(meta)
+    if not meta.signature:
+        raise BundleRejected("bad_signature", f"{meta.ref}: the bundle is unsigned")
+    try:
+        trust.verify(meta.publisher_key_id, "publisher", meta.signed_bytes(), decode_signature(meta.signature))
+    except UntrustedKey as exc:
+        raise BundleRejected("untrusted_key", f"{meta.ref}: {exc}") from None
+    except BadSignature as exc:
+        raise BundleRejected("bad_signature", f"{meta.ref}: {exc}") from None
+    return meta
+
+
+def check_manifest_digest(meta: BundleMeta, manifest: Any) -> None:
+    """Raise :class:`BundleRejected` ``manifest_mismatch`` unless ``manifest`` hashes to the signed digest."""
+    if not isinstance(manifest, dict):
+        raise BundleRejected("manifest_mismatch", f"{meta.ref}: the manifest is not a JSON object")
+    try:
+        digest = manifest_digest(manifest)
+    except (ValueError, TypeError, RecursionError):
+        raise BundleRejected("manifest_mismatch", f"{meta.ref}: the manifest is not canonical JSON") from None
+    if digest != meta.manifest_digest:
+        raise BundleRejected(
+            "manifest_mismatch", f"{meta.ref}: the manifest's digest is {digest}, signed as {meta.manifest_digest}"
+        )
+
+
 def verify_bundle(
     meta: BundleMeta | dict[str, Any],
     manifest: dict[str, Any],
@@ -421,16 +453,7 @@ def verify_bundle(
     ``installed_version`` unless the meta is a signed rollback; the wasm compiles and imports only what its
     capabilities allow. The first failure raises :class:`BundleRejected` with its reason code.
     """
-    meta = parse_meta(meta)
-    if not meta.signature:
-        raise BundleRejected("bad_signature", f"{meta.ref}: the bundle is unsigned")
-    try:
-        trust.verify(meta.publisher_key_id, "publisher", meta.signed_bytes(), decode_signature(meta.signature))
-    except UntrustedKey as exc:
-        raise BundleRejected("untrusted_key", f"{meta.ref}: {exc}") from None
-    except BadSignature as exc:
-        raise BundleRejected("bad_signature", f"{meta.ref}: {exc}") from None
-
+    meta = verify_meta(meta, trust)
     if meta.wasm_size > max_wasm_bytes or len(wasm) > max_wasm_bytes:
         size = max(meta.wasm_size, len(wasm))
         raise BundleRejected("oversize", f"{meta.ref}: the wasm is {size} bytes, the limit is {max_wasm_bytes}")
@@ -440,16 +463,7 @@ def verify_bundle(
     if found != meta.wasm_sha256:
         raise BundleRejected("hash_mismatch", f"{meta.ref}: the wasm's sha256 is {found}, signed as {meta.wasm_sha256}")
 
-    if not isinstance(manifest, dict):
-        raise BundleRejected("manifest_mismatch", f"{meta.ref}: the manifest is not a JSON object")
-    try:
-        digest = manifest_digest(manifest)
-    except (ValueError, TypeError, RecursionError):
-        raise BundleRejected("manifest_mismatch", f"{meta.ref}: the manifest is not canonical JSON") from None
-    if digest != meta.manifest_digest:
-        raise BundleRejected(
-            "manifest_mismatch", f"{meta.ref}: the manifest's digest is {digest}, signed as {meta.manifest_digest}"
-        )
+    check_manifest_digest(meta, manifest)
     parsed = _check_manifest(manifest)
     assert parsed.edged is not None
     if (parsed.edged.name, parsed.edged.version) != (meta.name, meta.version):

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .bundle import NAME_RE, SemVer
 from .topics import check_id
 
 _STRICT = ConfigDict(extra="forbid")
@@ -30,6 +31,30 @@ State = Literal[
 ]
 
 
+def check_plugin_name(value: str) -> str:
+    """``value`` if it is a plugin name (the whole string: ``glow\\n`` is not ``glow``), else raise ``ValueError``."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a plugin name: 1-64 lowercase letters, digits, '-' or '_'")
+    return value
+
+
+def check_version(value: str) -> str:
+    """``value`` if it is a semantic version (the whole string), else raise ``ValueError``."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError(f"{value!r} is not a semantic version")
+    SemVer(value)
+    return value
+
+
+def check_target(value: str) -> str:
+    """``value`` if it is ``device:<id>`` or ``group:<g>`` with a valid id, else raise ``ValueError``."""
+    kind, sep, ident = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or kind not in ("device", "group"):
+        raise ValueError(f"a target is 'device:<id>' or 'group:<g>', not {value!r}")
+    check_id(ident, f"{kind} id")
+    return value
+
+
 PluginName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -46,16 +71,32 @@ class PluginSpec(BaseModel):
     #: the marketplace signs this to allow going back to a lower version (a rollback)
     allow_downgrade: bool = False
 
+    _name = field_validator("name")(classmethod(lambda cls, v: check_plugin_name(v)))
+    _version = field_validator("version")(classmethod(lambda cls, v: check_version(v)))
+
 
 class DesiredState(BaseModel):
-    """The plugin set (and playlist) a device or group should run. Newer ``seq`` wins; older ones are ignored."""
+    """The plugin set (and playlist) a device or group should run. Newer ``seq`` wins; older ones are ignored.
+
+    ``target`` (``device:<id>`` or ``group:<g>``) is signed with the rest: a device applies a document only if it
+    names that device, or a group the device is in, and came in on that target's topic."""
 
     model_config = _STRICT
+    target: str
     #: strictly increasing per target (the marketplace uses milliseconds since the epoch)
     seq: int = Field(ge=0)
     plugins: list[PluginSpec] = Field(default_factory=list, max_length=64)
     #: plugin names in play order; None (or an empty list) asks for no playlist: the device keeps its own
     playlist: list[PluginName] | None = Field(default=None, max_length=256)
+
+    _target = field_validator("target")(classmethod(lambda cls, v: check_target(v)))
+
+    @field_validator("playlist")
+    @classmethod
+    def _playlist_names(cls, v: list[str] | None) -> list[str] | None:
+        for item in v or ():
+            check_plugin_name(item)
+        return v
 
     @field_validator("plugins")
     @classmethod
@@ -67,14 +108,29 @@ class DesiredState(BaseModel):
 
 
 class Command(BaseModel):
-    """A one-off action with a correlation id, answered on the device's reply topic."""
+    """A one-off action with a correlation id, answered on the device's reply topic.
+
+    ``target`` (``device:<id>``) is signed with the rest: a device executes only commands that name it."""
 
     model_config = _STRICT
+    target: str
     id: str = Field(min_length=1, max_length=64)
     op: Literal["install", "remove", "rollback", "restart", "identify"]
     name: str | None = Field(default=None, max_length=64)
     #: for ``install``: what to install
     plugin: PluginSpec | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _device_target(cls, v: str) -> str:
+        if not check_target(v).startswith("device:"):
+            raise ValueError(f"a command targets one device ('device:<id>'), not {v!r}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else check_plugin_name(v)
 
 
 class Reply(BaseModel):

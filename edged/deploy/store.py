@@ -16,6 +16,7 @@ missing or does not hash right.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -25,13 +26,13 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import BundleRejected, StoreError
+from ..errors import BundleRejected, DiskFull, StoreError
 from .bundle import NAME_RE, WASM_ENTRY, BundleMeta, SemVer, manifest_digest, parse_meta
 from .trust import fsync_dir
 
@@ -47,7 +48,11 @@ CHECKPOINTS = (
     "after_chunk_rename",
     "after_state_temp_write",
     "after_state_rename",
+    "after_transfer_detach",
 )
+
+#: errno values that mean the file system is full (reported as ``disk_full``)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -101,6 +106,8 @@ class RecoveryReport(BaseModel):
     corrupt_blobs: list[str] = Field(default_factory=list)
     #: wasm sha256 of unfinished transfers, which can resume
     transfers: list[str] = Field(default_factory=list)
+    #: wasm sha256 of unfinished transfers deleted because nothing wants them any more (``keep_transfers``)
+    reclaimed_transfers: list[str] = Field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -192,7 +199,7 @@ class PluginStore:
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {final.relative_to(self.root)}: {exc.strerror or exc}") from exc
+            raise self.write_error(f"cannot write {final.relative_to(self.root)}", exc, len(data)) from exc
         try:
             fsync_dir(final.parent)
         except OSError as exc:
@@ -200,9 +207,25 @@ class PluginStore:
             log.warning("cannot fsync directory", extra={"path": str(final.parent), "error": str(exc)})
         self._point(f"after_{kind}_rename")
 
+    def free_bytes(self) -> int:
+        """Bytes free for an unprivileged writer on the store's file system (-1 if it cannot be read)."""
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return -1
+        return st.f_bavail * st.f_frsize
+
+    def write_error(self, what: str, exc: OSError, needed: int) -> StoreError:
+        """The error to raise for a failed write: :class:`DiskFull` (with free and needed bytes) for ENOSPC/EDQUOT,
+        else :class:`StoreError`."""
+        if exc.errno in _FULL:
+            free = self.free_bytes()
+            return DiskFull(f"{what}: the disk is full ({free} bytes free, {needed} needed)", free, needed)
+        return StoreError(f"{what}: {exc.strerror or exc}")
+
     def _record_path(self, name: str) -> Path:
         # names arrive in commands too: never let one walk out of plugins/
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise StoreError(f"{name!r} is not a plugin name")
         return self.plugins / f"{name}.json"
 
@@ -248,7 +271,7 @@ class PluginStore:
 
     def names(self) -> list[str]:
         """Names of all plugins with a record."""
-        return sorted(p.stem for p in self.plugins.glob("*.json") if NAME_RE.match(p.stem))
+        return sorted(p.stem for p in self.plugins.glob("*.json") if NAME_RE.fullmatch(p.stem))
 
     def active(self, name: str) -> InstalledVersion | None:
         """The active version of ``name``, or None if it is not installed or none is active."""
@@ -382,14 +405,21 @@ class PluginStore:
             history = [v for v in record.history if v != version]
             self._save(record.model_copy(update={"versions": versions, "history": history}))
 
-    def gc(self) -> int:
+    def gc(self, keep_transfers: Collection[str] | None = None, transfer_idle_s: float = 7 * 86400.0) -> int:
         """Drop versions beyond the active one and ``keep`` others per plugin, then delete every blob no record
-        points at. Returns the number of blobs deleted.
+        points at, and every unfinished transfer that is not in ``keep_transfers`` (when given) or has not
+        received anything for ``transfer_idle_s`` seconds. Returns the number of blobs deleted.
 
         Kept first: versions installed after the active one and never active (staged upgrades), then the rollback
         history (most recent first), then the most recently installed.
         """
         with self._locked():
+            now = time.time()
+            for d in sorted(self.transfers_dir.iterdir()):
+                idle = now - _last_write(d)
+                if (keep_transfers is not None and d.name not in keep_transfers) or idle > transfer_idle_s:
+                    log.info("gc deletes an unfinished transfer", extra={"transfer": d.name, "idle_s": round(idle)})
+                    self._delete_transfer_dir(d)
             referenced: set[str] = set()
             for name in self.names():
                 try:
@@ -418,10 +448,11 @@ class PluginStore:
             log.info("store gc", extra={"blobs_removed": removed})
             return removed
 
-    def recover(self) -> RecoveryReport:
+    def recover(self, keep_transfers: Collection[str] | None = None) -> RecoveryReport:
         """Repair the store after a crash: delete temp files, quarantine unreadable records, drop versions whose
         blob is missing or does not hash right (the active one falls back along the history), list unfinished
-        transfers. Safe to run at every start-up."""
+        transfers. With ``keep_transfers`` (wasm sha256s still wanted), every other unfinished transfer is deleted
+        (an abandoned download must not hold the disk). Safe to run at every start-up."""
         report = RecoveryReport()
         with self._locked():
             for p in sorted(self.tmp.iterdir()):
@@ -469,14 +500,46 @@ class PluginStore:
             for d in sorted(self.transfers_dir.iterdir()):
                 transfer = self._open_transfer(d)
                 if transfer is None:
-                    shutil.rmtree(d, ignore_errors=True)
+                    self._delete_transfer_dir(d)
+                elif keep_transfers is not None and d.name not in keep_transfers:
+                    self._delete_transfer_dir(d)
+                    report.reclaimed_transfers.append(d.name)
                 else:
                     report.transfers.append(d.name)
-        if not report.clean:
+        if not report.clean or report.reclaimed_transfers:
             log.warning("store recovered", extra={"report": report.model_dump()})
         return report
 
     # --- transfers -----------------------------------------------------------------------------------------------
+
+    def _delete_transfer_dir(self, directory: Path) -> None:
+        """Detach a transfer directory into ``tmp/`` (one rename: it is gone from ``transfers/`` at once, and a
+        crash after it leaves only garbage that :meth:`recover` deletes), then delete it."""
+        with self._locked():
+            graveyard = self.tmp / f"transfer-{directory.name[:16]}.{secrets.token_hex(6)}.gone"
+            try:
+                os.replace(directory, graveyard)
+            except FileNotFoundError:
+                return
+            except OSError:
+                shutil.rmtree(directory, ignore_errors=True)  # e.g. tmp/ on another file system
+                return
+            with contextlib.suppress(OSError):
+                fsync_dir(self.transfers_dir)
+            self._point("after_transfer_detach")
+            shutil.rmtree(graveyard, ignore_errors=True)
+
+    def reclaim_transfers(self, keep: Collection[str]) -> list[str]:
+        """Delete every unfinished transfer whose wasm sha256 is not in ``keep``; returns the ones deleted."""
+        gone = []
+        with self._locked():
+            for d in sorted(self.transfers_dir.iterdir()):
+                if d.name not in keep:
+                    self._delete_transfer_dir(d)
+                    gone.append(d.name)
+        if gone:
+            log.info("transfers reclaimed", extra={"transfers": gone})
+        return gone
 
     def transfer(self, meta: BundleMeta, chunk_size: int, total_chunks: int) -> Transfer:
         """Start, or resume, the download of ``meta``'s wasm in ``total_chunks`` chunks of ``chunk_size`` bytes.
@@ -500,8 +563,11 @@ class PluginStore:
                         existing._save_state(state.model_copy(update={"meta": meta}))
                     return existing
                 log.info("transfer restarted with new chunking", extra={"plugin": meta.ref})
-                shutil.rmtree(directory)
-            (directory / "chunks").mkdir(parents=True, exist_ok=True)
+                self._delete_transfer_dir(directory)
+            try:
+                (directory / "chunks").mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self.write_error(f"cannot start the transfer of {meta.ref}", exc, 4096) from exc
             transfer = Transfer(self, directory, None)
             transfer._save_state(
                 TransferState(meta=meta, chunk_size=chunk_size, total_chunks=total_chunks, started_at=time.time())
@@ -532,6 +598,15 @@ class PluginStore:
             return None
         (directory / "chunks").mkdir(exist_ok=True)
         return Transfer(self, directory, state)
+
+
+def _last_write(directory: Path) -> float:
+    """The latest modification time of a transfer directory, its state and its chunks."""
+    latest = 0.0
+    for p in (directory, directory / "state.json", directory / "chunks"):
+        with contextlib.suppress(OSError):
+            latest = max(latest, p.stat().st_mtime)
+    return latest
 
 
 def _activated(record: PluginRecord, version: str) -> PluginRecord:
@@ -591,7 +666,10 @@ class Transfer:
         return self.state.total_chunks
 
     def _save_state(self, state: TransferState) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self.store.write_error("cannot write the transfer state", exc, 4096) from exc
         self.store._write(self.directory / "state.json", state.model_dump_json().encode(), "state")
         self._state = state
 
@@ -689,5 +767,4 @@ class Transfer:
 
     def discard(self) -> None:
         """Delete the transfer and its chunks."""
-        with self.store._locked():
-            shutil.rmtree(self.directory, ignore_errors=True)
+        self.store._delete_transfer_dir(self.directory)

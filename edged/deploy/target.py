@@ -31,6 +31,9 @@ class PluginHealth:
     strikes: int
     last_error: str | None = None
     running: bool = True
+    #: the version the target runs under this name, if it knows (the agent never counts the health of another
+    #: version as the new one's)
+    version: str | None = None
 
 
 @runtime_checkable
@@ -46,7 +49,7 @@ class DeployTarget(Protocol):
         ...
 
     def health(self, name: str) -> PluginHealth:
-        """Frames run and strikes since ``name`` was last activated."""
+        """Frames run and strikes since ``name`` was last activated (and, if known, the version that runs)."""
         ...
 
     # Optional (the agent calls it only if the target has it, see SupportsPlaylist):
@@ -171,7 +174,7 @@ class EmulatedTarget:
             r = self._runners.get(name)
         if r is None:
             return PluginHealth(0, 0, "not running", running=False)
-        return PluginHealth(r.frames, r.strikes, r.last_error, running=r.thread.is_alive())
+        return PluginHealth(r.frames, r.strikes, r.last_error, running=r.thread.is_alive(), version=r.version)
 
     def apply_playlist(self, items: list[str] | None) -> None:
         """Record the playlist (the emulated display runs every active plugin regardless)."""

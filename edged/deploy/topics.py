@@ -13,12 +13,12 @@ import re
 
 ROOT = "edged/v1"
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_id(value: str, what: str = "device id") -> str:
     """Return ``value`` if it is a valid device or group id (no MQTT wildcards or separators), else raise."""
-    if not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ValueError(f"invalid {what} {value!r}: 1-64 chars of letters, digits, '_', '.', '-'")
     return value
 

@@ -263,7 +263,8 @@ class Marketplace:
             if bundle is None:
                 raise CatalogError(f"{name}@{entry.version} is not in the catalog")
             specs.append(_spec(bundle, entry.allow_downgrade))
-        return DesiredState(seq=seq, plugins=specs, playlist=self.catalog.get_playlist(target))
+        # the target is signed with the rest, so the document cannot be replayed onto another device or group
+        return DesiredState(target=target, seq=seq, plugins=specs, playlist=self.catalog.get_playlist(target))
 
     def publish_desired(self, target: str, timeout: float = 20.0) -> None:
         """Sign ``target``'s desired state and publish it retained; waits for the broker's acknowledgement."""
@@ -291,7 +292,7 @@ class Marketplace:
         Raises ``ValueError`` for a name that cannot be a plugin name."""
         target_topic(target)
         if items is not None:
-            items = DesiredState(seq=0, playlist=items).playlist  # the device's own check of every name
+            items = DesiredState(target=target, seq=0, playlist=items).playlist  # the device's own check of every name
         entries, seq = self.catalog.get_desired(target)
         self.catalog.set_playlist(target, items or None)
         self.catalog.set_desired(target, entries, max(seq + 1, int(time.time() * 1000)))
@@ -350,7 +351,8 @@ class Marketplace:
 
     def command(self, device: str, op: str, name: str | None = None, plugin: PluginSpec | None = None) -> str:
         """Send a signed command to one device; returns its correlation id (the reply lands in ``replies``)."""
-        cmd = Command(id=secrets.token_hex(8), op=op, name=name, plugin=plugin)  # type: ignore[arg-type]
+        target = f"device:{topics.check_id(device)}"  # signed: the command cannot be replayed to another device
+        cmd = Command(target=target, id=secrets.token_hex(8), op=op, name=name, plugin=plugin)  # type: ignore[arg-type]
         env = sign_envelope(cmd.model_dump(mode="json"), self.key, self.command_ttl_s)
         self.client.publish(topics.cmd(topics.check_id(device)), env.model_dump_json(), qos=1).wait_for_publish(20)
         return cmd.id

@@ -28,9 +28,9 @@ from pydantic import (
 from ..errors import ManifestError, PluginLoadError
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class _WasmSource(BaseModel):
@@ -41,7 +41,7 @@ class _WasmSource(BaseModel):
     @field_validator("hash")
     @classmethod
     def _hex(cls, v: str | None) -> str | None:
-        if v is not None and not _SHA256.match(v.lower()):
+        if v is not None and not _SHA256.fullmatch(v.lower()):
             raise ValueError("must be a 64-character hex sha256 digest")
         return v.lower() if v else v
 
@@ -125,7 +125,7 @@ class EdgedBlock(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError(
                 "must be 1-64 chars of lowercase letters, digits, '-' or '_', starting with a letter/digit"
             )
@@ -134,7 +134,7 @@ class EdgedBlock(BaseModel):
     @field_validator("version")
     @classmethod
     def _version(cls, v: str) -> str:
-        if not _SEMVER.match(v):
+        if not _SEMVER.fullmatch(v):
             raise ValueError("must be a semantic version such as 1.2.3")
         return v
 

@@ -55,7 +55,7 @@ def signed(h: Harness, payload: dict[str, Any], ttl: float = 60, key: Any = None
 def desired_doc(h: Harness, name: str, version: str, seq: int | None = None, **spec: Any) -> dict[str, Any]:
     s = h.market.spec(name, version).model_dump(mode="json")
     s.update(spec)
-    return {"seq": seq or int(time.time() * 1000), "plugins": [s]}
+    return {"target": "device:dev-1", "seq": seq or int(time.time() * 1000), "plugins": [s]}
 
 
 @pytest.mark.parametrize(
@@ -77,9 +77,10 @@ def test_malformed_desired_state(harness: Harness, payload: bytes, reason: str) 
 
 def test_wrong_schema(harness: Harness) -> None:
     agent = baseline(harness)
-    raw(harness, topics.desired("dev-1"), signed(harness, {"seq": 1, "plugins": "all of them"}))
+    doc = {"target": "device:dev-1", "seq": 1, "plugins": "all of them"}
+    raw(harness, topics.desired("dev-1"), signed(harness, doc))
     rejected(harness, "wrong_schema")
-    raw(harness, topics.cmd("dev-1"), signed(harness, {"id": "c1", "op": "format-disk"}))
+    raw(harness, topics.cmd("dev-1"), signed(harness, {"target": "device:dev-1", "id": "c1", "op": "format-disk"}))
     reply = wait_for(lambda: harness.events.reply("c1"), what="reply to c1")
     assert not reply.ok and reply.error == "wrong_schema"
     unchanged(harness, agent)
@@ -111,11 +112,11 @@ def test_bundle_signed_by_an_untrusted_publisher(harness: Harness) -> None:
 def test_expired_and_replayed_commands(harness: Harness) -> None:
     h = harness
     agent = baseline(h)
-    old = Command(id="old", op="remove", name="glow").model_dump(mode="json")
+    old = Command(target="device:dev-1", id="old", op="remove", name="glow").model_dump(mode="json")
     raw(h, topics.cmd("dev-1"), signed(h, old, ttl=60, now=time.time() - 3600))
     reply = wait_for(lambda: [r for r in h.events.replies if r.error == "expired"], what="expired reply")
     assert not reply[0].ok
-    once = signed(h, Command(id="once", op="identify").model_dump(mode="json"))
+    once = signed(h, Command(target="device:dev-1", id="once", op="identify").model_dump(mode="json"))
     raw(h, topics.cmd("dev-1"), once)
     wait_for(lambda: h.events.reply("once"), what="first reply")
     raw(h, topics.cmd("dev-1"), once)
@@ -150,6 +151,7 @@ def test_bad_chunks_are_refused_and_unservable_chunks_fail(harness: Harness) -> 
     # a bundle the marketplace cannot serve: signed and valid, but not in its catalog
     ghost = build_bundle("ghost", "1.0.0", anim_wasm("ghost"), ANIM_MANIFEST, h.key)
     doc = {
+        "target": "device:dev-1",
         "seq": int(time.time() * 1000),
         "plugins": [
             h.market.spec("glow", "1.0.0").model_dump(mode="json"),

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from edged.deploy.bundle import Bundle, build_bundle
 from edged.deploy.store import PluginStore, expected_chunks
 from edged.deploy.trust import generate_key
-from edged.errors import BundleRejected, StoreError
+from edged.errors import BundleRejected, DiskFull, StoreError
 from edged.runtime import Plugin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -433,9 +433,10 @@ def test_a_full_disk_is_a_store_error_and_keeps_the_old_state(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(StoreError, match="No space left on device"):
+    with pytest.raises(DiskFull, match=r"the disk is full \(\d+ bytes free, \d+ needed\)") as err:
         install(store, make("2.0.0"))
-    with pytest.raises(StoreError, match="No space left on device"):
+    assert err.value.reason == "disk_full" and err.value.needed > 0
+    with pytest.raises(DiskFull, match="the disk is full"):
         store.transfer(make("2.0.0").meta, 1000, expected_chunks(make("2.0.0").meta.wasm_size, 1000))
     monkeypatch.undo()
     assert list(store.tmp.iterdir()) == []
