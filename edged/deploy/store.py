@@ -569,9 +569,13 @@ class PluginStore:
             except OSError as exc:
                 raise self.write_error(f"cannot start the transfer of {meta.ref}", exc, 4096) from exc
             transfer = Transfer(self, directory, None)
-            transfer._save_state(
-                TransferState(meta=meta, chunk_size=chunk_size, total_chunks=total_chunks, started_at=time.time())
-            )
+            try:
+                transfer._save_state(
+                    TransferState(meta=meta, chunk_size=chunk_size, total_chunks=total_chunks, started_at=time.time())
+                )
+            except StoreError:
+                self._delete_transfer_dir(directory)  # no half-made transfer stays behind
+                raise
             return transfer
 
     def get_transfer(self, wasm_sha256: str) -> Transfer | None:
