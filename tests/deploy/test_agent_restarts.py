@@ -127,6 +127,7 @@ class AgentProcess:
         "after_blob_rename:1",  # verified, blob stored, no record yet
         "after_record_temp_write:1",  # record being written
         "after_record_rename:1",  # installed, not yet active
+        "after_transfer_detach:1",  # installed, its chunks being deleted
         "after_record_rename:2",  # active, health check not finished
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -463,3 +464,24 @@ def test_random_chunks_are_rejected_or_stored_never_crash(tmp_path: Path, make, 
     # only a chunk that really is the right length with the right hash gets in
     assert stored in (True, False) and isinstance(index, int)
     assert len(data) == t.chunk_length(index) and hashlib.sha256(data).hexdigest() == sha
+
+
+def test_gc_and_recover_reclaim_unwanted_and_idle_transfers(tmp_path: Path, make) -> None:
+    store = PluginStore(tmp_path)
+    a, b, c = make("1.0.0"), make("2.0.0"), make("3.0.0")
+    for bundle in (a, b, c):
+        t = store.transfer(bundle.meta, 1000, expected_chunks(bundle.meta.wasm_size, 1000))
+        part = bundle.wasm[:1000]
+        t.put_chunk(0, part, hashlib.sha256(part).hexdigest())
+    assert store.gc() == 0 and len(store.transfers()) == 3  # no keep list, none idle: all stay
+    old = time.time() - 8 * 86400
+    for p in (store.transfers_dir / c.meta.wasm_sha256).rglob("*"):
+        os.utime(p, (old, old))
+    os.utime(store.transfers_dir / c.meta.wasm_sha256, (old, old))
+    store.gc()  # idle for more than a week: abandoned
+    assert sorted(t.meta.version for t in store.transfers()) == ["1.0.0", "2.0.0"]
+    store.gc(keep_transfers={a.meta.wasm_sha256})
+    assert [t.meta.version for t in store.transfers()] == ["1.0.0"]
+    report = store.recover(keep_transfers=set())
+    assert report.reclaimed_transfers == [a.meta.wasm_sha256] and store.transfers() == []
+    assert list(store.tmp.iterdir()) == []

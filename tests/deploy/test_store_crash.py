@@ -3,6 +3,7 @@ activation or a chunk download; the store, reopened and recovered, holds exactly
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import signal
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edged.deploy.bundle import Bundle, build_bundle, write_bundle
 from edged.deploy.store import CHECKPOINTS, PluginStore, expected_chunks
 from edged.deploy.trust import generate_key
+from edged.errors import DiskFull
 from edged.runtime import Plugin
 from tests.deploy.test_store import with_custom_section
 
@@ -49,6 +51,18 @@ elif op == "chunk":
     for i in t.missing():
         part = b.wasm[i * size:(i + 1) * size]
         t.put_chunk(i, part, hashlib.sha256(part).hexdigest())
+elif op in ("discard", "reclaim", "gc"):
+    size = int(sys.argv[5])
+    t = store.transfer(b.meta, size, -(-len(b.wasm) // size))
+    for i in t.missing()[:3]:
+        part = b.wasm[i * size:(i + 1) * size]
+        t.put_chunk(i, part, hashlib.sha256(part).hexdigest())
+    if op == "discard":
+        t.discard()
+    elif op == "reclaim":
+        store.reclaim_transfers(keep=set())
+    else:
+        store.gc(keep_transfers=set())
 sys.exit(0)
 """
 
@@ -187,6 +201,80 @@ def test_kill_during_a_download_then_resume(tmp_path: Path, bundles, point: str)
         part = b.wasm[i * size : (i + 1) * size]
         t.put_chunk(i, part, hashlib.sha256(part).hexdigest())
     assert t.assemble() == b.wasm
+
+
+@pytest.mark.parametrize("op", ["discard", "reclaim", "gc"])
+def test_kill_while_a_partial_download_is_reclaimed(tmp_path: Path, bundles, op: str) -> None:
+    """Reclaiming a transfer detaches its directory into tmp/ in one rename; killed right after, the transfer is
+    gone and recovery deletes the rest, while the installed version stays whole."""
+    (old, _), (_, new_path) = bundles["1.0.0"], bundles["2.0.0"]
+    root = tmp_path / "store"
+    PluginStore(root).install(old.meta, old.manifest, old.wasm, activate=True)
+
+    crash(root, new_path, "after_transfer_detach", op, "512")
+
+    assert list((root / "transfers").iterdir()) == []
+    assert [p.name.startswith("transfer-") for p in (root / "tmp").iterdir()] == [True]
+    store = PluginStore(root)
+    store.recover()
+    assert store.transfers() == []
+    check_whole(store, {"active": "1.0.0"}, {"1.0.0"})
+
+
+@pytest.mark.parametrize(
+    "point,op",
+    [
+        ("after_temp_write", "install"),
+        ("after_record_temp_write", "install"),
+        ("after_record_temp_write", "activate"),
+        ("after_record_temp_write", "rollback"),
+        ("after_chunk_temp_write", "chunk"),
+        ("after_state_temp_write", "transfer"),
+    ],
+)
+def test_enospc_at_every_write_is_disk_full_and_changes_nothing(tmp_path: Path, bundles, point: str, op: str) -> None:
+    """ENOSPC at each write of the store (raised where the temp file is written) is ``DiskFull`` with its numbers;
+    the store keeps its old state, leaves no temp file, and the same operation works once there is room."""
+    (old, _), (new, _) = bundles["1.0.0"], bundles["2.0.0"]
+    root = tmp_path / "store"
+    full = {"on": False}
+
+    def hook(name: str) -> None:
+        if full["on"] and name == point:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    store = PluginStore(root, checkpoint=hook)
+    store.install(old.meta, old.manifest, old.wasm, activate=True)
+    if op in ("activate", "rollback"):
+        store.install(new.meta, new.manifest, new.wasm, activate=(op == "rollback"))
+    before = store.record("vowels")
+    size = 512
+    total = expected_chunks(new.meta.wasm_size, size)
+    transfer = store.transfer(new.meta, size, total) if op == "chunk" else None
+
+    def run() -> None:
+        if op == "install":
+            store.install(new.meta, new.manifest, new.wasm, activate=True)
+        elif op == "activate":
+            store.activate("vowels", "2.0.0")
+        elif op == "rollback":
+            store.rollback("vowels")
+        elif op == "chunk":
+            assert transfer is not None
+            part = new.wasm[:size]
+            transfer.put_chunk(0, part, hashlib.sha256(part).hexdigest())
+        else:
+            store.transfer(new.meta, size, total)
+
+    full["on"] = True
+    with pytest.raises(DiskFull, match=r"the disk is full \(-?\d+ bytes free, \d+ needed\)") as err:
+        run()
+    assert err.value.reason == "disk_full" and err.value.needed > 0
+    assert store.record("vowels") == before and list(store.tmp.iterdir()) == []
+    assert transfer is None or transfer.received() == []
+    assert op != "transfer" or store.transfers() == []
+    full["on"] = False
+    run()
 
 
 LOOP_CHILD = """
