@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import subprocess
 import sys
@@ -149,3 +150,43 @@ def test_refused_connects_back_off_too() -> None:
     b = ReconnectBackoff(min_s=1, max_s=8, rng=random.Random(2), now=lambda: 0.0)
     d = [b.next_delay() for _ in range(6)]
     assert d[0] <= 1 and 2 <= d[2] <= 4 and 4 <= d[5] <= 8
+
+
+RUN_CHILD = """
+import sys
+from edged.deploy import agent as a
+
+def broken(self, *args, **kw):
+    raise RuntimeError("injected: the worker's error handler fails")
+
+a.DeviceAgent._tick = broken
+a.DeviceAgent._status = broken
+from edged.cli import main
+sys.exit(main())
+"""
+
+
+def test_edged_run_stops_and_exits_non_zero_when_its_agent_dies(tmp_path: Path, harness: Harness) -> None:
+    from tests.deploy.test_daemon_deploy import CONFIG
+    from tests.engine.anims import solid
+
+    site = tmp_path / "site"
+    (site / "plugins" / "red").mkdir(parents=True)
+    (site / "plugins" / "red" / "red.wasm").write_bytes(solid(255, 0, 0))
+    broker = harness.broker_config("pi-3")
+    mqtt = (
+        f'\n[mqtt]\ndevice_id = "pi-3"\ntrust = "{harness.trust_path}"\n'
+        f'broker = {{ host = "{broker.host}", port = {broker.port} }}\n'
+    )
+    (site / "edged.toml").write_text(CONFIG + mqtt)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_CHILD, "run", "--config", "edged.toml", "--emulate", "--render", "headless"],
+        cwd=site,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "the deploy agent died" in proc.stderr
