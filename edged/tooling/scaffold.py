@@ -24,7 +24,7 @@ log = logging.getLogger("edged.tooling")
 LANGUAGES: dict[str, str] = {"as": ".ts", "c": ".c", "zig": ".zig"}
 PLACEHOLDER = "__NAME__"
 # the manifest's rule for edged.name, minus '-': the name is also a C/Zig/AssemblyScript identifier in templates
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class ScaffoldError(EdgedError, ValueError):
@@ -68,7 +68,7 @@ def _files(folder: Traversable, prefix: str = "") -> list[tuple[str, Traversable
 
 def new_plugin(name: str, lang: str, dest: str | Path, *, templates: str | Path | Traversable | None = None) -> Path:
     """Create ``dest/NAME/`` from the language's template and return it. Never overwrites anything."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ScaffoldError(
             f"invalid plugin name {name!r}: use 1-64 lowercase letters, digits or '_', starting with a letter"
         )

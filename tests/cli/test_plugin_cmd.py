@@ -73,6 +73,8 @@ def test_new_refuses_to_overwrite_and_bad_names(tmp_path: Path, capsys: pytest.C
     assert code == 2 and "already exists" in err
     code, _, err = run(capsys, "new", "Bad-Name", "--lang", "c", "--dir", str(tmp_path))
     assert code == 2 and "invalid plugin name" in err
+    code, _, err = run(capsys, "new", "two\n", "--lang", "c", "--dir", str(tmp_path))  # a full match, not `$`
+    assert code == 2 and "invalid plugin name" in err and not (tmp_path / "two\n").exists()
     with pytest.raises(SystemExit) as exc:
         main(["plugin", "new", "two", "--lang", "rust", "--dir", str(tmp_path)])
     assert exc.value.code == 2
