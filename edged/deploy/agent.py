@@ -71,6 +71,9 @@ log = logging.getLogger("edged.deploy.agent")
 #: how long a device shows that it is being identified
 IDENTIFY_SECONDS = 5.0
 
+#: at most this often the agent subscribes again to desired-state topics whose messages its full queue dropped
+RESUBSCRIBE_S = 5.0
+
 #: AWS IoT's message limit is 128 KB; a chunk plus its header line stays below it (at most ``MAX_CHUNK_SIZE``)
 DEFAULT_CHUNK_SIZE = 96 * 1024
 
@@ -287,6 +290,7 @@ class DeviceAgent:
         self._playlist_tried: list[str] | None = None
         #: names each source's current document names but whose entry was refused (never removed for that)
         self._refused: dict[str, set[str]] = {}
+        self._next_resubscribe = 0.0
         #: wasm sha256 each source's last applied document wants (persisted: recovery at start keeps only these
         #: unfinished transfers); None until known, so an older state file never makes recovery delete anything
         self._wanted_hashes: dict[str, list[str]] | None = None
@@ -877,7 +881,22 @@ class DeviceAgent:
         log.info("playlist applied", extra={"device": self.device_id, "playlist": want})
         self._publish_reported()
 
+    def _resubscribe_dropped(self) -> None:
+        """After a burst that dropped desired-state messages, subscribe to those topics again (at most every
+        ``RESUBSCRIBE_S``): the broker then sends their retained documents once more, so none is lost for good."""
+        now = time.monotonic()
+        if now < self._next_resubscribe or not self.connected.is_set():
+            return
+        dropped = self.inbox.take_dropped_desired()
+        if dropped:
+            self._next_resubscribe = now + RESUBSCRIBE_S
+            log.warning(
+                "subscribing again to desired states dropped by the full queue", extra={"topics": sorted(dropped)}
+            )
+            self.client.subscribe([(t, 1) for t in sorted(dropped)])
+
     def _tick(self) -> None:
+        self._resubscribe_dropped()
         self._sync_playlist()
         now = time.monotonic()
         for job in list(self._jobs.values()):

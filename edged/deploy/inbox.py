@@ -5,9 +5,10 @@ publish on a device's topics (a compromised broker, or loose ACLs) can send fast
 signatures, so the queue must not grow without limit: :class:`Inbox` refuses a message that would take it over
 ``max_messages`` or ``max_bytes`` (tail drop: the newest message is dropped, what is queued stays), counts what it
 dropped per kind, and keeps a high-water mark. What a drop costs is bounded by the protocol: a dropped chunk is asked
-for again after ``stall_s``; a dropped desired state is retained on the broker and arrives again at the next
-(re)connect or with the next document; a dropped command gets no reply and the marketplace times out (the sender
-may send it again). Control events (``connected``) are never dropped.
+for again after ``stall_s``; a dropped desired state is retained on the broker, and the agent subscribes to its
+topic again once the queue has room (at most every few seconds), so the broker sends it once more; a dropped command
+gets no reply and the marketplace times out (the sender may send it again). Control events (``connected``) are never
+dropped.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class Inbox:
         self._dropped = 0
         self._dropped_bytes = 0
         self._dropped_by_kind: Counter[str] = Counter()
+        #: topics of retained-state messages (``desired``) dropped since the last ``take_dropped_desired``
+        self._dropped_desired: set[str] = set()
         #: True while dropping: the first drop of a burst is logged (and reported once by the agent)
         self._overflowing = False
         self._burst_start = 0
@@ -77,6 +80,8 @@ class Inbox:
                 self._dropped += 1
                 self._dropped_bytes += size
                 self._dropped_by_kind[kind] += 1
+                if kind == "desired":
+                    self._dropped_desired.add(topic)
                 if not self._overflowing:
                     self._overflowing = True
                     self._burst_start = self._dropped
@@ -112,6 +117,16 @@ class Inbox:
             kind, topic, payload, size = self._items.popleft()
             self._bytes -= size
             return kind, topic, payload
+
+    def take_dropped_desired(self) -> set[str]:
+        """The desired-state topics whose messages were dropped, once the queue is at most half full (else nothing);
+        the agent subscribes to them again so the broker sends their retained documents once more."""
+        with self._cond:
+            full = len(self._items) * 2 > self.max_messages or self._bytes * 2 > self.max_bytes
+            if full or not self._dropped_desired:
+                return set()
+            out, self._dropped_desired = self._dropped_desired, set()
+            return out
 
     def empty(self) -> bool:
         with self._cond:

@@ -99,8 +99,10 @@ def test_the_inbox_drops_what_exceeds_its_bounds() -> None:
     st = box.stats()
     assert (st.messages, st.dropped, st.dropped_by_kind) == (4, 2, {"desired": 1, "cmd": 1})
     assert st.peak_bytes <= 1000 and st.accepted == 3
+    assert box.take_dropped_desired() == set()  # still full: subscribing again now would only drop it again
     assert [box.get(0)[0] for _ in range(4)] == ["msg", "msg", "msg", "connected"]  # type: ignore[index]
     assert box.get(0) is None and box.stats().bytes == 0
+    assert box.take_dropped_desired() == {"t/desired"} and box.take_dropped_desired() == set()
 
 
 def test_bursts_of_large_messages_keep_the_queue_bounded(harness: Harness) -> None:
@@ -117,17 +119,25 @@ def test_bursts_of_large_messages_keep_the_queue_bounded(harness: Harness) -> No
     agent._dispatch = held  # type: ignore[method-assign]
     junk = b'{"payload": "' + b"A" * 250_000 + b'"}'
     burst = 300
-    for _ in range(burst):
+    for _ in range(burst):  # bounded by bytes: 2 MiB holds 8 of them
         h.market.client.publish(topics.desired("dev-1"), junk, qos=1)
     wait_for(lambda: agent.inbox_stats().accepted + agent.inbox_stats().dropped >= burst, what="the burst to arrive")
     st = agent.inbox_stats()
     assert st.peak_bytes <= 2 * 1024 * 1024 and st.peak_messages <= 50
-    assert st.dropped_by_kind.get("desired", 0) >= burst - 9  # 2 MiB holds 8 of them (one more may be in dispatch)
+    assert st.dropped_by_kind.get("desired", 0) >= burst - 9  # (one more may be in dispatch)
     assert st.dropped_bytes >= (burst - 9) * 250_000
+    for _ in range(100):  # bounded by count: small ones fill the 50 places
+        h.market.client.publish(topics.cmd("dev-1"), b"{}", qos=1)
+    wait_for(lambda: agent.inbox_stats().accepted + agent.inbox_stats().dropped >= burst + 100, what="the small ones")
+    st = agent.inbox_stats()
+    assert st.peak_messages == 50 and st.dropped_by_kind.get("cmd", 0) >= 50
+    # a real desired state arrives while the queue is full: dropped, but not lost
+    h.market.set_desired("device:dev-1", "glow", "1.0.0")
+    wait_for(lambda: agent.inbox_stats().dropped_by_kind["desired"] > st.dropped_by_kind["desired"], what="a drop")
     gate.set()
     wait_for(lambda: agent.inbox.empty(), what="the queue to drain")
-    assert agent.alive
-    h.market.set_desired("device:dev-1", "glow", "1.0.0")  # and it still works
+    assert agent.alive and agent.inbox_stats().peak_messages == 50
+    # the agent subscribed to its desired topic again, so the broker sent the retained document once more
     h.wait_healthy("dev-1", "glow", "1.0.0")
 
 
