@@ -59,16 +59,18 @@ DEFAULT_MEMORY_BUDGET = 64 << 20
 _MIB = 1 << 20
 
 
-def memory_plan(budget: int, memory: MemoryOptions, frame_cap: int, name: str) -> tuple[MemoryOptions, int]:
+def memory_plan(budget: int, memory: MemoryOptions, frame_cap: int, name: str) -> tuple[MemoryOptions, int, int]:
     """Split one plugin's memory ``budget`` (bytes) between the kernel and the plugin's own memories.
 
     Everything a plugin can make the host hold counts: its linear memories (the manifest's ``max_pages`` is only a
     wish, never above the device's budget), the kernel's memory (its blocks, input, output, config and vars) and
-    HTTP responses. Returns the manifest's ``memory`` block as the device enforces it, and the kernel's limit.
-    Tables are bounded by the runtime itself (a few MiB at most).
+    HTTP responses. Returns the manifest's ``memory`` block as the device enforces it, the kernel's share in all,
+    and the part of it the kernel's block heap may use beyond a call's input (the runtime's
+    ``kernel_memory_limit``). Tables are bounded by the runtime itself (a few MiB at most).
     """
     var_bytes = min(memory.max_var_bytes if memory.max_var_bytes is not None else DEFAULT_MAX_VAR_BYTES, budget // 8)
-    kernel = _MIB + var_bytes + max(2 * _MIB, 4 * frame_cap)  # the kernel's own MiB, vars, room for blocks
+    heap = max(2 * _MIB, 4 * frame_cap)
+    kernel = _MIB + var_bytes + heap  # the kernel's own MiB (data, stack, config), vars, room for blocks
     http = min(memory.max_http_response_bytes or DEFAULT_MAX_HTTP_RESPONSE_BYTES, kernel - _MIB - var_bytes)
     pages = (budget - kernel) // PAGE
     if pages < 1:
@@ -81,7 +83,7 @@ def memory_plan(budget: int, memory: MemoryOptions, frame_cap: int, name: str) -
     limited = memory.model_copy(
         update={"max_pages": pages, "max_var_bytes": var_bytes, "max_http_response_bytes": http}
     )
-    return limited, kernel
+    return limited, kernel, heap
 
 
 def detect_kind(exports: set[str], declared: str | None) -> Kind:
@@ -169,7 +171,7 @@ class DevicePlugin:
         check_imports(imports, self.grant, self.name)
 
         self._frame_cap = max_output_bytes(self.kind, display.width, display.height) if display else OTHER_OUTPUT_CAP
-        memory, kernel_limit = memory_plan(memory_budget, manifest.memory, self._frame_cap, self.name)
+        memory, _, kernel_heap = memory_plan(memory_budget, manifest.memory, self._frame_cap, self.name)
         manifest = manifest.model_copy(update={"memory": memory})
 
         self.logger = logging.getLogger(f"edged.plugin.{self.name}")
@@ -188,7 +190,7 @@ class DevicePlugin:
             init_fuel=init_fuel,
             init_timeout_ms=init_timeout_ms,
             max_output_bytes=OTHER_OUTPUT_CAP,
-            kernel_memory_limit=kernel_limit,
+            kernel_memory_limit=kernel_heap,
         )
         self._setup_done = False
         self._budget: int | None = None

@@ -90,8 +90,10 @@ class Kernel:
         self._funcs: dict[str, Any] = {}
         #: the store's limits (``Store.set_limits`` arguments) once the plugin has set them
         self.store_limits: dict[str, int] | None = None
-        #: the most bytes this kernel's memory may hold (input, blocks, config, vars), or None
-        self.kernel_limit = kernel_limit
+        #: bytes the block heap may use beyond the call's input (None: no limit of its own), and the absolute end of
+        #: memory that allows for the current call
+        self.heap_limit = kernel_limit
+        self.kernel_limit: int | None = None
         first = _constants is None
         ex: Any = self._fetch(["memory", "edged_ctl", "edged_init"] if first else ["memory"])
         self.memory: wasmtime.Memory = ex["memory"]
@@ -107,8 +109,6 @@ class Kernel:
         if fields[L.ABI_FIELD] != L.ABI_VERSION:
             raise PluginError(f"kernel ABI {fields[L.ABI_FIELD]} does not match the host's {L.ABI_VERSION}")
         self.size = self.memory.data_len(store)
-        if kernel_limit is not None:
-            _U64.pack_into(self.ctl, L.KERNEL_MEMORY_LIMIT, kernel_limit)
 
         if config:  # the config table sits below the heap and survives every reset
             table = encode_config(config)
@@ -122,6 +122,14 @@ class Kernel:
         _U64.pack_into(self.ctl, L.HEAP_TOP, heap_start)
         _I32.pack_into(self.ctl, L.LOG_LEVEL, log_level)
         self.heap_start = heap_start
+        self._limit_heap(0)
+
+    def _limit_heap(self, input_bytes: int) -> None:
+        """Let the heap grow to the call's input plus :attr:`heap_limit`: the input is the host's, what the plugin
+        (or a host function on its behalf) allocates on top of it is the plugin's, and is capped."""
+        if self.heap_limit is not None:
+            self.kernel_limit = L.align(self.heap_start + L.HEADER_SIZE + input_bytes) + self.heap_limit
+            _U64.pack_into(self.ctl, L.KERNEL_MEMORY_LIMIT, self.kernel_limit)
 
     def _place_vars(self, start: int, values: dict[bytes, bytes], max_var_bytes: int) -> int:
         """Write the var table at ``start`` with room for ``max_var_bytes``; return where the heap begins."""
@@ -212,6 +220,8 @@ class Kernel:
         """``reset`` and place ``data`` as the input block at the start of the heap (no kernel call)."""
         hs = self.heap_start
         n = len(data)
+        if self.heap_limit is not None:
+            self._limit_heap(n)
         if n:
             end = hs + L.HEADER_SIZE + L.align(n)
             if end > self.size:

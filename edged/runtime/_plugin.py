@@ -45,6 +45,8 @@ _KERNEL_VAR_EXPORTS = {"var_get": "edged_var_get", "var_set": "edged_var_set"}
 
 #: Kernel memory set aside before a max_pages limit is applied (see Plugin._instantiate).
 KERNEL_RESERVE_UNDER_LIMIT = 64 * 1024 * 1024
+#: The least a kernel's block heap may hold beyond the input when max_pages sets its limit.
+KERNEL_HEAP_MIN = 4 * 1024 * 1024
 
 #: Default cap on a call's output, so a runaway plugin cannot exhaust host memory through its output.
 DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
@@ -349,8 +351,15 @@ class Plugin:
         self.memory_limit = (
             m.memory.max_pages // max(self.compiled.memories, 1) * L.PAGE if m.memory.max_pages else None
         )
-        #: the most bytes the kernel's memory may hold for this plugin (blocks, input, config, vars), or None
-        self.kernel_memory_limit = kernel_memory_limit
+        #: bytes the kernel's block heap may use beyond a call's input (what the plugin allocates there, and the
+        #: results host functions give it); by default as much as max_pages allows the plugin itself, else None
+        self.kernel_memory_limit = (
+            kernel_memory_limit
+            if kernel_memory_limit is not None
+            else max(m.memory.max_pages * L.PAGE, KERNEL_HEAP_MIN)
+            if m.memory.max_pages
+            else None
+        )
         self.logger = logger or logging.getLogger(f"edged.plugin.{self.name}")
         self._inst: _Instance | None = None
         # Host callbacks live in a global table until wasmtime drops them with the store, and the store lives as
@@ -472,8 +481,8 @@ class Plugin:
             # wasmtime's store limit applies to every memory, but max_pages is meant for the plugin's alone:
             # give the kernel its room first (untouched pages cost address space only), then set the limit.
             reserve = KERNEL_RESERVE_UNDER_LIMIT
-            if self.kernel_memory_limit is not None:
-                reserve = min(reserve, self.kernel_memory_limit)
+            if kernel.kernel_limit is not None:
+                reserve = min(reserve, kernel.kernel_limit)
             kernel.reserve(reserve)
         # one memory per module that defines one (plus the kernel's), the tables they declare, each bounded
         kernel.store_limits = {

@@ -94,22 +94,22 @@ def reached(dp: DevicePlugin) -> int:
 
 
 def test_the_manifest_cannot_raise_its_memory_above_the_device_budget() -> None:
-    limited, kernel = memory_plan(BUDGET, MemoryOptions(max_pages=16384), 16 * 16 * 4, "bomb")  # asks for 1 GiB
+    limited, kernel, _ = memory_plan(BUDGET, MemoryOptions(max_pages=16384), 16 * 16 * 4, "bomb")  # asks for 1 GiB
     assert limited.max_pages is not None and limited.max_pages * PAGE + kernel <= BUDGET
     dp = device(GROW_ALL, {"max_pages": 16384})
     assert 8 * MIB < reached(dp) <= BUDGET - kernel
 
 
 def test_a_lower_max_pages_in_the_manifest_is_kept() -> None:
-    limited, _ = memory_plan(BUDGET, MemoryOptions(max_pages=4), 1024, "small")
+    limited, _, _ = memory_plan(BUDGET, MemoryOptions(max_pages=4), 1024, "small")
     assert limited.max_pages == 4
 
 
 def test_several_memories_share_one_budget() -> None:
     dp = device(MULTI)
     assert dp.compiled.memories == 4
-    kernel = dp.plugin.kernel_memory_limit
-    assert kernel is not None and 4 * MIB < reached(dp) <= BUDGET - kernel
+    _, kernel, _ = memory_plan(BUDGET, MemoryOptions(), 16 * 16 * 4, "bomb")
+    assert 4 * MIB < reached(dp) <= BUDGET - kernel
 
 
 def test_tables_cannot_grow_without_bound_and_too_many_are_refused() -> None:
@@ -122,7 +122,7 @@ def test_tables_cannot_grow_without_bound_and_too_many_are_refused() -> None:
 
 def test_var_and_http_budgets_are_clamped_into_the_kernel_limit() -> None:
     asked = MemoryOptions(max_var_bytes=1 << 30, max_http_response_bytes=1 << 30)
-    limited, kernel = memory_plan(BUDGET, asked, 1024, "p")
+    limited, kernel, _ = memory_plan(BUDGET, asked, 1024, "p")
     assert limited.max_var_bytes == BUDGET // 8
     assert limited.max_http_response_bytes is not None and limited.max_http_response_bytes < kernel
     dp = device(GROW_ALL, {"max_var_bytes": 1 << 30})

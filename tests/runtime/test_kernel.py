@@ -251,3 +251,24 @@ def test_an_output_outside_the_allocated_blocks_is_refused(k: K) -> None:
     with pytest.raises(PluginError, match="outside the blocks"):
         k.view.output(size - 16, 8, 1 << 20)
     assert k.view.output(h, 2, 1 << 20) == b"[]"
+
+
+def test_the_input_can_only_be_read_inside_the_heap(k: K) -> None:
+    h = k.put(b"in the heap")
+    k.input_set(8, 64)  # a plugin pointing its input at the control block below the heap
+    assert k.input_load_u8(0) == 0 and k.input_load_u64(0) == 0
+    k.input_set(h, 11)
+    assert k.input_load_u8(0) == ord("i")
+
+
+def test_the_kernel_heap_limit_covers_host_results_but_not_the_input() -> None:
+    from edged.errors import OutOfMemory
+
+    kern = K()
+    kern.view.heap_limit = 1 << 20
+    kern.view.begin(b"x" * (3 << 20))  # the host's input may be larger than the limit: it is not the plugin's
+    assert kern.input_length() == 3 << 20
+    kern.view.alloc_bytes(b"y" * (512 << 10))
+    with pytest.raises(OutOfMemory, match="over its limit"):
+        kern.view.alloc_bytes(b"z" * (768 << 10))  # what a host function would hand the plugin, over the limit
+    assert kern.alloc(768 << 10) == 0  # and the plugin's own allocations fail in the kernel itself

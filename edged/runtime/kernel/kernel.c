@@ -199,14 +199,18 @@ EXPORT(store_u64) void k_store_u64(uint64_t p, uint64_t v) {
 EXPORT(input_length) uint64_t k_input_length(void) { return ctl.input_length; }
 EXPORT(input_offset) uint64_t k_input_offset(void) { return ctl.input_offset; }
 
+/* The input is read only inside the live heap too: a plugin may point input_set anywhere (as in Extism), but never
+ * at the control block or the config and var tables below the heap. */
 EXPORT(input_load_u8) uint32_t k_input_load_u8(uint64_t off) {
-    if (off >= ctl.input_length) return 0;
-    return *(uint8_t *)(uintptr_t)(ctl.input_offset + off);
+    uint64_t p = ctl.input_offset + off;
+    if (off >= ctl.input_length || !in_heap(p, 1)) return 0;
+    return *(uint8_t *)(uintptr_t)p;
 }
 
 EXPORT(input_load_u64) uint64_t k_input_load_u64(uint64_t off) {
-    if (ctl.input_length < 8 || off > ctl.input_length - 8) return 0;
-    return *(uint64_t *)(uintptr_t)(ctl.input_offset + off);
+    uint64_t p = ctl.input_offset + off;
+    if (ctl.input_length < 8 || off > ctl.input_length - 8 || !in_heap(p, 8)) return 0;
+    return *(uint64_t *)(uintptr_t)p;
 }
 
 EXPORT(input_set) void k_input_set(uint64_t h, uint64_t n) {
