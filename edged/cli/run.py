@@ -52,15 +52,28 @@ def register(sub: Any) -> None:
 
 
 def _configure_logging(cfg: DaemonConfig, explicit: bool) -> None:
-    if explicit:  # --log-level on the command line wins
-        return
-    logging.getLogger("edged").setLevel(cfg.logging.level.upper())
-    logging.getLogger("edged.plugin").setLevel(cfg.logging.plugin_level.upper())
-    if cfg.logging.format == "json":
+    if cfg.logging.format == "json":  # whatever the level: --log-level changes how much is said, not how
         from ..daemon.logs import JsonFormatter
 
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
+    if explicit:  # --log-level on the command line wins over the config's levels
+        return
+    logging.getLogger("edged").setLevel(cfg.logging.level.upper())
+    logging.getLogger("edged.plugin").setLevel(cfg.logging.plugin_level.upper())
+
+
+def _output_problem(option: str, value: str | None) -> str | None:
+    """Why ``value`` cannot be written (its folder is missing or not a folder), or None. Checked before the daemon
+    starts: a typo must not cost a whole run, nor create folders nobody asked for."""
+    if not value:
+        return None
+    folder = Path(value).expanduser().parent
+    if not folder.is_dir():
+        return f"{option} {value}: the folder {folder} does not exist"
+    if Path(value).is_dir():
+        return f"{option} {value}: is a folder; give a file name"
+    return None
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -119,6 +132,10 @@ def _start_agent(cfg: DaemonConfig, daemon: Daemon, stop: threading.Event) -> De
 
 
 def run(args: argparse.Namespace) -> int:
+    for option, value in (("--stats", args.stats), ("--snapshot", args.snapshot)):
+        if (problem := _output_problem(option, value)) is not None:
+            print(f"edged run: {problem}", file=sys.stderr)
+            return 2
     try:
         cfg = load_config(args.config)
     except EdgedError as exc:
@@ -162,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     control: ControlServer | None = None
     agent: DeviceAgent | None = None
     reported = 0
+    failed_output: str | None = None
     try:
         try:
             daemon.start()
@@ -186,7 +204,10 @@ def run(args: argparse.Namespace) -> int:
                 return 2
         daemon.wait(stop, poll)
         if args.snapshot:
-            _snapshot(hardware, Path(args.snapshot))
+            try:
+                _snapshot(hardware, Path(args.snapshot))
+            except OSError as exc:  # the folder went away while running, or the disk is full
+                failed_output = f"--snapshot {args.snapshot}: {exc.strerror or exc}"
     finally:
         if agent is not None:
             agent.stop()
@@ -200,14 +221,21 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
         stats = daemon.stats()
         if args.stats:
-            _write_json(Path(args.stats), stats)
+            try:
+                _write_json(Path(args.stats), stats)
+            except OSError as exc:
+                failed_output = f"--stats {args.stats}: {exc.strerror or exc}"
         try:
             _write_json(cfg.state_dir / "state.json", {"stopped": "clean", "stats": stats})
         except OSError as exc:
             log.warning("could not write state: %s", exc)
     for problem in daemon.problems[reported:]:
         print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)
+    code = 0
     if agent is not None and agent.dead.is_set():
         print(f"edged run: the deploy agent died ({agent.fatal!r}); see the log", file=sys.stderr)
-        return 1
-    return 0
+        code = 1
+    if failed_output is not None:
+        print(f"edged run: {failed_output}", file=sys.stderr)
+        code = 1
+    return code

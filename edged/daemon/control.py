@@ -51,7 +51,10 @@ def handle(daemon: Daemon, raw: bytes) -> dict[str, Any]:
         if req.cmd == "problems":
             return {"ok": True, "result": daemon.stats()["problems"]}
         if req.cmd == "reload":
-            return {"ok": True, "result": daemon.reload()}
+            report = daemon.reload()
+            if report.get("error"):  # the config did not load: nothing changed, and the caller must hear why
+                return {"ok": False, "error": "reload refused, the daemon runs on: " + "; ".join(report["error"])}
+            return {"ok": True, "result": report}
         if req.display is None:
             return {"ok": False, "error": f"'{req.cmd}' needs a display"}
         if req.cmd == "switch":
