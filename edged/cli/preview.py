@@ -3,7 +3,8 @@
 Frames go through the same pixel pipeline as on a device (with ``--profile``, that profile's display model:
 wiring, brightness, gamma, current limiter) into the emulated backend, and the renderers show what the LEDs would.
 For ``--gif`` and ``--png`` time is simulated: frames are computed as fast as possible on a grid of 1/fps seconds.
-``--terminal`` (the default) plays live at ``--fps``. A profile with ``[gpio]`` or ``[sensors]`` gives the plugin an
+``--terminal`` (the default on a terminal) plays live at ``--fps``, fitted to the terminal's size; with stdout not a
+terminal, give ``--gif`` or ``--png``. A profile with ``[gpio]`` or ``[sensors]`` gives the plugin an
 emulated board (gpiozero's MockFactory) with exactly those pins and sensors granted, and ``--scenario`` scripts it
 (button presses, sensor curves) on the frames' time. Exit code 0 on success, 1 when the plugin fails (message on
 stderr), 2 for bad usage or a plugin that cannot load.
@@ -57,7 +58,11 @@ def register(sub: Any) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--gif", metavar="OUT", help="write an animated GIF of the frames")
     out.add_argument("--png", metavar="OUT", help="write a PNG of the last frame")
-    out.add_argument("--terminal", action="store_true", help="play live in the terminal (the default)")
+    out.add_argument(
+        "--terminal",
+        action="store_true",
+        help="play live in the terminal, fitted to its size (the default when stdout is a terminal)",
+    )
     p.add_argument("--size", metavar="WxH", help="display size (default 16x16, or the profile's)")
     p.add_argument("--profile", metavar="NAME", help="use a hardware profile's display model (NAME or NAME:DISPLAY)")
     p.add_argument("--scenario", metavar="FILE", help="emulation scenario (needs a --profile with [gpio]/[sensors])")
@@ -149,6 +154,16 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--frames must be at least 1 (0 plays forever, only with --terminal)")
     if args.scale is not None and not 1 <= args.scale <= 64:
         raise UsageError("--scale must be between 1 and 64")
+    if _live(args) and not args.terminal and not sys.stdout.isatty():
+        # the live view is escape codes for a terminal: into a file or a pipe they are garbage
+        raise UsageError("stdout is not a terminal: pass --gif OUT or --png OUT (or --terminal to write it anyway)")
+    for option, value in (("--gif", args.gif), ("--png", args.png)):
+        if value:  # before rendering: a typo in the folder must not cost the whole render
+            folder = Path(value).expanduser().parent
+            if not folder.is_dir():
+                raise UsageError(f"{option} {value}: the folder {folder} does not exist")
+            if Path(value).is_dir():
+                raise UsageError(f"{option} {value}: is a folder; give a file name")
 
 
 def _live(args: argparse.Namespace) -> bool:
@@ -250,10 +265,15 @@ def _render(
     if not images:
         print(f"edged preview: {plugin.name} drew no frames", file=sys.stderr)
         return 1
-    if args.gif:
-        save_gif(images, Path(args.gif), args.fps, scale, args.dots)
-    else:
-        save_png(images[-1], Path(args.png), scale, args.dots)
+    out = Path(args.gif or args.png)
+    try:
+        if args.gif:
+            save_gif(images, out, args.fps, scale, args.dots)
+        else:
+            save_png(images[-1], out, scale, args.dots)
+    except OSError as exc:
+        print(f"edged preview: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -264,7 +284,7 @@ def _play(
     backend: EmulatedBackend,
     player: ScenarioPlayer | None,
 ) -> int:
-    renderer = TerminalRenderer(sys.stdout, args.scale or 1)
+    renderer = TerminalRenderer(sys.stdout, args.scale or 1, title=f"{plugin.name} at {args.fps:g} fps")
     period = 1.0 / args.fps
     next_at = time.monotonic()
     try:

@@ -112,7 +112,8 @@ class DeviceHardware:
         self.outputs[display] = output
         if self.renderer == "terminal" and isinstance(output.backend, EmulatedBackend):
             scale = 2 if prof.display.width <= 40 else 1  # small matrices read better doubled
-            return TerminalSink(output, TerminalRenderer(self.stream, scale=scale), self._term_lock)
+            title = f"display {display} at {prof.fps:g} fps"
+            return TerminalSink(output, TerminalRenderer(self.stream, scale=scale, title=title), self._term_lock)
         return output
 
     def advance(self, t: float) -> None:

@@ -6,6 +6,8 @@ emulated backend's physical buffer, so brightness, gamma and the current limiter
 
 from __future__ import annotations
 
+import itertools
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
@@ -63,17 +65,63 @@ def terminal_frame(frame: np.ndarray, scale: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
-class TerminalRenderer:
-    """Live preview in a truecolour terminal: each :meth:`draw` redraws in place (cursor home)."""
+def shrink(frame: np.ndarray, factor: int) -> np.ndarray:
+    """``frame`` reduced by an integer ``factor``, each output pixel the mean of a factor×factor block."""
+    if factor <= 1:
+        return frame
+    h, w = frame.shape[:2]
+    ph, pw = -h % factor, -w % factor
+    padded = np.pad(frame.astype(np.uint16), ((0, ph), (0, pw), (0, 0)), mode="edge")
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor, 3)
+    return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
 
-    def __init__(self, stream: TextIO, scale: int = 1) -> None:
+
+def fit(width: int, height: int, scale: int, columns: int, rows: int) -> tuple[int, int]:
+    """(scale, shrink factor) to show a width×height image in ``columns``×``rows`` character cells (one pixel per
+    column, two per row): the requested scale when it fits, else scale 1 shrunk by the smallest factor that fits."""
+    rows = max(1, rows)
+    for s in range(max(1, scale), 0, -1):
+        if width * s <= columns and (height * s + 1) // 2 <= rows:
+            return s, 1
+    factor = 2
+    while -(-width // factor) > columns or (-(-height // factor) + 1) // 2 > rows:
+        factor += 1
+    return 1, factor
+
+
+class TerminalRenderer:
+    """Live preview in a truecolour terminal: each :meth:`draw` redraws in place (cursor home).
+
+    The picture fits the terminal (:func:`shutil.get_terminal_size`, checked on every frame, so resizing works): a
+    display too large for it is shown shrunk, and the header says so. ``title`` (the plugin or display name) heads
+    the picture, with "Ctrl-C to stop".
+    """
+
+    def __init__(self, stream: TextIO, scale: int = 1, title: str = "", *, lines_below: int = 0) -> None:
         self.stream = stream
         self.scale = scale
+        self.title = title
+        self.lines_below = lines_below
         self.frames = 0
+        self._size: tuple[int, int] | None = None
+
+    def _header(self, frame: np.ndarray, factor: int, columns: int) -> str:
+        h, w = frame.shape[:2]
+        tail = f" · {w}x{h}" + (f" shown at 1/{factor} to fit" if factor > 1 else "") + " · Ctrl-C to stop"
+        room = max(0, columns - len(tail))
+        title = self.title if len(self.title) <= room else self.title[: max(0, room - 1)] + "…"
+        return (title + tail).lstrip(" ·")[:columns]
 
     def draw(self, frame: np.ndarray) -> None:
-        prefix = _HIDE_CURSOR + _CLEAR + _HOME if self.frames == 0 else _HOME
-        self.stream.write(prefix + terminal_frame(frame, self.scale))
+        size = shutil.get_terminal_size()
+        h, w = _check(frame).shape[:2]
+        scale, factor = fit(w, h, self.scale, size.columns, size.lines - 1 - self.lines_below)
+        header = self._header(frame, factor, size.columns)
+        clear = self.frames == 0 or (size.columns, size.lines) != self._size
+        self._size = (size.columns, size.lines)
+        prefix = (_HIDE_CURSOR + _CLEAR + _HOME) if clear else _HOME
+        body = terminal_frame(shrink(frame, factor), scale)
+        self.stream.write(prefix + _RESET + header + "\x1b[K\n" + body)
         self.stream.flush()
         self.frames += 1
 
@@ -88,19 +136,29 @@ def save_png(frame: np.ndarray, path: str | Path, scale: int = 8, dots: bool = F
     Image.fromarray(upscale(frame, scale, dots), "RGB").save(path, format="PNG")
 
 
+def gif_durations(count: int, fps: float) -> list[int]:
+    """Per-frame GIF durations (ms, in GIF's 10 ms steps) whose running sum stays within 5 ms of ``i / fps``: 30 fps
+    becomes 30, 40, 30, 30, 40, 30, … and plays at 30 fps on average, where one rounded duration (30 ms) would play
+    11% fast."""
+    ends = [round(i * 1000 / fps / 10) * 10 for i in range(count + 1)]
+    return [max(10, b - a) for a, b in itertools.pairwise(ends)]
+
+
 def save_gif(frames: Iterable[np.ndarray], path: str | Path, fps: float, scale: int = 8, dots: bool = False) -> int:
     """An animated GIF that loops forever, one frame per image at ``fps``; returns the number of frames written.
 
-    GIF stores durations in 10 ms steps, so the rate is rounded to that. Pillow merges consecutive identical frames
-    into one longer frame, which keeps the timing but lowers the frame count read back.
+    GIF stores durations in 10 ms steps, so each frame gets its own duration (:func:`gif_durations`) and the
+    average rate is ``fps``. Rates above 100 fps cannot be stored (10 ms is the shortest step), and browsers play
+    steps below 20 ms slower. Pillow merges consecutive identical frames into one longer frame, which keeps the
+    timing but lowers the frame count read back.
     """
     if fps <= 0:
         raise ValueError("fps must be positive")
     images = [Image.fromarray(upscale(f, scale, dots), "RGB") for f in frames]
     if not images:
         raise ValueError("no frames to write")
-    duration = max(10, round(1000 / fps / 10) * 10)
+    durations = gif_durations(len(images), fps)
     images[0].save(
-        path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, optimize=False
+        path, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False
     )
     return len(images)
