@@ -28,7 +28,9 @@ def register(sub: Any) -> None:
     new = cmds.add_parser("new", help="scaffold a plugin from a template")
     new.add_argument("name", help="plugin name: lowercase letters, digits and '_'")
     new.add_argument("--lang", required=True, choices=sorted(LANGUAGES), help="AssemblyScript, C or Zig")
-    new.add_argument("--dir", default="plugins/gallery", type=Path, help="parent folder (default: plugins/gallery)")
+    new.add_argument(
+        "--dir", default=Path("."), type=Path, help="parent folder: writes DIR/NAME/ (default: the current folder)"
+    )
     new.add_argument("--templates", type=Path, help="templates folder (default: the templates shipped with edged)")
     new.set_defaults(handler=run_new)
 
@@ -39,6 +41,9 @@ def register(sub: Any) -> None:
     check.add_argument("--fps", type=float, default=60.0, help="frame rate the budget is for (default 60)")
     check.add_argument("--size", default="16x16", help="display size WxH (default 16x16)")
     check.add_argument("--config", "-c", action="append", default=[], metavar="K=V", help="config key (repeatable)")
+    check.add_argument(
+        "--recalibrate", action="store_true", help="measure this machine's fuel rate again (default: the cached one)"
+    )
     check.set_defaults(handler=run_check)
 
 
@@ -70,7 +75,9 @@ def run_check(args: argparse.Namespace) -> int:
             if not sep or not key:
                 raise ValueError(f"--config expects K=V, got {item!r}")
             config[key] = value
-        options = CheckOptions(frames=args.frames, fps=args.fps, width=width, height=height, config=config)
+        options = CheckOptions(
+            frames=args.frames, fps=args.fps, width=width, height=height, config=config, recalibrate=args.recalibrate
+        )
         report = check_plugin(args.plugin, manifest=args.manifest, options=options)
     except (ValueError, ValidationError, FileNotFoundError) as exc:
         print(f"edged plugin check: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..engine.calibration import fuel_per_ms
+from ..engine.calibration import Calibration, calibration
 from ..engine.clock import Clock, RealClock
 from ..engine.display import DisplayRunner, Layer, SensorRunner, SensorTask
 from ..engine.playlist import PlaylistItem, PlaylistPlayer
@@ -179,6 +179,7 @@ class Daemon:
         self._lock = threading.RLock()  # guards self.displays and reconfiguration
         self._stopped = threading.Event()
         self._fuel_per_ms: float | None = None
+        self._calibration: Calibration | None = None
         self._catalog: dict[str, PluginConfig] = {}
         self._prints: dict[str, str] = {}
         self.reloads = 0
@@ -205,7 +206,8 @@ class Daemon:
 
     def _rate(self) -> float | None:
         if self._fuel_per_ms is None and self.config.daemon.calibrate_fuel:
-            self._fuel_per_ms = fuel_per_ms()
+            self._calibration = calibration()  # this machine's, cached across runs: budgets mean the same each time
+            self._fuel_per_ms = self._calibration.fuel_per_ms
         return self._fuel_per_ms
 
     def _load(
@@ -765,6 +767,7 @@ class Daemon:
         return {
             "uptime_s": time.monotonic() - self.started_at,
             "fuel_per_ms": self._fuel_per_ms,
+            "calibration": self._calibration.as_dict() if self._calibration is not None else None,
             "reloads": self.reloads,
             "displays": displays,
             "plugins": plugins,

@@ -7,7 +7,8 @@ The dry run renders N frames (or sensor ticks) at the requested size and frame r
 functions, an emulated device (inputs read 0, sensors read a fixed value, nothing is touched) and fuel metering.
 Fuel is the budget that decides pass or fail, because it is the same on every machine: the manifest's
 ``budget.fuel`` if declared, else ``budget.frame_ms`` (or the frame period) converted with this host's
-calibration (:func:`edged.engine.calibration.fuel_per_ms`). Wall time per frame is reported, never judged.
+calibration (:func:`edged.engine.calibration.calibration`: CPU time, measured once per machine and cached, so the
+budget is the same run after run). Wall time per frame is reported, never judged.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class CheckOptions(BaseModel):
     height: int = Field(default=16, ge=1, le=1024)
     #: config keys merged over the manifest's
     config: dict[str, str] = Field(default_factory=dict)
+    #: measure this host's fuel rate again instead of reusing the cached calibration
+    recalibrate: bool = False
 
 
 @dataclass
@@ -90,6 +93,8 @@ class CheckReport:
     init_fuel: int | None = None
     init_ms: float | None = None
     init_fuel_budget: int | None = None
+    #: how the ms budget became fuel on this host (see :mod:`edged.engine.calibration`)
+    calibration: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -124,6 +129,8 @@ class CheckReport:
                 + f"; ms p50 {s.ms_p50:.3f} max {s.ms_max:.3f}"
                 + (f" (budget {self.ms_budget:.2f} at {self.fps:g} fps)" if self.ms_budget else "")
             )
+        if self.calibration:
+            out.append(f"fuel:     {self.calibration}")
         for key, value in sorted(self.published.items()):
             text = value[:40].decode("utf-8", errors="replace") + ("…" if len(value) > 40 else "")
             out.append(f"published: {key} = {text!r}")
@@ -184,6 +191,8 @@ def check_plugin(
     if manifest is not None and not Path(manifest).is_file():
         raise FileNotFoundError(f"no such manifest: {manifest}")
     manifest_path = Path(manifest) if manifest is not None else find_manifest(path)
+    if manifest_path is None and path.is_dir() and (path / f"{path.name}.wasm").is_file():
+        path = path / f"{path.name}.wasm"  # a folder holding only NAME.wasm: as the daemon and preview take it
     report = CheckReport(plugin=str(path), manifest=str(manifest_path) if manifest_path else None, fps=opts.fps)
 
     # 1. the manifest
@@ -240,7 +249,12 @@ def _load_manifest(path: Path, manifest_path: Path | None, report: CheckReport) 
     try:
         if manifest_path is None:
             if path.suffix != ".wasm":
-                report.problems.append(f"{path}: no manifest.json here and not a .wasm file")
+                name = path.name if path.is_dir() else path.stem
+                report.problems.append(
+                    f"{path}: no plugin here: expected {name}.manifest.json, manifest.json or {name}.wasm"
+                    if path.is_dir()
+                    else f"{path}: not a .wasm file, and no manifest.json beside it"
+                )
                 return None
             return Manifest(wasm=[WasmPath(path=str(path.resolve()))])
         parsed, base = load_manifest_file(manifest_path)
@@ -335,12 +349,15 @@ def _policy_for(grant: Capabilities) -> DevicePolicy:
 def _dry_run(
     manifest: Manifest, source: Path, grant: Capabilities, kind: str, opts: CheckOptions, report: CheckReport
 ) -> None:
-    from ..engine.calibration import fuel_per_ms  # measured once per process, only when a dry run needs it
+    from ..engine.calibration import calibration  # measured once per machine (cached), only when a dry run needs it
 
     budget = manifest.edged.budget if manifest.edged else {}
     period_ms = 1000.0 / opts.fps
     report.ms_budget = float(budget.get("frame_ms", period_ms))
-    rate = fuel_per_ms()
+    cal = calibration(recalibrate=opts.recalibrate)
+    rate = cal.fuel_per_ms
+    if "fuel" not in budget:
+        report.calibration = cal.describe()
     report.fuel_budget = int(budget["fuel"]) if "fuel" in budget else int(rate * report.ms_budget)
     if "fuel" in budget and budget["fuel"] > rate * period_ms:
         report.warnings.append(
