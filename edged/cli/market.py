@@ -1,14 +1,15 @@
 """``edged market``: the marketplace. Publish signed plugin bundles and deploy them to devices over MQTT.
 
-``keygen`` makes the marketplace key (and a trust file for devices); ``publish`` validates, signs and stores a
-plugin; ``list``/``show`` read the catalog; ``deploy NAME@VERSION`` rolls it out to a device or a group (optionally
-a canary fraction first, then waves, halting past a failure rate) with a progress bar per device; ``rollback`` goes
-back one version; ``unpin NAME --device D`` drops a device's own entry for a plugin (a pin) so it follows its
-groups again; ``playlist`` sets what a device or group plays; ``command DEVICE OP [NAME[@VERSION]]`` sends one
-signed command and prints the reply; ``status`` shows every device; ``serve`` answers chunk requests and tracks
-device state. Exit code 0 on success, 1 when something failed (a rollout halted, a device failed), 2 for bad usage,
-a broker that cannot be reached, no ``serve`` to answer chunk requests, or a ``deploy`` target the marketplace
-has never heard from (a device id or a group with no known member; ``--allow-unknown`` publishes anyway).
+``keygen`` makes the marketplace key (and a trust file for devices); ``publish`` checks (as ``edged plugin check``),
+signs and stores a plugin, its name and version from its manifest; ``list``/``show`` read the catalog; ``deploy
+NAME@VERSION`` rolls it out to a device or a group (optionally a canary fraction first, then waves, halting past a
+failure rate) with one progress bar for the whole rollout; ``rollback`` goes back one version; ``unpin NAME --device
+D`` drops a device's own entry for a plugin (a pin) so it follows its groups again; ``playlist`` sets what a device or
+group plays; ``command DEVICE OP [NAME[@VERSION]]`` sends one signed command and prints the reply; ``status`` shows
+every device; ``serve`` answers chunk requests and tracks device state. Exit code 0 on success, 1 when something
+failed (a rollout halted, a device failed), 2 for bad usage, a broker that cannot be reached, no ``serve`` to answer
+chunk requests, or a ``deploy`` target the marketplace has never heard from (a device id or a group with no known
+member; ``--allow-unknown`` publishes anyway).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 
 from ..daemon.config import default_state_dir
 from ..deploy.agent import BrokerConfig
+from ..deploy.bundle import build_bundle
 from ..deploy.trust import TrustStore, generate_key, key_id, load_private_key, public_key_b64, save_private_key
 from ..errors import BundleRejected, ConfigError, EdgedError
 from ..market import Marketplace, Rollout, SQLiteCatalog, publish
@@ -56,19 +58,22 @@ def register(sub: Any) -> None:
     k.add_argument("--trust-out", type=Path, help="write a device trust file here (default: next to the key)")
     k.add_argument("--force", action="store_true", help="replace an existing key")
 
-    pub = ms.add_parser("publish", help="validate, sign and store a plugin")
-    pub.add_argument("wasm", type=Path)
-    pub.add_argument("--manifest", type=Path, required=True, help="manifest JSON (with the edged block)")
-    pub.add_argument("--name", required=True)
-    pub.add_argument("--version", required=True)
+    pub = ms.add_parser("publish", help="check, sign and store a plugin (name and version from its manifest)")
+    pub.add_argument("wasm", type=Path, metavar="PLUGIN", help="the plugin's .wasm, or its folder (holding NAME.wasm)")
+    pub.add_argument(
+        "--manifest", type=Path, help="manifest JSON with the edged block (default: the one beside the .wasm)"
+    )
+    pub.add_argument("--name", help="plugin name (default: the manifest's edged.name)")
+    pub.add_argument("--version", help="version to publish (default: the manifest's edged.version)")
     pub.add_argument("--rollback", action="store_true", help="sign it as an allowed downgrade")
+    pub.add_argument("--force", action="store_true", help="publish even if `edged plugin check` fails it")
 
     ms.add_parser("list", help="published plugins")
     sh = ms.add_parser("show", help="one plugin's versions and metadata")
-    sh.add_argument("name")
+    sh.add_argument("name", help="plugin name")
 
     d = ms.add_parser("deploy", help="deploy NAME@VERSION to a device or a group")
-    d.add_argument("ref", metavar="NAME@VERSION")
+    d.add_argument("ref", metavar="NAME@VERSION", help="a published plugin version")
     _target(d)
     d.add_argument("--canary", type=float, default=0.0, metavar="FRACTION", help="deploy to this fraction first")
     d.add_argument("--halt-failure-rate", type=float, default=0.0, metavar="R", help="halt past this failure rate")
@@ -79,7 +84,7 @@ def register(sub: Any) -> None:
         help="move this fraction of the group per wave, halting between waves (default 0.25 when R < 1, else 1)",
     )
     d.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up waiting after S seconds")
-    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.add_argument("--serve-chunks", action="store_true", help="answer chunk requests too (no `serve` running)")
     d.add_argument(
         "--allow-unknown",
@@ -89,12 +94,12 @@ def register(sub: Any) -> None:
     )
 
     r = ms.add_parser("rollback", help="go back to the version before the deployed one")
-    r.add_argument("name")
+    r.add_argument("name", help="plugin name")
     _target(r)
 
     u = ms.add_parser("unpin", help="drop a device's own entry for a plugin, so it follows its groups again")
-    u.add_argument("name")
-    u.add_argument("--device", metavar="ID", required=True)
+    u.add_argument("name", help="plugin name")
+    u.add_argument("--device", metavar="ID", required=True, help="the device whose own entry to drop")
 
     pl = ms.add_parser("playlist", help="set (or --clear) the playlist of a device or a group")
     pl.add_argument("items", nargs="?", metavar="NAME[,NAME...]", help="plugin names in play order")
@@ -102,8 +107,10 @@ def register(sub: Any) -> None:
     pl.add_argument("--clear", action="store_true", help="ask for no playlist: devices keep their own")
 
     c = ms.add_parser("command", help="send one signed command to a device and wait for its reply")
-    c.add_argument("device", metavar="DEVICE")
-    c.add_argument("op", choices=["install", "remove", "restart", "identify", "rollback"])
+    c.add_argument("device", metavar="DEVICE", help="device id")
+    c.add_argument(
+        "op", choices=["install", "remove", "restart", "identify", "rollback"], help="what the device should do"
+    )
     c.add_argument("plugin", nargs="?", metavar="NAME[@VERSION]", help="install: NAME@VERSION; else NAME")
     c.add_argument("--allow-downgrade", action="store_true", help="install: sign it as an allowed downgrade")
     c.add_argument("--timeout", type=float, default=120.0, metavar="S", help="wait this long for the reply")
@@ -116,8 +123,8 @@ def register(sub: Any) -> None:
 
 def _target(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--device", metavar="ID")
-    g.add_argument("--group", metavar="G")
+    g.add_argument("--device", metavar="ID", help="one device, by id")
+    g.add_argument("--group", metavar="G", help="every device of a group")
 
 
 def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -178,16 +185,72 @@ def _catalog(args: argparse.Namespace) -> SQLiteCatalog:
     return SQLiteCatalog(db)
 
 
+def _publish_source(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
+    """The .wasm, the manifest file and its document: a folder means its NAME.wasm; the manifest defaults to the
+    one `edged plugin check` would use beside it."""
+    from ..tooling.check import find_manifest
+
+    wasm = args.wasm
+    if wasm.is_dir():
+        wasm = wasm / f"{wasm.name}.wasm"
+    if not wasm.is_file():
+        raise FileNotFoundError(2, "no such file", str(wasm))
+    manifest_path = args.manifest or find_manifest(wasm)
+    if manifest_path is None:
+        raise ValueError(f"no manifest beside {wasm} (manifest.json or {wasm.stem}.manifest.json): pass --manifest")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{manifest_path}: a manifest is a JSON object")
+    return wasm, manifest_path, manifest
+
+
+def _check_before_publish(wasm: Path, manifest: dict[str, Any]) -> list[str]:
+    """What `edged plugin check` finds wrong with this .wasm and manifest (nothing: an empty list)."""
+    import tempfile
+
+    from ..tooling import check_plugin
+
+    with tempfile.TemporaryDirectory(prefix="edged-publish-") as tmp:
+        doc = {**manifest, "wasm": [{"path": str(wasm.resolve())}]}
+        path = Path(tmp) / "manifest.json"
+        path.write_text(json.dumps(doc))
+        return check_plugin(wasm, manifest=path).problems
+
+
 def _publish(args: argparse.Namespace) -> int:
     _, key_path = _paths(args)
     key = _load_key(key_path)
+    wasm, manifest_path, manifest = _publish_source(args)
+    edged = manifest.get("edged") if isinstance(manifest.get("edged"), dict) else {}
+    name, version = args.name or edged.get("name"), args.version or edged.get("version")
+    if not name or not version:
+        missing = [w for w, v in (("name", name), ("version", version)) if not v]
+        keys = " and ".join(f"edged.{w}" for w in missing)
+        flags = " and ".join(f"--{w}" for w in missing)
+        raise ValueError(f"{manifest_path} has no {keys}: set it there, or pass {flags}")
+    data = wasm.read_bytes()
     try:
-        manifest = json.loads(args.manifest.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{args.manifest}: not valid JSON ({exc})") from None
+        bundle = build_bundle(name, version, data, manifest, key, rollback=args.rollback)  # its own checks first
+    except BundleRejected as exc:
+        print(f"edged market: refused ({exc.reason}): {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    problems = _check_before_publish(wasm, bundle.manifest)  # the manifest as devices get it
+    if problems and not args.force:
+        print(
+            f"edged market: refused: `edged plugin check` fails {wasm}: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            + "; fix it, or pass --force to publish anyway",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    for problem in problems:
+        print(f"edged market: publishing despite a failed check (--force): {problem}", file=sys.stderr)
     catalog = _catalog(args)
     try:
-        meta = publish(catalog, args.wasm.read_bytes(), manifest, args.name, args.version, key, args.rollback)
+        meta = publish(catalog, data, manifest, name, version, key, args.rollback)
     except BundleRejected as exc:
         print(f"edged market: refused ({exc.reason}): {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -290,20 +353,27 @@ def _deploy(args: argparse.Namespace) -> int:
         market.stop()
         catalog.close()
         raise
-    bars: dict[str, Any] = {}
+    bar: Any = None
+    seen: dict[str, DeviceProgress] = {}
     lock = threading.Lock()
 
     def progress(device: str, p: DeviceProgress) -> None:
+        """One bar for the whole rollout (a bar per device fills the screen with a thousand devices): the mean of
+        the devices' progress, with how many are in each state."""
+        nonlocal bar
         if args.no_progress:
             return
         from tqdm import tqdm
 
         with lock:
-            bar = bars.get(device)
+            seen[device] = p
             if bar is None:
-                bar = bars[device] = tqdm(total=100, desc=device, unit="%", position=len(bars), leave=True)
-            bar.n = int(p.percent)
-            bar.set_postfix_str(p.state + (f" ({p.reason})" if p.reason else ""))
+                bar = tqdm(total=100, desc=f"{name}@{version}", unit="%", file=sys.stderr, leave=True)
+            bar.n = int(sum(x.percent for x in seen.values()) / len(seen))
+            counts: dict[str, int] = {}
+            for x in seen.values():
+                counts[x.state] = counts.get(x.state, 0) + 1
+            bar.set_postfix_str(f"{len(seen)} devices: " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items())))
             bar.refresh()
 
     try:
@@ -321,7 +391,7 @@ def _deploy(args: argparse.Namespace) -> int:
         )
         result = rollout.run()
     finally:
-        for bar in bars.values():
+        if bar is not None:
             bar.close()
         market.stop()
         catalog.close()
