@@ -1,9 +1,10 @@
 """``edged ctl``: talk to a running daemon over its control socket.
 
-``list`` shows the loaded plugins, ``stats`` the frame and plugin statistics (JSON), ``problems`` what the daemon
-refused, ``reload`` re-reads the config (as SIGHUP does), ``switch DISPLAY PLAYLIST`` plays another playlist and
-``next DISPLAY`` cuts to the next item. Exit code 0 on success, 1 when the daemon refuses, 2 when it cannot be
-reached.
+``list`` shows the loaded plugins, ``stats`` the frame and plugin statistics (JSON, with the MQTT connection's state),
+``health`` whether the daemon is ready (exit 1 with the reasons when not: a display not running, MQTT not connected),
+``problems`` what the daemon refused, ``reload`` re-reads the config (as SIGHUP does), ``switch DISPLAY PLAYLIST``
+plays another playlist and ``next DISPLAY`` cuts to the next item. Exit code 0 on success, 1 when the daemon refuses,
+2 when it cannot be reached.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("ctl", help="control a running daemon", description=__doc__)
     p.add_argument("--socket", metavar="PATH", help="control socket (default: from --config or the default)")
     p.add_argument("--config", metavar="FILE", help="the daemon's config, to find its socket")
-    p.add_argument("action", choices=["list", "stats", "problems", "reload", "switch", "next"])
+    p.add_argument(
+        "action", choices=["list", "stats", "health", "problems", "reload", "switch", "next"], help="what to do"
+    )
     p.add_argument("display", nargs="?", help="display name (switch, next)")
     p.add_argument("playlist", nargs="?", help="playlist name (switch)")
     p.add_argument("--layer", help="layer name (default: the display's first layer)")
@@ -61,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"edged ctl: {reply.get('error')}", file=sys.stderr)
         return 1
     result = reply["result"]
+    if args.action == "health":
+        print(json.dumps(result, indent=2))
+        for reason in result.get("reasons", []):
+            print(f"edged ctl: not ready: {reason}", file=sys.stderr)
+        return 0 if result.get("ready") else 1
     if args.action == "list":
         print(_table(result))
     else:

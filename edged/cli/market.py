@@ -298,7 +298,7 @@ def _market(args: argparse.Namespace, serve: bool) -> tuple[Marketplace, SQLiteC
     market = Marketplace(catalog, key, _broker(args), serve=serve)
     try:
         market.start()
-    except TimeoutError:
+    except Exception:  # unreachable, refused or silent: the caller reports it
         catalog.close()
         raise
     return market, catalog

@@ -195,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
             except (EdgedError, OSError) as exc:
                 print(f"edged run: mqtt: {exc}", file=sys.stderr)
                 return 2
+            connection = agent.connection
+            daemon.mqtt_state = lambda: connection.state.as_dict()
         if not args.no_control:
             try:
                 control = ControlServer(daemon, cfg.control_socket)

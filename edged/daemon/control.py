@@ -1,9 +1,9 @@
 """The local control interface: a Unix socket speaking one JSON request and one JSON reply per line.
 
-Requests: ``{"cmd": "list"}``, ``{"cmd": "stats"}``, ``{"cmd": "problems"}``, ``{"cmd": "reload"}``,
-``{"cmd": "switch", "display": "main", "playlist": "night", "layer": null}``,
-``{"cmd": "next", "display": "main", "layer": null}``. Replies: ``{"ok": true, "result": …}`` or
-``{"ok": false, "error": "…"}``. The socket is created mode 0600: only the daemon's user may control it.
+Requests: ``{"cmd": "list"}``, ``{"cmd": "stats"}``, ``{"cmd": "health"}``, ``{"cmd": "problems"}``, ``{"cmd":
+"reload"}``, ``{"cmd": "switch", "display": "main", "playlist": "night", "layer": null}``, ``{"cmd": "next",
+"display": "main", "layer": null}``. Replies: ``{"ok": true, "result": …}`` or ``{"ok": false, "error": "…"}``. The
+socket is created mode 0600: only the daemon's user may control it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MAX_REQUEST = 64 * 1024
 
 class ControlRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cmd: Literal["list", "stats", "problems", "reload", "switch", "next"]
+    cmd: Literal["list", "stats", "problems", "reload", "switch", "next", "health"]
     display: str | None = None
     layer: str | None = None
     playlist: str | None = None
@@ -48,6 +48,8 @@ def handle(daemon: Daemon, raw: bytes) -> dict[str, Any]:
             return {"ok": True, "result": daemon.list_plugins()}
         if req.cmd == "stats":
             return {"ok": True, "result": daemon.stats()}
+        if req.cmd == "health":
+            return {"ok": True, "result": daemon.health()}
         if req.cmd == "problems":
             return {"ok": True, "result": daemon.stats()["problems"]}
         if req.cmd == "reload":

@@ -196,6 +196,8 @@ class Daemon:
         self._remote_playlist: list[str] | None = None
         #: the config as read from the file, before deployed plugins are overlaid
         self._base_config = config
+        #: the MQTT connection's state (``edged run`` sets it when the config has ``[mqtt]``): in stats and health
+        self.mqtt_state: Callable[[], dict[str, Any]] | None = None
 
     # --- building --------------------------------------------------------------------------------------------
 
@@ -731,6 +733,20 @@ class Daemon:
             for t in tasks
         ]
 
+    def health(self) -> dict[str, Any]:
+        """Readiness: ``ready`` is False, with the ``reasons``, while a display's frame thread is not running, or
+        while the MQTT connection (with ``[mqtt]``) is not ``connected``. ``edged ctl health`` exits 1 then."""
+        reasons: list[str] = []
+        with self._lock:
+            for name, rd in self.displays.items():
+                if rd.done.is_set() and self.frames is None:
+                    reasons.append(f"display '{name}' is not running (see `edged ctl problems`)")
+        mqtt = self.mqtt_state() if self.mqtt_state is not None else None
+        if mqtt is not None and mqtt.get("state") != "connected":
+            why = f": {mqtt['reason']}" if mqtt.get("reason") else ""
+            reasons.append(f"MQTT {mqtt.get('state')} ({mqtt.get('broker')}){why}")
+        return {"ready": not reasons, "reasons": reasons, "mqtt": mqtt}
+
     def stats(self) -> dict[str, Any]:
         """Frames rendered and dropped, frame intervals p50/p99/max, and each plugin's budget use, strikes and
         quarantines (the ``--stats`` file and ``edged ctl stats``)."""
@@ -772,6 +788,7 @@ class Daemon:
             "displays": displays,
             "plugins": plugins,
             "problems": [{"where": p.where, "message": p.message, "t": p.t} for p in self.problems],
+            "mqtt": self.mqtt_state() if self.mqtt_state is not None else None,
         }
 
 

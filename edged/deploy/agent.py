@@ -44,6 +44,7 @@ from ..errors import (
 from ..host.capabilities import Capabilities, DevicePolicy
 from . import topics
 from .bundle import BundleMeta, check_manifest_digest, compare_versions, verify_bundle, verify_meta
+from .connection import ConnectionTracker, MqttState
 from .inbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Inbox, InboxStats, ReconnectBackoff
 from .messages import (
     MAX_CHUNK_SIZE,
@@ -295,6 +296,8 @@ class DeviceAgent:
         #: unfinished transfers); None until known, so an older state file never makes recovery delete anything
         self._wanted_hashes: dict[str, list[str]] | None = None
         self.connected = threading.Event()
+        #: the broker connection's state, logged on every change (see :attr:`mqtt_state`)
+        self.connection = ConnectionTracker(log, broker.host, broker.port, device=self.device_id)
         self.errors = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -311,7 +314,14 @@ class DeviceAgent:
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self.connection.connect_failed
         return c
+
+    @property
+    def mqtt_state(self) -> MqttState:
+        """The broker connection now: ``connecting``, ``connected``, ``disconnected``, ``unreachable``, ``refused``
+        (with the broker's reason) or ``stopped``, since when, and why."""
+        return self.connection.state
 
     def start(self) -> None:
         """Restore what the store says is active, connect, and start the worker."""
@@ -330,6 +340,7 @@ class DeviceAgent:
             log.info("re-checking health after a restart", extra={"plugin": name, "version": iv.version})
         self._worker = threading.Thread(target=self._work, name=f"agent-{self.device_id}", daemon=True)
         self._worker.start()
+        self.connection.connecting()
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
         self.client.loop_start()
 
@@ -343,6 +354,7 @@ class DeviceAgent:
                 retain=True,
             )
             info.wait_for_publish(timeout=5)
+        self.connection.stopped()
         self.client.disconnect()
         self.client.loop_stop()
         if self._worker is not None and self._worker is not threading.current_thread():
@@ -361,8 +373,9 @@ class DeviceAgent:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            log.warning("connect refused", extra={"device": self.device_id, "reason": str(reason)})
+            self.connection.refused(reason)
             return
+        self.connection.connected()
         subs = [
             (topics.desired(self.device_id), 1),
             (topics.cmd(self.device_id), 1),
@@ -375,12 +388,13 @@ class DeviceAgent:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()
+        self.connection.disconnected(reason)
         if self._stop.is_set():
             return
         delay = self.backoff.next_delay()
         # paho waits its reconnect delay before the next attempt; a fixed value each time makes it ours
         client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
-        log.info(
+        log.debug(  # the state change itself is logged once by self.connection, with the reason
             "disconnected; reconnecting after a back-off",
             extra={
                 "device": self.device_id,

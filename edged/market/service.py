@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from ..deploy import topics
 from ..deploy.agent import BrokerConfig, make_client
 from ..deploy.bundle import Bundle
+from ..deploy.connection import BrokerRefused, ConnectionTracker, refusal
 from ..deploy.messages import (
     ChunkHeader,
     ChunkRequest,
@@ -45,6 +46,14 @@ DESIRED_TTL_S = 90 * 24 * 3600.0
 COMMAND_TTL_S = 300.0
 
 Listener = Callable[[str, str, Any], None]
+
+
+def _hint(reason: Any, broker: BrokerConfig) -> str:
+    """What to check for a refused CONNACK: the credentials, or the broker's ACL and config."""
+    if getattr(reason, "value", None) in (4, 5, 134, 135):
+        who = f"user {broker.username!r}" if broker.username else "no user name (anonymous)"
+        return f"; check --username and --password (sent {who})"
+    return ""
 
 
 def target_topic(target: str) -> str:
@@ -89,6 +98,10 @@ class Marketplace:
         self.services: set[str] = set()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.connection = ConnectionTracker(log, broker.host, broker.port, client=self.client_id)
+        self.client.on_disconnect = lambda c, u, f, reason, p: self.connection.disconnected(reason)
+        self.client.on_connect_fail = self.connection.connect_failed
+        self._refused: str | None = None
         self.connected = threading.Event()
         self._subscribed = threading.Event()
         self._listeners: list[Listener] = []
@@ -102,17 +115,29 @@ class Marketplace:
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> None:
-        """Connect and subscribe; raises ``OSError`` if the broker refuses the connection, ``TimeoutError`` if it
-        does not answer in time. Afterwards paho reconnects by itself."""
+        """Connect and subscribe; raises ``OSError`` if the broker cannot be reached, :class:`BrokerRefused` (with
+        the broker's reason) if it refuses the connection, ``TimeoutError`` if it does not answer in time.
+        Afterwards paho reconnects by itself, and every change of the connection is logged once."""
+        self.connection.quiet = True  # until connected, the outcome is this method's to report
+        self.connection.connecting()
         self.client.connect(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
         self.client.loop_start()
-        if not self._subscribed.wait(timeout):
-            self.client.loop_stop()
-            raise TimeoutError(f"no connection to the MQTT broker at {self.broker.host}:{self.broker.port}")
+        end = time.monotonic() + timeout
+        while not self._subscribed.wait(0.05):
+            if self._refused is not None or time.monotonic() > end:
+                self.client.disconnect()
+                self.client.loop_stop()
+                where = f"{self.broker.host}:{self.broker.port}"
+                if self._refused is not None:
+                    raise BrokerRefused(f"the MQTT broker at {where} refused the connection: {self._refused}")
+                raise TimeoutError(f"no connection to the MQTT broker at {where}")
+        self.connection.quiet = False  # from now on, every change is logged
+        self.connection.announce()
 
     def stop(self) -> None:
         if self.serve and self.connected.is_set():
             self.client.publish(topics.service(self.client_id), b"", qos=1, retain=True).wait_for_publish(5)
+        self.connection.stopped()
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -127,9 +152,12 @@ class Marketplace:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            log.error("broker refused the marketplace", extra={"reason": str(reason)})
+            if not self._subscribed.is_set():
+                self._refused = refusal(reason) + _hint(reason, self.broker)  # start() raises it, once
+            self.connection.refused(reason)
             return
         self.connected.set()
+        self.connection.connected()
         subs = [(topics.ALL_PRESENCE, 1), (topics.ALL_REPORTED, 1), (topics.ALL_STATUS, 1), (topics.ALL_REPLIES, 1)]
         subs.append((topics.ALL_SERVICES, 1))
         if self.serve:
