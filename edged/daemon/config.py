@@ -140,6 +140,36 @@ class MqttSection(BaseModel):
     health_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class DeploySection(BaseModel):
+    """Where plugins installed over MQTT play, when no playlist of the config names them (docs/mqtt.md). The
+    marketplace's playlist for the device plays in the same place.
+
+    ``mode``: ``"replace"`` (the default) plays them on ``layer`` instead of its playlist, which comes back when they
+    are removed (logged as a warning each time, so the configured playlist never disappears silently);
+    ``"append"`` adds them to the end of that layer's playlist, ``duration_s`` each turn; ``"overlay"`` plays them on
+    a layer of their own on top of the display's layers (``x``, ``y``, ``width``, ``height``, ``opacity``), the
+    configured layers keep playing underneath."""
+
+    model_config = _STRICT
+    mode: Literal["replace", "append", "overlay"] = "replace"
+    #: the display (default: the first)
+    display: str | None = None
+    #: the layer replaced or appended to (default: the display's first layer)
+    layer: str | None = None
+    #: seconds each deployed plugin plays per turn when several share a layer (or in "append" mode)
+    duration_s: float = Field(default=30.0, gt=0)
+    #: "overlay": the layer's region (0 = to the edge) and opacity
+    x: int = Field(default=0, ge=0)
+    y: int = Field(default=0, ge=0)
+    width: int = Field(default=0, ge=0)
+    height: int = Field(default=0, ge=0)
+    opacity: float = Field(default=1.0, ge=0, le=1)
+
+
+#: the name of the layer a ``[deploy] mode = "overlay"`` adds on top of its display
+OVERLAY_LAYER = "deployed"
+
+
 class DaemonConfig(BaseModel):
     """The whole ``edged.toml``."""
 
@@ -152,6 +182,7 @@ class DaemonConfig(BaseModel):
     displays: list[DisplaySection] = Field(default_factory=list)
     sensors: list[SensorSection] = Field(default_factory=list)
     mqtt: MqttSection | None = None
+    deploy: DeploySection = Field(default_factory=DeploySection)
 
     @model_validator(mode="after")
     def _references(self) -> DaemonConfig:
@@ -171,6 +202,20 @@ class DaemonConfig(BaseModel):
             for j, lname in enumerate(layer_names):
                 if lname in layer_names[:j]:
                     raise ValueError(f"displays.{i}.layers.{j}.name: layer names must be unique ('{lname}')")
+        d = self.deploy
+        if d.display is not None and d.display not in names:
+            raise ValueError(f"deploy.display: unknown display '{d.display}' (known: {names})")
+        section = next((x for x in self.displays if x.name == d.display), None) if d.display else None
+        section = section or (self.displays[0] if self.displays else None)
+        if section is not None:
+            layers = [layer.name for layer in section.layers]
+            if d.layer is not None and d.layer not in layers:
+                raise ValueError(f"deploy.layer: display '{section.name}' has no layer '{d.layer}' (it has: {layers})")
+            if d.mode == "overlay" and OVERLAY_LAYER in layers:
+                raise ValueError(
+                    f"deploy.mode: \"overlay\" adds a layer named '{OVERLAY_LAYER}' to display '{section.name}', "
+                    "which already has one: rename that layer"
+                )
         for i, s in enumerate(self.sensors):
             if s.display is not None and s.display not in names:
                 raise ValueError(

@@ -29,7 +29,15 @@ from ..engine.supervisor import Budget, Supervised
 from ..errors import ConfigError, EdgedError
 from ..host.functions import DeviceIO, DisplayInfo, SharedValues
 from ..host.plugin import DevicePlugin
-from .config import DaemonConfig, DisplaySection, PlaylistConfig, PluginConfig, SensorSection
+from .config import (
+    OVERLAY_LAYER,
+    DaemonConfig,
+    DisplaySection,
+    LayerConfig,
+    PlaylistConfig,
+    PluginConfig,
+    SensorSection,
+)
 from .plugins import discover, fingerprint
 
 log = logging.getLogger("edged.daemon")
@@ -192,7 +200,7 @@ class Daemon:
         self._sensor_done = threading.Event()
         #: plugins installed over MQTT (name -> entry), overriding plugins_dir, kept across reloads
         self._deployed: dict[str, PluginConfig] = {}
-        #: a playlist the marketplace set for this device (plugin names), played on the first display's first layer
+        #: a playlist the marketplace set for this device (plugin names), played where ``[deploy]`` puts plugins
         self._remote_playlist: list[str] | None = None
         #: the config as read from the file, before deployed plugins are overlaid
         self._base_config = config
@@ -572,34 +580,84 @@ class Daemon:
 
     # --- deployed plugins (the MQTT agent's target) ------------------------------------------------------------
 
+    @staticmethod
+    def _deploy_display(config: DaemonConfig) -> int | None:
+        """The index of the display deployed plugins play on (``[deploy] display``, else the first), or None."""
+        if not config.displays:
+            return None
+        want = config.deploy.display
+        return next((i for i, d in enumerate(config.displays) if d.name == want), 0) if want else 0
+
     def _overlay(self, config: DaemonConfig) -> DaemonConfig:
-        """``config`` with the deployed plugins that no playlist or sensor names placed on the first display: an
-        animation as the only item of its first layer, a sensor plugin as one of its sensors."""
+        """``config`` with the deployed plugins that no playlist or sensor names, placed as ``[deploy]`` says (see
+        :class:`~edged.daemon.config.DeploySection`): animations on the deploy display's layer (replacing its
+        playlist, appended to it, or on a layer of their own on top), sensor plugins as its sensors. The
+        marketplace's playlist for this device plays in the same place."""
+        place = config.deploy
         playlists = dict(config.playlists)
         sensors = list(config.sensors)
         displays = list(config.displays)
-        if self._remote_playlist and displays:
-            items = [PlaylistItem(plugin=n, transition="crossfade") for n in self._remote_playlist]
-            playlists["remote"] = PlaylistConfig(items=items)
-            layer = displays[0].layers[0].model_copy(update={"playlist": "remote"})
-            displays[0] = displays[0].model_copy(update={"layers": [layer, *displays[0].layers[1:]]})
+        t = self._deploy_display(config)
+        remote: list[PlaylistItem] | None = None
+        if self._remote_playlist and t is not None:
+            remote = [PlaylistItem(plugin=n, transition="crossfade") for n in self._remote_playlist]
         named = {i.plugin for pl in playlists.values() for i in pl.items} | {s.plugin for s in config.sensors}
+        named |= {i.plugin for i in remote or []}
         adhoc = [n for n in self._deployed if n not in named]
-        if not adhoc and playlists == config.playlists:
-            return config
+        drawing: list[str] = []
         for name in adhoc:
             if _kind(self._deployed[name].path) == "sensor":
-                sensors.append(SensorSection(plugin=name, display=displays[0].name if displays else None))
-                continue
-            if not displays:
+                sensors.append(SensorSection(plugin=name, display=displays[t].name if t is not None else None))
+            elif t is None:
                 self._problem(f"deployed plugin '{name}'", "draws frames, but this device has no display")
-                continue
-            if self._remote_playlist:  # the marketplace said what plays: installed extras wait until it names them
-                continue
-            first = displays[0]
-            playlists[f"deployed:{name}"] = PlaylistConfig(items=[PlaylistItem(plugin=name, duration_s=None)])
-            layer = first.layers[0].model_copy(update={"playlist": f"deployed:{name}"})
-            displays[0] = first.model_copy(update={"layers": [layer, *first.layers[1:]]})
+            elif remote is None:  # the marketplace said what plays: installed extras wait until it names them
+                drawing.append(name)
+        if remote is None and not drawing:
+            return config if sensors == config.sensors else config.model_copy(update={"sensors": sensors})
+        assert t is not None
+        section = displays[t]
+        pl_name = "remote" if remote is not None else "deployed"
+        if remote is not None:
+            items = remote
+        else:
+            each = None if len(drawing) == 1 and place.mode != "append" else place.duration_s
+            items = [PlaylistItem(plugin=n, duration_s=each) for n in drawing]
+        if place.mode == "overlay":
+            playlists[pl_name] = PlaylistConfig(items=items)
+            layer = LayerConfig(
+                name=OVERLAY_LAYER,
+                playlist=pl_name,
+                x=place.x,
+                y=place.y,
+                width=place.width,
+                height=place.height,
+                opacity=place.opacity,
+            )
+            displays[t] = section.model_copy(update={"layers": [*section.layers, layer]})
+        else:
+            j = next((k for k, layer in enumerate(section.layers) if layer.name == place.layer), 0)
+            base = section.layers[j]
+            if place.mode == "append" and remote is None:
+                own = [
+                    i if i.duration_s else i.model_copy(update={"duration_s": place.duration_s})
+                    for i in config.playlists[base.playlist].items
+                ]
+                items = [*own, *items]
+            else:
+                log.warning(
+                    "deployed plugins replace the configured playlist until they are removed ([deploy] mode = "
+                    '"append" or "overlay" keeps it playing)',
+                    extra={
+                        "display": section.name,
+                        "layer": base.name,
+                        "playlist": base.playlist,
+                        "plugins": [i.plugin for i in items],
+                    },
+                )
+            playlists[pl_name] = PlaylistConfig(items=items)
+            layers = list(section.layers)
+            layers[j] = base.model_copy(update={"playlist": pl_name})
+            displays[t] = section.model_copy(update={"layers": layers})
         return config.model_copy(update={"playlists": playlists, "sensors": sensors, "displays": displays})
 
     def deploy(self, name: str, entry: PluginConfig) -> dict[str, list[str]]:
@@ -633,13 +691,13 @@ class Daemon:
                 rd.runner.identify_until = until
 
     def set_remote_playlist(self, items: list[str] | None) -> dict[str, list[str]]:
-        """Play ``items`` (plugin names) on the first layer of the first display, or go back to the config."""
+        """Play ``items`` (plugin names) where ``[deploy]`` puts deployed plugins, or go back to the config."""
         with self._lock:
             self._remote_playlist = list(items) if items else None
             return self.reload(self._base_config)
 
     def probe_slot(self, name: str) -> tuple[Supervised, float, bool] | None:
-        """A fresh supervised instance of plugin ``name`` as the first display would run it (its size, rate and a
+        """A fresh supervised instance of plugin ``name`` as the deploy display would run it (its size, rate and a
         layer's share of the budget) or as a sensor plugin: (slot, period in seconds, is a sensor)."""
         entry = self._catalog.get(name)
         if entry is None:
@@ -647,9 +705,10 @@ class Daemon:
         if _kind(entry.path) == "sensor":
             slot = self._load(name, None, {}, 5.0, f"health probe of '{name}'")
             return (slot, 0.5, True) if slot is not None else None
-        if not self.displays:
+        t = self._deploy_display(self.config)
+        if t is None or self.config.displays[t].name not in self.displays:
             return None
-        rd = next(iter(self.displays.values()))
+        rd = self.displays[self.config.displays[t].name]
         fps = rd.runner.fps
         info = DisplayInfo(rd.geometry.width, rd.geometry.height, fps, rd.geometry.serpentine, rd.geometry.brightness)
         share = 1000.0 / fps * rd.section.budget_fraction / max(1, len(rd.section.layers))

@@ -2,8 +2,10 @@
 
 A deployed plugin joins the daemon's catalog under its name, overriding a plugin of that name from
 ``plugins_dir``. Displays whose playlists name it are rebuilt off their frame threads and swapped in between two
-frames; a deployed plugin that no playlist names plays on the first layer of ``deploy_display`` (an animation) or
-as a sensor plugin of it (a sensor), so a fleet operator's "install this" shows up without editing configs.
+frames; a deployed plugin that no playlist names plays where the config's ``[deploy]`` section says (by default
+instead of the playlist of the first display's first layer, with a warning in the log; or appended to that
+playlist, or on a layer of its own on top), or runs as a sensor plugin of that display (a sensor), so a fleet
+operator's "install this" shows up without editing configs.
 Health is what the engine measured since the activation, on screen and in an off-screen probe that runs the plugin
 as its display would for a minute: frames (or sensor ticks) run and strikes.
 """
@@ -119,9 +121,9 @@ class DaemonTarget:
         self.daemon.identify(seconds)
 
     def apply_playlist(self, items: list[str] | None) -> None:
-        """The marketplace's playlist for this device (plugin names in play order) on the first layer of the first
-        display; ``None`` goes back to the device's own config. Names that do not load are skipped (and listed in
-        ``edged ctl problems``)."""
+        """The marketplace's playlist for this device (plugin names in play order), played where ``[deploy]`` puts
+        deployed plugins; ``None`` goes back to the device's own config. Names that do not load are skipped (and
+        listed in ``edged ctl problems``)."""
         with self._lock:
             self.daemon.set_remote_playlist(items)
         log.info("playlist from the marketplace", extra={"items": items})
