@@ -63,8 +63,8 @@ def register(sub: Any) -> None:
     pub.add_argument(
         "--manifest", type=Path, help="manifest JSON with the edged block (default: the one beside the .wasm)"
     )
-    pub.add_argument("--name", help="plugin name (default: the manifest's edged.name)")
-    pub.add_argument("--version", help="version to publish (default: the manifest's edged.version)")
+    pub.add_argument("--name", help="plugin name, if the manifest has no edged.name (it must match one)")
+    pub.add_argument("--version", help="version, if the manifest has no edged.version (it must match one)")
     pub.add_argument("--rollback", action="store_true", help="sign it as an allowed downgrade")
     pub.add_argument("--force", action="store_true", help="publish even if `edged plugin check` fails it")
 

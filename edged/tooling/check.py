@@ -356,8 +356,7 @@ def _dry_run(
     report.ms_budget = float(budget.get("frame_ms", period_ms))
     cal = calibration(recalibrate=opts.recalibrate)
     rate = cal.fuel_per_ms
-    if "fuel" not in budget:
-        report.calibration = cal.describe()
+    report.calibration = cal.describe() + ("" if "fuel" not in budget else "; the manifest's budget.fuel applies")
     report.fuel_budget = int(budget["fuel"]) if "fuel" in budget else int(rate * report.ms_budget)
     if "fuel" in budget and budget["fuel"] > rate * period_ms:
         report.warnings.append(
