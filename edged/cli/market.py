@@ -373,7 +373,9 @@ def _deploy(args: argparse.Namespace) -> int:
             counts: dict[str, int] = {}
             for x in seen.values():
                 counts[x.state] = counts.get(x.state, 0) + 1
-            bar.set_postfix_str(f"{len(seen)} devices: " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items())))
+            states = ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
+            last = f"{device} {p.state}" + (f" ({p.reason})" if p.reason else "")
+            bar.set_postfix_str(f"{len(seen)} device{'s' * (len(seen) != 1)}: {states}; last: {last}")
             bar.refresh()
 
     try:

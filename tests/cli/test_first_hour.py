@@ -289,3 +289,41 @@ def test_bash_completion_completes_commands_and_options(tmp_path: Path) -> None:
 def test_zsh_completion_is_generated() -> None:
     out = edged("completion", "zsh")
     assert out.returncode == 0 and out.stdout.startswith("#compdef edged")
+
+
+TRAPS = {
+    "c": (
+        "__attribute__((noinline)) static void explode(uint64_t n) {\n  if (n >= 2) __builtin_trap();\n}\n",
+        "explode(t.frame);",
+    ),
+    "zig": ("noinline fn explode(n: u64) void {\n    if (n >= 2) @trap();\n}\n", "explode(t.frame);"),
+    "as": ("@inline(never)\nfunction explode(n: u64): void {\n  if (n >= 2) unreachable();\n}\n", "explode(t.frame);"),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(TRAPS))
+def test_a_trap_in_a_template_build_names_the_function(tmp_path: Path, lang: str) -> None:
+    """The scaffolded template, made to trap on its third frame, built with plugins/build as `plugin new` says."""
+    assert edged("plugin", "new", "boom", "--lang", lang, cwd=tmp_path).returncode == 0
+    source = next(p for p in (tmp_path / "boom").iterdir() if p.stem == "boom")
+    helper, call = TRAPS[lang]
+    text = source.read_text()
+    anchor = {"c": 'EDGED_EXPORT("frame")', "zig": "export fn frame", "as": "export function frame"}[lang]
+    text = text.replace(anchor, helper + "\n" + anchor, 1)
+    tick = "edged.tick();" if lang == "zig" else ("readTick();" if lang == "as" else "edged_tick();")
+    text = text.replace(tick, f"{tick}\n  {call}", 1)
+    source.write_text(text)
+    preview = ("preview", "boom", "--gif", "x.gif", "--frames", "5")
+    build = [sys.executable, str(ROOT / "plugins" / "build")]
+
+    stripped = subprocess.run([*build, "--no-names", "boom"], cwd=tmp_path, capture_output=True, text=True)
+    assert stripped.returncode == 0, stripped.stderr
+    before = edged(*preview, cwd=tmp_path)
+    assert before.returncode == 1 and "<wasm function" in before.stderr  # the complaint, with names stripped
+
+    built = subprocess.run([*build, "boom"], cwd=tmp_path, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    after = edged(*preview, cwd=tmp_path)
+    line = one_clear_line(after.stderr)
+    assert after.returncode == 1 and "<wasm function" not in line, line
+    assert re.search(r"!(\S*[./])?frame\b", line), line  # boom.wasm!frame, boom.wasm!boom.frame, …

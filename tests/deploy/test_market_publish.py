@@ -5,6 +5,7 @@ anyway)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,44 @@ def test_publish_refuses_a_plugin_that_plugin_check_fails(
     rc, out, err = run(capsys, *market, "publish", str(bad / "trap.wasm"), "--force")
     assert rc == 0 and out.startswith("published trap@1.0.0")
     assert "publishing despite a failed check (--force): frame 0 failed" in err
+
+
+def test_deploy_draws_one_progress_bar_for_the_whole_rollout(
+    tmp_path: Path, market: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`edged market deploy glow@1.0.0 --group lobby` with three devices reporting: one bar, not one per device."""
+    from types import SimpleNamespace
+
+    import edged.cli.market as market_cli
+    from edged.market.rollout import DeviceProgress
+
+    class FakeMarket:
+        def spec(self, name: str, version: str) -> None:
+            return None
+
+        def stop(self) -> None:
+            pass
+
+    class FakeRollout:
+        def __init__(self, market: Any, name: str, version: str, **kw: Any) -> None:
+            self.on_progress = kw["on_progress"]
+            self.progress: dict[str, DeviceProgress] = {}
+
+        def run(self) -> Any:
+            for step in (10.0, 60.0, 100.0):
+                for device in ("dev-1", "dev-2", "dev-3"):
+                    p = DeviceProgress(state="healthy" if step == 100 else "downloading", percent=step)
+                    self.progress[device] = p
+                    self.on_progress(device, p)
+            outcomes = dict.fromkeys(self.progress, "healthy")
+            return SimpleNamespace(
+                outcomes=outcomes, canaries=[], offline=[], pinned=[], unpinned=[], state="done", failure_rate=0.0
+            )
+
+    monkeypatch.setattr(market_cli, "_market", lambda args, serve: (FakeMarket(), SimpleNamespace(close=lambda: 0)))
+    monkeypatch.setattr(market_cli, "Rollout", FakeRollout)
+    rc, out, err = run(capsys, *market, "deploy", "glow@1.0.0", "--group", "lobby", "--serve-chunks", "--allow-unknown")
+    assert rc == 0 and "rollout done" in out
+    bars = {line.split(":")[0] for line in re.split(r"[\r\n]+", err) if "%|" in line}
+    assert bars == {"glow@1.0.0"}, err  # one bar, named after the rollout
+    assert "3 devices: 3 healthy" in err and "100%" in err
