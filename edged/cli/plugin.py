@@ -1,7 +1,7 @@
 """``edged plugin new|check``: scaffold a plugin from a template, and check one before it ships.
 
-``new NAME --lang as|c|zig [--dir DIR]`` writes DIR/NAME/ (source and manifest) from the templates shipped in
-edged/tooling/templates/, and says how to build it (plugins/build of an edged checkout).
+``new NAME --lang as|c|zig [--dir DIR]`` writes DIR/NAME/ (default: ./NAME/; source and manifest) from the
+templates shipped in edged/tooling/templates/, and says how to build it (plugins/build of an edged checkout).
 ``check PLUGIN [--manifest M] [--frames N] [--fps F] [--size WxH] [--config K=V]`` validates the manifest, the
 imports against the capabilities it asks for, the exports, and dry-runs N frames in emulation, reporting fuel and
 ms per frame against the budget at F fps. Exit codes: 0 pass, 1 fail, 2 usage.
