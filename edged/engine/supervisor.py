@@ -256,7 +256,7 @@ class Supervised:
             if exc is not None:
                 self._strike(_as_plugin_error(exc), now)
                 return False
-            return True
+            return self.plugin.ready
         if self.plugin.ready:
             return True
         if now < self._replay_at:
@@ -270,7 +270,7 @@ class Supervised:
             else:
                 self._strike(_as_plugin_error(exc), now)
             return False
-        return True
+        return self.plugin.ready
 
     def _strike(self, exc: PluginError, now: float) -> None:
         kind = type(exc).__name__

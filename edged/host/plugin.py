@@ -252,7 +252,7 @@ class DevicePlugin:
     def setup(self, strict: bool = False) -> None:
         """Matricks' ``setup``: called once per instance before the first ``update``, under the init limits rather
         than a frame's budget (Matricks runs it unlimited; a frame's budget would cut a heavy setup off). A failure
-        is only logged, as in Matricks."""
+        is only logged, as in Matricks, unless it trapped: then the instance is gone and the error is raised."""
         self._setup_done = True
         if self.kind == "matricks" and self.plugin.function_exists("setup"):
             p = self.plugin
@@ -262,12 +262,12 @@ class DevicePlugin:
                 p.timeout_ms = p.init_timeout_ms
             try:
                 p.call("setup", b"")
-            except (OutOfFuel, PluginTimeout):
-                if strict:  # to be run again under the full init limits
+            except PluginError as exc:
+                # raised when it is to be run again under the full init limits, or when a trap (running out of
+                # fuel or time included) took the instance with it: nothing is left for update to run on
+                if not p.ready or (strict and isinstance(exc, OutOfFuel | PluginTimeout)):
                     self._setup_done = False
                     raise
-                self.logger.warning("setup ran out of its init budget", extra={"plugin": self.name})
-            except PluginError as exc:
                 self.logger.warning("setup failed: %s", exc, extra={"plugin": self.name})
             finally:
                 p.fuel, p.timeout_ms = fuel, timeout

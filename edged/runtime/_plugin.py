@@ -32,6 +32,7 @@ from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_m
 from ._rawcall import define_func, define_raw_func, export_indices, exports_at, no_arg_caller, value_kinds
 from ._sections import defined_memories_and_tables
 from ._wasi import WasiOutput
+from ._wasi_guard import guard_wasi
 
 ENV_MODULE = "extism:host/env"
 USER_MODULE = "extism:host/user"
@@ -525,6 +526,7 @@ class Plugin:
         wasi_output = None
         if compiled.wasi:
             linker.define_wasi()
+            guard_wasi(linker, store, compiled.imports, lambda env=self.env: env.deadline)
             cfg, wasi_output = self._wasi_config()
             store.set_wasi(cfg)
         inst = _Instance(store, kernel, None, wasi_output)

@@ -423,3 +423,40 @@ def test_any_exception_from_a_frame_is_a_strike_not_a_dead_thread(monkeypatch: p
     assert s.frame(tick(0)) is None
     assert s.stats.strikes == 1 and s.stats.errors == {"InternalFailure": 1}
     assert "recursion" in (s.stats.last_error or "")
+
+
+def test_a_matricks_setup_that_traps_is_a_strike_and_never_initialises_on_the_frame_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a hostile review: a trap in setup dropped the instance but left setup marked done, so the next
+    update created the instance again on the display thread under the full init budget."""
+    from edged.runtime import Plugin
+    from tests.conftest import wat
+
+    wasm = wat(
+        """(module (memory (export "memory") 1)
+      (func (export "_initialize") (local $i i64)
+        (loop $l (local.set $i (i64.add (local.get $i) (i64.const 1)))
+          (br_if $l (i64.lt_u (local.get $i) (i64.const 300000)))))
+      (func (export "setup") (result i32) unreachable)
+      (func (export "update") (result i32) (i32.const 0)))"""
+    )
+    made: list[tuple[str, int | None]] = []
+    real = Plugin._instantiate
+
+    def recording(self: Plugin):  # type: ignore[no-untyped-def]
+        made.append((threading.current_thread().name, self.init_fuel))
+        return real(self)
+
+    monkeypatch.setattr(Plugin, "_instantiate", recording)
+    manifest = {"wasm": [{"data": wasm}], "edged": {"name": "m", "kind": "matricks", "capabilities": {"led": True}}}
+    dp = DevicePlugin(manifest, display=DisplayInfo(W, H, fps=60))
+    clock = FakeClock()
+    s = Supervised(dp, Budget(5, 100_000, 20, 50_000_000, 5000), clock, background_init=True)
+    for n in range(6):
+        s.frame(tick(n))
+        s._settle()
+    assert s.stats.strikes >= 2 and "unreachable" in (s.stats.last_error or "")
+    on_frame_thread = [fuel for name, fuel in made if not name.startswith("edged-plugin-init")]
+    assert on_frame_thread and all(fuel == 100_000 for fuel in on_frame_thread)  # only the quick try
+    s.close()
