@@ -95,7 +95,9 @@ def decode_matricks(data: bytes, width: int, height: int) -> np.ndarray | None:
     except RecursionError:  # thousands of nested arrays: no frame is nested deeper than 3
         raise FrameError("update returned JSON nested too deeply; expected rows of BGRA pixels") from None
     except _NotAnInteger as exc:
-        raise FrameError(f"update returned the pixel value {exc}; {_PIXEL_VALUES}") from None
+        raise FrameError(f"update returned the pixel value {str(exc)[:32]}; {_PIXEL_VALUES}") from None
+    except ValueError:  # an integer of thousands of digits (Python's int conversion limit)
+        raise FrameError(f"update returned a number too long to be a pixel value; {_PIXEL_VALUES}") from None
     if rows is None:
         return None
     if not isinstance(rows, list) or len(rows) != height:

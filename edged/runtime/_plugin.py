@@ -25,7 +25,7 @@ from ..errors import (
 from . import _layout as L
 from ._cache import ModuleCache, default_cache
 from ._engine import ENGINE, TICK_MS, TICKER, UNLIMITED_FUEL, UNLIMITED_TICKS, UNMETERED_ENGINE
-from ._env import ENV_HOST_FUNCTIONS, HostEnv, extism_log_level
+from ._env import ENV_HOST_FUNCTIONS, HostEnv, extism_log_level, log_text
 from ._host_fn import HostFunction
 from ._kernel import HOST_EXPORTS, KERNEL_EXPORTS, Kernel
 from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_manifest, read_module
@@ -199,9 +199,14 @@ class CompiledPlugin:
                     self.exports[exp.name] = sig[1] == ("i32",)
                 else:
                     self.bad_exports[exp.name] = _fmt_sig(sig)
+        hs_init = next((e for e in self.main.exports if e.name == "hs_init"), None)
+        if hs_init is not None and (
+            not isinstance(hs_init.type, wasmtime.FuncType) or _sig(hs_init.type) != (("i32", "i32"), ())
+        ):
+            raise PluginLoadError("the export hs_init must be a function (i32, i32) -> (), as Haskell's runtime has it")
         self.init_steps = _init_steps({e.name for e in self.main.exports}, self.exports)
         #: where each export an instance needs sits, so instances skip wasmtime-py's map of every export
-        self.export_indices = export_indices(self.main, ["memory", *self.exports])
+        self.export_indices = export_indices(self.main, ["memory", *self.exports, *(["hs_init"] if hs_init else [])])
         kernel_module(self.engine)  # fills _kernel_indices
         #: does any module import the kernel under its own name? Then the kernel instance is linked as a whole.
         self.links_kernel = any((ENV_MODULE, n) in self.imports for n in KERNEL_EXPORTS)
@@ -645,7 +650,7 @@ class Plugin:
                 inst.wasi_output.drain()
         out_off, out_len, err = kernel.result()
         if err:
-            msg = kernel.read(err).decode("utf-8", errors="replace")
+            msg = log_text(kernel.read(err))  # the plugin's text goes to logs and terminals: one safe line
             raise PluginError(msg or f"Error code: {rc}")
         if rc != 0:
             raise PluginError(f"Error code: {rc}")
@@ -671,8 +676,8 @@ class Plugin:
                 return PluginTimeout(prefix + "timeout")
             if self._memory_exhausted(inst):
                 return OutOfMemory(prefix + "oom")
-            return PluginTrap(prefix + trap_message(str(exc)))
-        return PluginTrap(prefix + trap_message(str(exc)))
+            return PluginTrap(prefix + log_text(trap_message(str(exc)).encode()))
+        return PluginTrap(prefix + log_text(trap_message(str(exc)).encode()))
 
     def _memory_exhausted(self, inst: _Instance) -> bool:
         """After a trap: was it most likely a failed ``memory.grow`` against the max_pages budget?

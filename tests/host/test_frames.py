@@ -155,3 +155,9 @@ def test_an_output_far_larger_than_the_display_is_refused_before_it_is_read() ->
     with _device(HUGE) as dp, pytest.raises(OutputTooLarge, match=f"limit of {cap} bytes"):
         dp.frame(Tick(0, 0, 16_667, 16, 16, True))
     assert max_output_bytes("animation", 16, 16) == 16 * 16 * 4
+
+
+def test_a_pixel_value_of_thousands_of_digits_is_a_frame_error() -> None:
+    """Found by a hostile review: Python's int conversion limit raised a bare ValueError (a traceback in preview)."""
+    with pytest.raises(FrameError, match="too long to be a pixel value"):
+        decode_matricks(b"[[[" + b"9" * 5000 + b",0,0,0]]]", 1, 1)

@@ -221,3 +221,50 @@ def test_fuel_needs_a_metered_compilation() -> None:
     assert Plugin(KITCHEN, fuel=10_000_000).compiled.metered  # a fuel limit picks the metered engine itself
     with pytest.raises(ValueError, match="fuel must be positive"):
         Plugin(metered, fuel=0)
+
+
+# --- found by a hostile review of the containment fixes -------------------------------------------------------
+
+
+def test_a_plugins_error_message_is_one_safe_line() -> None:
+    from edged.runtime import PluginError
+    from tests.conftest import wat
+
+    text = "boom\\n2026-12-06 01:00:00,000 ERROR edged.daemon: forged\\1b[31m\\0d"
+    wasm = wat(
+        f"""(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "error_set" (func $error_set (param i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{text}")
+  (func (export "fail") (result i32) (local $h i64) (local $i i32)
+    (local.set $h (call $alloc (i64.const 64)))
+    (block $d (loop $l (br_if $d (i32.ge_u (local.get $i) (i32.const 64)))
+      (call $store_u8 (i64.add (local.get $h) (i64.extend_i32_u (local.get $i))) (i32.load8_u (local.get $i)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $l)))
+    (call $error_set (local.get $h)) (i32.const 1)))"""
+    )
+    with pytest.raises(PluginError) as info:
+        Plugin(wasm).call("fail")
+    message = str(info.value)
+    assert message.startswith("boom\\n2026-12-06 01:00:00,000 ERROR edged.daemon: forged\\x1b[31m\\r")
+    assert "\n" not in message and "\x1b" not in message and "\r" not in message
+
+
+def test_hs_init_of_the_wrong_shape_is_a_load_error_and_the_right_one_runs() -> None:
+    from edged.runtime import PluginLoadError
+    from tests.conftest import wat
+
+    with pytest.raises(PluginLoadError, match="hs_init must be a function"):
+        Plugin(wat('(module (memory (export "memory") 1) (global (export "hs_init") i32 (i32.const 0)))'))
+    with pytest.raises(PluginLoadError, match="hs_init must be a function"):
+        Plugin(wat('(module (memory (export "memory") 1) (func (export "hs_init") (param i64)))'))
+    ok = wat(
+        """(module (memory (export "memory") 1) (global $ran (mut i32) (i32.const 0))
+  (func (export "hs_init") (param i32 i32) (global.set $ran (i32.const 1)))
+  (func (export "ran") (result i32) (global.get $ran)))"""
+    )
+    p = Plugin(ok)
+    with pytest.raises(PluginError, match="Error code: 1"):  # returns 1 once hs_init has run
+        p.call("ran")
