@@ -77,15 +77,22 @@ class LogLimiter:
         self._reported = 0
 
     def log(self, level: int, raw: bytes) -> None:
-        if not self.logger.isEnabledFor(level):
+        self.log_lines(level, [raw])
+
+    def log_lines(self, level: int, lines: list[bytes]) -> None:
+        """Log as many of ``lines`` as the rate allows and count the rest, in time independent of how many."""
+        if not lines or not self.logger.isEnabledFor(level):
             return
         now = self._clock()
         self._tokens = min(LOG_BURST, self._tokens + (now - self._last) * LOG_LINES_PER_S)
         self._last = now
-        if self._tokens < 1.0:
-            self.dropped += 1
-            return
-        self._tokens -= 1.0
+        take = min(len(lines), int(self._tokens))
+        self._tokens -= take
+        self.dropped += len(lines) - take
+        for raw in lines[:take]:
+            self._emit(level, raw)
+
+    def _emit(self, level: int, raw: bytes) -> None:
         if self.dropped != self._reported:
             self.logger.warning(
                 "%d log lines of this plugin were dropped (more than %g a second)",

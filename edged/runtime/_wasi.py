@@ -62,8 +62,7 @@ class WasiOutput:
             s.pos = size
             *lines, rest = (s.partial + data).split(b"\n")
             s.partial = rest[:MAX_OUTPUT_PER_CALL]
-            for line in lines:
-                self._limiter.log(s.level, line)
+            self._limiter.log_lines(s.level, lines)
             if want > len(data):
                 self._limiter.logger.warning(
                     "%d bytes of the plugin's output were dropped (more than %d in one call)",

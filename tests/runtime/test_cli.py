@@ -142,3 +142,19 @@ def test_a_plugin_flooding_its_log_is_rate_limited_and_the_drops_counted(caplog:
         f"{10_000 - int(LOG_BURST)} log lines of this plugin were dropped (more than {LOG_LINES_PER_S:g} a second)",
         "after",
     ]
+
+
+def test_a_flood_of_output_lines_costs_one_pass_not_one_call_per_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a hostile review: 64 KiB of newlines on WASI stdout went through the limiter one line at a time
+    (~130k Python calls a frame, after the deadline)."""
+    import logging
+
+    from edged.runtime import LogLimiter
+    from edged.runtime._env import LOG_BURST
+
+    emitted: list[bytes] = []
+    limiter = LogLimiter(logging.getLogger("edged.plugin.newlines"), clock=lambda: 0.0)
+    limiter._emit = lambda level, raw: emitted.append(raw)  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="edged.plugin.newlines"):
+        limiter.log_lines(logging.INFO, [b""] * 131_072)
+    assert len(emitted) == LOG_BURST and limiter.dropped == 131_072 - LOG_BURST
