@@ -243,9 +243,11 @@ class Daemon:
             return None
         edged = plugin.compiled.manifest.edged
         hints = edged.budget if edged is not None else {}
-        # the config wins, then the manifest's own hint, then the display's share of the frame period
+        # the config wins; a manifest's own hint can only lower the display's share of the frame period (a plugin
+        # does not get to grant itself more time than the device gives it)
+        hint = hints.get("frame_ms")
         budget = Budget.from_ms(
-            entry.budget_ms or hints.get("frame_ms") or budget_ms,
+            entry.budget_ms or (min(hint, budget_ms) if hint else budget_ms),
             self._rate(),
             self.config.daemon.deadline_factor,
             entry.deadline_ms,
@@ -257,15 +259,20 @@ class Daemon:
         if entry.fallback.startswith("#") and info is not None:
             rgb = [int(entry.fallback[i : i + 2], 16) for i in (1, 3, 5)]
             fallback = np.full((info.height, info.width, 3), rgb, np.uint8)
-        return Supervised(
-            plugin,
-            budget,
-            self.clock,
-            self.config.daemon.strikes,
-            fallback=fallback,
-            hold_last=entry.fallback == "last",
-            background_init=True,
-        )
+        try:
+            return Supervised(
+                plugin,
+                budget,
+                self.clock,
+                self.config.daemon.strikes,
+                fallback=fallback,
+                hold_last=entry.fallback == "last",
+                background_init=True,
+            )
+        except (EdgedError, ValueError) as exc:
+            plugin.close()
+            self._problem(where, f"plugin '{name}' not loaded: {exc}")
+            return None
 
     def _player(self, playlist: str, info: DisplayInfo, budget_ms: float, where: str) -> PlaylistPlayer | None:
         pl = self.config.playlists[playlist]

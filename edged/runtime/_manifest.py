@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import urllib.request
 from pathlib import Path
@@ -136,6 +137,16 @@ class EdgedBlock(BaseModel):
     def _version(cls, v: str) -> str:
         if not _SEMVER.fullmatch(v):
             raise ValueError("must be a semantic version such as 1.2.3")
+        return v
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, value in v.items():
+            if key not in ("frame_ms", "fuel"):
+                raise ValueError(f"unknown budget key '{key}' (known: frame_ms, fuel)")
+            if not math.isfinite(value) or value <= 0 or value > 1e15:
+                raise ValueError(f"budget.{key} must be a positive number, not {value}")
         return v
 
 

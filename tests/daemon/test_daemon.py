@@ -461,3 +461,40 @@ def test_the_config_reference_in_the_docs_is_a_valid_config() -> None:
     start = text.index("```toml", text.index("## Config reference")) + len("```toml")
     cfg = DaemonConfig.model_validate(tomllib.loads(text[start : text.index("```", start)]))
     assert cfg.displays and cfg.playlists and cfg.sensors and cfg.mqtt is not None
+
+
+def test_a_manifest_cannot_grant_itself_more_time_than_the_display_share(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a hostile review: budget.frame_ms = 400 in a manifest gave a plugin 400 ms a frame (5 fps for all)."""
+    write_plugin(site, "greedy", solid(1, 2, 3), {"capabilities": {"led": True}, "budget": {"frame_ms": 400}})
+    path = site / "edged.toml"
+    path.write_text(CONFIG.format(side="greedy", calibrate="true"))
+    monkeypatch.setattr(Daemon, "_rate", lambda self: 1000.0)
+    d = make_from(path)
+    d.start()
+    greedy = d.stats()["plugins"]["main/right/greedy"]
+    assert greedy["budget_ms"] == pytest.approx(5.0) and greedy["budget_fuel"] == 5000  # the share, not 400
+    d.stop()
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        ({"fuel": -5}, "positive"),
+        ({"frame_ms": 1e308}, "positive"),
+        ({"frame_ms": float("nan")}, "positive"),
+        ({"cpu": 1}, "unknown"),
+    ],
+)
+def test_a_bad_budget_hint_is_a_manifest_error_and_the_daemon_runs_on(
+    site: Path, budget: dict[str, float], message: str
+) -> None:
+    """Found by a hostile review: a negative fuel or a huge frame_ms hint stopped edged run with a traceback."""
+    write_plugin(site, "broken", solid(1, 2, 3), {"capabilities": {"led": True}, "budget": budget})
+    d = make(site, side="broken")
+    run_frames(d, 2)
+    problems = " ".join(p["message"] for p in d.stats()["problems"])
+    assert "plugin 'broken' not loaded" in problems and message in problems
+    assert latest(d)[:, :8, 0].min() > 200  # the other layer still draws
+    d.stop()
