@@ -165,6 +165,7 @@ def fleet(broker: BrokerConfig, tmp: Path, n: int, size: int) -> dict[str, float
         targets.append(t)
     while not all(a.connected.is_set() for a in agents):
         time.sleep(0.01)
+    catalog.set_members("fleet", add=[f"fleet-{i:03d}" for i in range(n)])  # the operator's membership records
     wasm = plugin("fleet", size)
     publish(catalog, wasm, MANIFEST, "anim", "1.0.0", key)
     market.settle(quiet_s=0.5, timeout=10)

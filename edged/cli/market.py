@@ -1,15 +1,20 @@
 """``edged market``: the marketplace. Publish signed plugin bundles and deploy them to devices over MQTT.
 
 ``keygen`` makes the marketplace key (and a trust file for devices); ``publish`` checks (as ``edged plugin check``),
-signs and stores a plugin, its name and version from its manifest; ``list``/``show`` read the catalog; ``deploy
-NAME@VERSION`` rolls it out to a device or a group (optionally a canary fraction first, then waves, halting past a
-failure rate) with one progress bar for the whole rollout; ``rollback`` goes back one version; ``unpin NAME --device
-D`` drops a device's own entry for a plugin (a pin) so it follows its groups again; ``playlist`` sets what a device or
-group plays; ``command DEVICE OP [NAME[@VERSION]]`` sends one signed command and prints the reply; ``status`` shows
-every device; ``serve`` answers chunk requests and tracks device state. Exit code 0 on success, 1 when something
-failed (a rollout halted, a device failed), 2 for bad usage, a broker that cannot be reached, no ``serve`` to answer
-chunk requests, or a ``deploy`` target the marketplace has never heard from (a device id or a group with no known
-member; ``--allow-unknown`` publishes anyway).
+signs and stores a plugin, its name and version from its manifest; ``list``/``show`` read the catalog; ``group
+add|remove|list`` records which devices belong to a group (the marketplace never trusts the groups a device
+claims); ``deploy NAME@VERSION`` records a rollout to a device or a
+group (optionally a canary fraction first, then waves, halting past a failure rate) that ``serve`` executes, and
+returns, or with ``--wait`` follows it with one aggregate progress bar; ``rollouts`` lists rollouts with per-state
+counts and ``rollout show|pause|resume|abort|revert ID`` inspects or steers one; ``rollback`` goes back one version;
+``unpin NAME --device D`` ends a device's own entry for a plugin (a pin) so it follows its groups again;
+``playlist`` sets what a device or group plays; ``command DEVICE OP [NAME[@VERSION]]`` sends one signed command and
+prints the reply; ``status`` shows every device with its pins; ``serve`` runs rollouts, answers chunk requests and
+tracks device state. ``--db`` is a SQLite file (the default) or a ``postgresql://`` URL shared by several
+``serve`` processes. Exit code 0 on success, 1 when something failed (a rollout halted, a device failed), 2 for bad
+usage, a broker that cannot be reached, no ``serve`` to run the rollout, a target with a rollout already active,
+or a ``deploy`` target the marketplace does not know (a device never seen, or a group with no recorded member;
+``--allow-unknown`` publishes anyway).
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..daemon.config import default_state_dir
+from ..deploy import topics
 from ..deploy.agent import BrokerConfig
 from ..deploy.bundle import build_bundle
 from ..deploy.trust import TrustStore, generate_key, key_id, load_private_key, public_key_b64, save_private_key
 from ..errors import BundleRejected, ConfigError, EdgedError
-from ..market import Marketplace, Rollout, SQLiteCatalog, publish
-from ..market.rollout import DeviceProgress
+from ..market import Marketplace, RolloutConflict, RolloutPolicy, RolloutRunner, open_catalog, publish
+from ..market import rollout as rollouts
+from ..market.catalog import PostgresCatalog, RolloutRecord, SQLiteCatalog
 
 log = logging.getLogger("edged.cli.market")
 
@@ -46,7 +53,10 @@ def _default_dir() -> Path:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("market", help="publish and deploy plugins over MQTT", description=__doc__)
-    p.add_argument("--db", type=Path, help="catalog (SQLite) path (default: <state dir>/market/catalog.db)")
+    p.add_argument(
+        "--db",
+        help="catalog: a SQLite file (default: <state dir>/market/catalog.db) or a postgresql:// URL",
+    )
     p.add_argument("--key", type=Path, help="marketplace signing key (default: <state dir>/market/market.key)")
     p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT", help="MQTT broker")
     p.add_argument("--username", help="MQTT user (the ACL expects 'market')")
@@ -72,26 +82,75 @@ def register(sub: Any) -> None:
     sh = ms.add_parser("show", help="one plugin's versions and metadata")
     sh.add_argument("name", help="plugin name")
 
-    d = ms.add_parser("deploy", help="deploy NAME@VERSION to a device or a group")
+    d = ms.add_parser("deploy", help="roll NAME@VERSION out to a device or a group (executed by `serve`)")
     d.add_argument("ref", metavar="NAME@VERSION", help="a published plugin version")
     _target(d)
     d.add_argument("--canary", type=float, default=0.0, metavar="FRACTION", help="deploy to this fraction first")
-    d.add_argument("--halt-failure-rate", type=float, default=0.0, metavar="R", help="halt past this failure rate")
+    d.add_argument(
+        "--halt-failure-rate",
+        type=float,
+        default=0.2,
+        metavar="R",
+        help="halt when failed (or timed out) / finished devices goes past R (default 0.2; 1 never halts)",
+    )
+    d.add_argument(
+        "--halt-min-finished",
+        type=int,
+        default=10,
+        metavar="N",
+        help="judge the failure rate only once N devices finished (default 10, at most the target's size)",
+    )
     d.add_argument(
         "--wave",
         type=float,
         metavar="FRACTION",
         help="move this fraction of the group per wave, halting between waves (default 0.25 when R < 1, else 1)",
     )
-    d.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up waiting after S seconds")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
-    d.add_argument("--serve-chunks", action="store_true", help="answer chunk requests too (no `serve` running)")
+    d.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="a started device with no outcome after S seconds is timed_out (a failure)",
+    )
+    d.add_argument(
+        "--on-abort",
+        choices=["finish", "rollback"],
+        default="finish",
+        help="on a halt or abort, started devices finish (keeping the version, pinned) or roll back",
+    )
+    d.add_argument("--wait", action="store_true", help="follow the rollout until it is over (one progress bar)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar while waiting")
+    d.add_argument(
+        "--serve-chunks",
+        action="store_true",
+        help="run the rollout and answer chunk requests in this process (no `serve` running); implies --wait",
+    )
     d.add_argument(
         "--allow-unknown",
         action="store_true",
-        help="publish even for a device (or an empty group) the marketplace has never heard from: it converges "
-        "when it first connects",
+        help="publish even for a device (or an empty group) the marketplace does not know: it converges when it "
+        "first connects",
     )
+
+    ms.add_parser("rollouts", help="every rollout with its state and per-state device counts")
+    ro = ms.add_parser("rollout", help="show, pause, resume, abort or revert one rollout")
+    ro.add_argument(
+        "action",
+        choices=["show", "pause", "resume", "abort", "revert"],
+        help="show its devices; pause or resume starting devices; abort it; revert it across its target",
+    )
+    ro.add_argument("id", type=int, metavar="ID", help="the rollout's id (see `edged market rollouts`)")
+    ro.add_argument(
+        "--on-abort",
+        choices=["finish", "rollback"],
+        help="abort: started devices finish or roll back (default: the rollout's own choice)",
+    )
+
+    gr = ms.add_parser("group", help="record which devices belong to a group")
+    gr.add_argument("action", choices=["add", "remove", "list"], help="add or remove members, or list groups")
+    gr.add_argument("group", nargs="?", metavar="GROUP", help="the group (list: only this one)")
+    gr.add_argument("devices", nargs="*", metavar="DEVICE", help="device ids to add or remove")
 
     r = ms.add_parser("rollback", help="go back to the version before the deployed one")
     r.add_argument("name", help="plugin name")
@@ -116,8 +175,22 @@ def register(sub: Any) -> None:
     c.add_argument("--timeout", type=float, default=120.0, metavar="S", help="wait this long for the reply")
     c.add_argument("--serve-chunks", action="store_true", help="answer chunk requests too (no `serve` running)")
 
-    ms.add_parser("status", help="per-device table: version, state, last seen")
-    ms.add_parser("serve", help="answer chunk requests and track device state until interrupted")
+    ms.add_parser("status", help="per-device table: version, state, pins, last seen")
+    sv = ms.add_parser("serve", help="run rollouts, answer chunk requests and track device state until interrupted")
+    sv.add_argument(
+        "--max-inflight-mb",
+        type=float,
+        default=8.0,
+        metavar="MB",
+        help="most chunk data published and not yet acknowledged by the broker (default 8)",
+    )
+    sv.add_argument(
+        "--device-rate-kb",
+        type=float,
+        default=2048.0,
+        metavar="KB",
+        help="chunk data per device per second (default 2048; bursts of twice that)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -127,9 +200,9 @@ def _target(p: argparse.ArgumentParser) -> None:
     g.add_argument("--group", metavar="G", help="every device of a group")
 
 
-def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+def _paths(args: argparse.Namespace) -> tuple[str, Path]:
     base = _default_dir()
-    return args.db or base / "catalog.db", args.key or base / "market.key"
+    return args.db or str(base / "catalog.db"), args.key or base / "market.key"
 
 
 def _broker(args: argparse.Namespace) -> BrokerConfig:
@@ -145,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"edged market: no such file: {exc.filename}", file=sys.stderr)
         return EXIT_USAGE
-    except (NoChunkService, UnknownTarget, ValueError, ConfigError) as exc:
+    except (NoChunkService, UnknownTarget, RolloutConflict, ValueError, ConfigError) as exc:
         print(f"edged market: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (TimeoutError, OSError) as exc:
@@ -180,9 +253,12 @@ def _load_key(path: Path) -> Any:
     return load_private_key(path)
 
 
-def _catalog(args: argparse.Namespace) -> SQLiteCatalog:
+def _catalog(args: argparse.Namespace) -> SQLiteCatalog | PostgresCatalog:
     db, _ = _paths(args)
-    return SQLiteCatalog(db)
+    try:
+        return open_catalog(db)
+    except ImportError as exc:
+        raise ValueError(f"a PostgreSQL catalog needs psycopg: pip install 'psycopg[binary]' ({exc})") from None
 
 
 def _publish_source(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
@@ -281,9 +357,8 @@ def _show(args: argparse.Namespace) -> int:
             print(f"edged market: no plugin named {args.name!r}", file=sys.stderr)
             return EXIT_FAILED
         out = []
-        for m in metas:
-            b = catalog.get_bundle(m.name, m.version)
-            edged = (b.manifest.get("edged") if b else None) or {}
+        for m, manifest in catalog.manifests(args.name):  # metadata and manifests only: no wasm is read
+            edged = manifest.get("edged") or {}
             out.append({**m.model_dump(mode="json"), "capabilities": edged.get("capabilities", {})})
     finally:
         catalog.close()
@@ -291,11 +366,13 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _market(args: argparse.Namespace, serve: bool) -> tuple[Marketplace, SQLiteCatalog]:
+def _market(
+    args: argparse.Namespace, serve: bool, chunk_options: dict[str, Any] | None = None
+) -> tuple[Marketplace, SQLiteCatalog | PostgresCatalog]:
     _, key_path = _paths(args)
     key = _load_key(key_path)
     catalog = _catalog(args)
-    market = Marketplace(catalog, key, _broker(args), serve=serve)
+    market = Marketplace(catalog, key, _broker(args), serve=serve, chunk_options=chunk_options)
     try:
         market.start()
     except Exception:  # unreachable, refused or silent: the caller reports it
@@ -335,8 +412,9 @@ def _require_known_target(market: Marketplace, args: argparse.Namespace) -> None
         )
     if args.group and not market.group_members(args.group):
         raise UnknownTarget(
-            f"no device known in group {args.group!r}: check the name with `edged market status`, or pass "
-            f"--allow-unknown to publish for it anyway"
+            f"no device recorded in group {args.group!r}: record members with `edged market group add "
+            f"{args.group} DEVICE...` (check names with `edged market group list`), or pass --allow-unknown to "
+            f"publish for it anyway"
         )
 
 
@@ -344,74 +422,189 @@ def _deploy(args: argparse.Namespace) -> int:
     name, sep, version = args.ref.partition("@")
     if not sep or not name or not version:
         raise ValueError(f"expected NAME@VERSION, got {args.ref!r}")
+    if not 0 <= args.halt_failure_rate <= 1 or not 0 <= args.canary <= 1:
+        raise ValueError("--canary and --halt-failure-rate are fractions between 0 and 1")
+    if args.wave is not None and not 0 < args.wave <= 1:
+        raise ValueError("--wave is a fraction of the group above 0 and at most 1")
+    if args.halt_min_finished < 1 or args.timeout <= 0:
+        raise ValueError("--halt-min-finished is at least 1 and --timeout above 0")
     market, catalog = _market(args, serve=args.serve_chunks)
     try:
         market.spec(name, version)  # published?
         _require_chunk_service(market, args)
         _require_known_target(market, args)
-    except BaseException:
-        market.stop()
-        catalog.close()
-        raise
-    bar: Any = None
-    seen: dict[str, DeviceProgress] = {}
-    lock = threading.Lock()
-
-    def progress(device: str, p: DeviceProgress) -> None:
-        """One bar for the whole rollout (a bar per device fills the screen with a thousand devices): the mean of
-        the devices' progress, with how many are in each state."""
-        nonlocal bar
-        if args.no_progress:
-            return
-        from tqdm import tqdm
-
-        with lock:
-            seen[device] = p
-            if bar is None:
-                bar = tqdm(total=100, desc=f"{name}@{version}", unit="%", file=sys.stderr, leave=True)
-            bar.n = int(sum(x.percent for x in seen.values()) / len(seen))
-            counts: dict[str, int] = {}
-            for x in seen.values():
-                counts[x.state] = counts.get(x.state, 0) + 1
-            states = ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
-            last = f"{device} {p.state}" + (f" ({p.reason})" if p.reason else "")
-            bar.set_postfix_str(f"{len(seen)} device{'s' * (len(seen) != 1)}: {states}; last: {last}")
-            bar.refresh()
-
-    try:
-        rollout = Rollout(
-            market,
-            name,
-            version,
-            device=args.device,
-            group=args.group,
+        size = len(market.group_members(args.group)) if args.group else 1
+        policy = RolloutPolicy(
             canary=args.canary,
+            wave=args.wave if args.wave is not None else (rollouts.DEFAULT_WAVE if args.halt_failure_rate < 1 else 1),
             halt_failure_rate=args.halt_failure_rate,
-            wave=args.wave,
-            timeout_s=args.timeout,
-            on_progress=progress,
+            min_finished=max(1, min(args.halt_min_finished, size)),
+            device_timeout_s=args.timeout,
+            on_abort=args.on_abort,
         )
-        result = rollout.run()
+        rid = rollouts.create_rollout(market, name, version, device=args.device, group=args.group, policy=policy)
+        target = f"device:{args.device}" if args.device else f"group:{args.group}"
+        print(f"rollout {rid}: {name}@{version} to {target} ({size} device{'s' if size != 1 else ''})", flush=True)
+        if not (args.wait or args.serve_chunks):
+            print(f"`serve` runs it; follow it with `edged market rollout show {rid}`")
+            return EXIT_OK
+        bar = None if args.no_progress else _Bar(f"{name}@{version}", size)
+        try:
+            result = rollouts.follow(
+                market, rid, run_here=args.serve_chunks, interval=0.2, on_progress=bar.update if bar else None
+            )
+        finally:
+            if bar is not None:
+                bar.close()
     finally:
-        if bar is not None:
-            bar.close()
         market.stop()
         catalog.close()
-    for device, state in sorted(result.outcomes.items()):
-        reason = rollout.progress[device].reason
+    outcomes = sorted(result.outcomes.items())
+    for device, state in outcomes[:50]:
+        reason = result.reasons.get(device)
         print(f"{device}: {state}" + (f" ({reason})" if reason else ""))
+    if len(outcomes) > 50:
+        print(f"... and {len(outcomes) - 50} more: `edged market rollout show {rid}`")
     if result.canaries:
         print(f"canaries: {', '.join(result.canaries)}")
     if result.offline:
-        print(f"offline (they converge when they come back): {', '.join(result.offline)}")
+        print(f"offline (they converge when they come back): {', '.join(result.offline[:50])}")
     if result.pinned:
-        print(f"kept on {version} through their own desired state: {', '.join(result.pinned)}")
+        print(f"kept on {version} through their own desired state: {', '.join(result.pinned[:50])}")
     if result.unpinned:
-        print(f"following the group again (own entry ended): {', '.join(result.unpinned)}")
-    print(f"rollout {result.state}: {name}@{version}, failure rate {result.failure_rate:.0%}")
+        print(f"following the group again (own entry ended): {', '.join(result.unpinned[:50])}")
+    print(f"rollout {rid} {result.state}: {name}@{version}, {_counts(result.outcomes)}, failure rate "
+          f"{result.failure_rate:.0%}")  # fmt: skip
     if not result.outcomes:
-        print("no devices known in the target (are they online? is `edged market serve` tracking them?)")
+        print("no devices in the target (record members with `edged market group add`)")
     return EXIT_OK if result.state == "done" else EXIT_FAILED
+
+
+class _Bar:
+    """One aggregate progress bar: finished devices out of the target's, with per-state counts."""
+
+    def __init__(self, ref: str, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="dev", desc=ref, file=sys.stderr, leave=True)
+
+    def update(self, r: RolloutRecord) -> None:
+        done = sum(n for s, n in r.counts.items() if s in rollouts.SETTLED)
+        self.bar.total = max(self.bar.total or 0, sum(r.counts.values()))
+        self.bar.n = done
+        self.bar.set_postfix_str(f"{r.state}: {_counts(r.counts)}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _counts(states: dict[str, str] | dict[str, int]) -> str:
+    counts: dict[str, int] = {}
+    for k, v in states.items():
+        if isinstance(v, int):
+            counts[k] = counts.get(k, 0) + v
+        else:
+            counts[v] = counts.get(v, 0) + 1
+    return " ".join(f"{k}={n}" for k, n in sorted(counts.items())) or "no devices"
+
+
+def _rollouts(args: argparse.Namespace) -> int:
+    catalog = _catalog(args)
+    try:
+        rows = [
+            {
+                "id": r.id,
+                "plugin": f"{r.name}@{r.version}",
+                "target": r.target,
+                "state": r.state,
+                "devices": sum(r.counts.values()),
+                "counts": _counts(r.counts),
+                "created": _ago(r.created_at),
+            }
+            for r in catalog.rollouts()
+        ]
+    finally:
+        catalog.close()
+    print(_table(rows, ["id", "plugin", "target", "state", "devices", "counts", "created"]))
+    return EXIT_OK
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    if args.action == "revert":
+        market, catalog = _market(args, serve=False)
+        try:
+            version = rollouts.revert(market, args.id)
+        finally:
+            market.stop()
+            catalog.close()
+        print(f"rollout {args.id} reverted: " + (f"back to {version}" if version else "plugin removed from the target"))
+        return EXIT_OK
+    catalog = _catalog(args)
+    try:
+        if args.action == "pause":
+            rollouts.pause(catalog, args.id)
+        elif args.action == "resume":
+            rollouts.resume(catalog, args.id)
+        elif args.action == "abort":
+            rollouts.abort(catalog, args.id, on_abort=args.on_abort)
+        r = catalog.rollout(args.id)
+        if r is None:
+            raise LookupError(f"no rollout {args.id}")
+        devs = catalog.rollout_devices(args.id)
+    finally:
+        catalog.close()
+    if args.action != "show":
+        print(f"rollout {r.id}: {r.state}" + (" (serve carries it out)" if r.state == "aborting" else ""))
+        return EXIT_OK
+    p = r.policy
+    print(f"rollout {r.id}: {r.name}@{r.version} to {r.target}: {r.state}")
+    print(f"  created {_ago(r.created_at)}, updated {_ago(r.updated_at)}" + (f", run by {r.owner}" if r.owner else ""))
+    print(f"  canary {p.canary:g}, wave {p.wave:g}, halt past {p.halt_failure_rate:g} after {p.min_finished} "
+          f"finished, device timeout {p.device_timeout_s:g} s, on abort: {p.on_abort}")  # fmt: skip
+    print(f"  {_counts(r.counts)}")
+    if r.detail.get("abort"):
+        print(f"  stopped: {r.detail['abort'].get('reason')}")
+    rows = [
+        {
+            "device": d.device,
+            "stage": "-" if d.stage < 0 else d.stage,
+            "state": d.state,
+            "percent": f"{d.percent:.0f}%" if d.state in rollouts.STARTED else "",
+            "reason": d.reason or "",
+            "seq": d.seq if d.seq is not None else "",
+            "started": _ago(d.started_at) if d.started_at else "",
+        }
+        for d in devs
+    ]
+    print(_table(rows, ["device", "stage", "state", "percent", "reason", "seq", "started"]))
+    return EXIT_OK
+
+
+def _group(args: argparse.Namespace) -> int:
+    catalog = _catalog(args)
+    try:
+        if args.action == "list":
+            groups = catalog.groups()
+            if args.group:
+                groups = {args.group: groups.get(args.group, [])}
+            rows = [{"group": g, "devices": ", ".join(ds)} for g, ds in sorted(groups.items())]
+            print(_table(rows, ["group", "devices"]))
+            return EXIT_OK
+        if not args.group or not args.devices:
+            raise ValueError(f"group {args.action} needs GROUP and at least one DEVICE")
+        topics.check_id(args.group, "group id")
+        for d in args.devices:
+            topics.check_id(d)
+        if args.action == "add":
+            catalog.set_members(args.group, add=args.devices)
+        else:
+            catalog.set_members(args.group, remove=args.devices)
+        members = catalog.group_members(args.group)
+    finally:
+        catalog.close()
+    print(f"group {args.group}: {', '.join(members) or 'no members'}")
+    return EXIT_OK
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -454,11 +647,13 @@ def _command(args: argparse.Namespace) -> int:
 def _unpin(args: argparse.Namespace) -> int:
     market, catalog = _market(args, serve=False)
     try:
-        market.unpin(args.device, args.name)
+        market.settle()  # its presence decides how the pin ends
+        follows = market.unpin(args.device, args.name)
     finally:
         market.stop()
         catalog.close()
-    print(f"device:{args.device}: own entry for {args.name} dropped; it follows its groups for {args.name} again")
+    now = f"its groups' {follows}" if follows else "none of its groups names it: removed"
+    print(f"device:{args.device}: own entry for {args.name} ended; it follows its groups for {args.name} again ({now})")
     return EXIT_OK
 
 
@@ -483,12 +678,14 @@ def _status(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     try:
         devices = catalog.devices()
+        pins = {d.id: catalog.get_desired(f"device:{d.id}")[0] for d in devices}
     finally:
         catalog.close()
     rows = []
     for d in devices:
+        own = pins.get(d.id, {})
         plugins = d.reported.get("plugins", {}) if d.reported else {}
-        names = sorted(set(plugins) | set(d.status)) or [""]
+        names = sorted(set(plugins) | set(d.status) | set(own)) or [""]
         for n in names:
             rp = plugins.get(n, {})
             st = d.status.get(n, {})
@@ -498,21 +695,46 @@ def _status(args: argparse.Namespace) -> int:
             rows.append(
                 {
                     "device": d.id,
-                    "groups": ",".join(d.groups),
+                    "groups": ",".join(d.groups)
+                    or (f"(claims {','.join(d.claimed_groups)})" if d.claimed_groups else ""),
                     "presence": d.presence,
                     "plugin": n,
                     "version": rp.get("version") or "",
                     "state": state,
                     "reason": rp.get("reason") or st.get("reason") or "",
+                    "pin": _pin(own.get(n)),
                     "last seen": _ago(d.last_seen),
                 }
             )
-    print(_table(rows, ["device", "groups", "presence", "plugin", "version", "state", "reason", "last seen"]))
+    cols = ["device", "groups", "presence", "plugin", "version", "state", "reason", "pin", "last seen"]
+    print(_table(rows, cols))
     return EXIT_OK
 
 
+def _claims(groups: list[str]) -> str:
+    """Groups a device claims but is not recorded in: shown, never trusted."""
+    return f"(claims {','.join(groups)})" if groups else ""
+
+
+def _pin(entry: Any) -> str:
+    """A device's own entry for a plugin: its version and the rollout that set it (or ``manual``)."""
+    if entry is None:
+        return ""
+    who = f"rollout {entry.rollout}" if entry.rollout is not None else "manual"
+    return f"{entry.version} ({who})"
+
+
 def _serve(args: argparse.Namespace) -> int:
-    market, catalog = _market(args, serve=True)
+    if args.max_inflight_mb <= 0 or args.device_rate_kb <= 0:
+        raise ValueError("--max-inflight-mb and --device-rate-kb are above 0")
+    options = {
+        "max_inflight_bytes": int(args.max_inflight_mb * 1024 * 1024),
+        "device_rate": args.device_rate_kb * 1024,
+        "device_burst": args.device_rate_kb * 2048,
+    }
+    market, catalog = _market(args, serve=True, chunk_options=options)
+    runner = RolloutRunner(market)
+    runner.start()
     done = threading.Event()
     previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     print(f"serving on {args.broker}", flush=True)
@@ -521,6 +743,7 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        runner.stop()
         market.stop()
         catalog.close()
     print(f"served {market.chunks_served} chunks ({market.bytes_served} bytes)")
@@ -553,4 +776,7 @@ _ACTIONS = {
     "playlist": _playlist,
     "status": _status,
     "serve": _serve,
+    "rollouts": _rollouts,
+    "rollout": _rollout,
+    "group": _group,
 }

@@ -1,8 +1,35 @@
-"""The marketplace: a catalog of signed bundles (:mod:`.catalog`), the MQTT service that publishes desired state,
-serves chunks and tracks devices (:mod:`.service`), and staged rollouts (:mod:`.rollout`). See docs/mqtt.md."""
+"""The marketplace: a catalog of signed bundles and rollouts on SQLite or PostgreSQL (:mod:`.catalog`), the MQTT
+service that publishes desired state, serves chunks within bounds and tracks devices (:mod:`.service`,
+:mod:`.chunks`), and rollouts that the service runs, persists and resumes (:mod:`.rollout`). See
+docs/marketplace.md."""
 
-from .catalog import Catalog, CatalogError, DesiredEntry, DeviceRecord, RolloutRecord, SQLiteCatalog
-from .rollout import Rollout, RolloutResult, failure_rate, pick_canaries, publish, should_halt
+from .catalog import (
+    Catalog,
+    CatalogError,
+    DesiredEntry,
+    DeviceRecord,
+    PostgresCatalog,
+    RolloutConflict,
+    RolloutDevice,
+    RolloutPolicy,
+    RolloutRecord,
+    SQLiteCatalog,
+    open_catalog,
+)
+from .rollout import (
+    Rollout,
+    RolloutResult,
+    RolloutRunner,
+    abort,
+    create_rollout,
+    failure_rate,
+    pause,
+    pick_canaries,
+    publish,
+    resume,
+    revert,
+    should_halt,
+)
 from .service import Marketplace
 
 __all__ = [
@@ -11,12 +38,23 @@ __all__ = [
     "DesiredEntry",
     "DeviceRecord",
     "Marketplace",
+    "PostgresCatalog",
     "Rollout",
+    "RolloutConflict",
+    "RolloutDevice",
+    "RolloutPolicy",
     "RolloutRecord",
     "RolloutResult",
+    "RolloutRunner",
     "SQLiteCatalog",
+    "abort",
+    "create_rollout",
     "failure_rate",
+    "open_catalog",
+    "pause",
     "pick_canaries",
     "publish",
+    "resume",
+    "revert",
     "should_halt",
 ]

@@ -1,13 +1,13 @@
 """The marketplace on the broker: signs and publishes desired state and commands, serves chunks, tracks devices.
 
-:class:`Marketplace` is both what ``edged market serve`` runs (chunk requests in, device state into the catalog)
-and what ``deploy``/``rollback`` use to publish. Every device message is validated; a bad one is logged and
-dropped, never trusted.
+:class:`Marketplace` is both what ``edged market serve`` runs (chunk requests in through a shared subscription,
+served by :class:`~edged.market.chunks.ChunkServer`; device state into the catalog) and what the CLI uses to
+publish. Every device message is validated; a bad one is logged and dropped, never trusted. Group membership comes
+from the catalog's records, never from what a device claims.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import threading
@@ -21,10 +21,9 @@ from pydantic import ValidationError
 
 from ..deploy import topics
 from ..deploy.agent import BrokerConfig, make_client
-from ..deploy.bundle import Bundle
+from ..deploy.bundle import BundleMeta, compare_versions
 from ..deploy.connection import BrokerRefused, ConnectionTracker, refusal
 from ..deploy.messages import (
-    ChunkHeader,
     ChunkRequest,
     Command,
     DesiredState,
@@ -34,16 +33,18 @@ from ..deploy.messages import (
     Reported,
     ServicePresence,
     Status,
-    pack_chunk,
 )
 from ..deploy.trust import sign_envelope
 from .catalog import Catalog, CatalogError, DesiredEntry, latest_before
+from .chunks import ChunkServer
 
 log = logging.getLogger("edged.market")
 
 #: retained desired state must outlive a device's longest time offline; commands are for now
 DESIRED_TTL_S = 90 * 24 * 3600.0
 COMMAND_TTL_S = 300.0
+#: the MQTT shared-subscription group of every ``serve``: each chunk request reaches one of them
+SHARE_GROUP = "edged-market"
 
 Listener = Callable[[str, str, Any], None]
 
@@ -70,7 +71,8 @@ class Marketplace:
     """A connected marketplace. ``serve=True`` answers chunk requests; device state always lands in the catalog.
 
     ``add_listener(fn)`` gets ``fn(device_id, kind, message)`` for every valid ``presence``, ``reported``,
-    ``status`` and ``reply`` message (on the network thread; keep it short).
+    ``status`` and ``reply`` message (on the network thread; keep it short). ``chunk_options`` go to
+    :class:`~edged.market.chunks.ChunkServer` (bounds on data in flight, per-device rate, ...).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Marketplace:
         client_id: str | None = None,
         desired_ttl_s: float = DESIRED_TTL_S,
         command_ttl_s: float = COMMAND_TTL_S,
+        chunk_options: dict[str, Any] | None = None,
     ) -> None:
         self.catalog = catalog
         self.key = key
@@ -98,19 +101,28 @@ class Marketplace:
         self.services: set[str] = set()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self.connection = ConnectionTracker(log, broker.host, broker.port, client=self.client_id)
-        self.client.on_disconnect = lambda c, u, f, reason, p: self.connection.disconnected(reason)
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self.connection.connect_failed
         self._refused: str | None = None
         self.connected = threading.Event()
         self._subscribed = threading.Event()
         self._listeners: list[Listener] = []
-        self._wasm_cache: dict[tuple[str, str, str], bytes] = {}
+        self._info: dict[tuple[str, str], tuple[BundleMeta, dict[str, Any]]] = {}
+        self._names: tuple[float, set[str]] = (0.0, set())
         self._lock = threading.Lock()
         self.replies: dict[str, Reply] = {}
-        self.chunks_served = 0
-        self.bytes_served = 0
         self.last_device_message = 0.0
+        self.chunk_server = ChunkServer(catalog, self.client, **(chunk_options or {})) if serve else None
+
+    @property
+    def chunks_served(self) -> int:
+        return self.chunk_server.stats.chunks if self.chunk_server else 0
+
+    @property
+    def bytes_served(self) -> int:
+        return self.chunk_server.stats.bytes if self.chunk_server else 0
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -120,6 +132,8 @@ class Marketplace:
         Afterwards paho reconnects by itself, and every change of the connection is logged once."""
         self.connection.quiet = True  # until connected, the outcome is this method's to report
         self.connection.connecting()
+        if self.chunk_server is not None:
+            self.chunk_server.start()
         self.client.connect(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
         self.client.loop_start()
         end = time.monotonic() + timeout
@@ -127,6 +141,8 @@ class Marketplace:
             if self._refused is not None or time.monotonic() > end:
                 self.client.disconnect()
                 self.client.loop_stop()
+                if self.chunk_server is not None:
+                    self.chunk_server.stop()
                 where = f"{self.broker.host}:{self.broker.port}"
                 if self._refused is not None:
                     raise BrokerRefused(f"the MQTT broker at {where} refused the connection: {self._refused}")
@@ -135,6 +151,8 @@ class Marketplace:
         self.connection.announce()
 
     def stop(self) -> None:
+        if self.chunk_server is not None:
+            self.chunk_server.stop()
         if self.serve and self.connected.is_set():
             self.client.publish(topics.service(self.client_id), b"", qos=1, retain=True).wait_for_publish(5)
         self.connection.stopped()
@@ -145,7 +163,7 @@ class Marketplace:
         self._listeners.append(fn)
 
     def settle(self, quiet_s: float = 0.3, timeout: float = 5.0) -> None:
-        """Wait until retained device messages stop arriving (so group membership is known)."""
+        """Wait until retained device messages stop arriving (so presence is known)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end and time.monotonic() - self.last_device_message < quiet_s:
             time.sleep(0.05)
@@ -161,12 +179,22 @@ class Marketplace:
         subs = [(topics.ALL_PRESENCE, 1), (topics.ALL_REPORTED, 1), (topics.ALL_STATUS, 1), (topics.ALL_REPLIES, 1)]
         subs.append((topics.ALL_SERVICES, 1))
         if self.serve:
-            subs.append((topics.CHUNK_REQUESTS, 1))
+            subs.append((f"$share/{SHARE_GROUP}/{topics.CHUNK_REQUESTS}", 1))
             online = ServicePresence(service=self.client_id)
             client.publish(topics.service(self.client_id), online.model_dump_json(), qos=1, retain=True)
         self.last_device_message = time.monotonic()
         client.subscribe(subs)
         self._subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self.connection.disconnected(reason)
+        self.connected.clear()
+        if self.chunk_server is not None:
+            self.chunk_server.reset_client()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        if self.chunk_server is not None:
+            self.chunk_server.on_published(mid)
 
     # --- inbound -----------------------------------------------------------------------------------------------
 
@@ -181,10 +209,13 @@ class Marketplace:
         self.last_device_message = time.monotonic()
         try:
             if msg.topic == topics.chunk_request(device):
-                self._serve_chunks(device, ChunkRequest.model_validate_json(msg.payload))
+                req = ChunkRequest.model_validate_json(msg.payload)
+                self._check_device(device, req.device)
+                self._serve_chunks(device, req)
             elif leaf == "presence" and msg.payload:
                 p = Presence.model_validate_json(msg.payload)
                 self._check_device(device, p.device)
+                # the groups a device claims are kept to show, never used for membership
                 self.catalog.update_device(device, presence=p.state, groups=p.groups, last_seen=time.time())
                 self._emit(device, "presence", p)
             elif leaf == "reported" and msg.payload:
@@ -197,7 +228,8 @@ class Marketplace:
             elif leaf == "status":
                 s = Status.model_validate_json(msg.payload)
                 self._check_device(device, s.device)
-                if s.name:
+                # only plugins the catalog publishes get a row, and at most MAX_STATUS_ROWS per device
+                if s.name and s.name in self._plugin_names():
                     self.catalog.set_plugin_status(device, s.name, s.model_dump(mode="json"))
                 self.catalog.update_device(device, last_seen=time.time())
                 self._emit(device, "status", s)
@@ -210,6 +242,15 @@ class Marketplace:
                 self._emit(device, "reply", rep)
         except (ValidationError, ValueError) as exc:
             log.warning("bad device message", extra={"topic": msg.topic, "error": str(exc)[:300]})
+        except Exception:
+            log.exception("device message not handled", extra={"topic": msg.topic})
+
+    def _plugin_names(self) -> set[str]:
+        at, names = self._names
+        if time.monotonic() - at > 2.0:
+            names = self.catalog.plugin_names()
+            self._names = (time.monotonic(), names)
+        return names
 
     def _on_service(self, service: str, payload: bytes) -> None:
         self.last_device_message = time.monotonic()
@@ -243,76 +284,87 @@ class Marketplace:
                 log.exception("listener failed")
 
     def _serve_chunks(self, device: str, req: ChunkRequest) -> list[mqtt.MQTTMessageInfo]:
-        """Publish the requested chunks to ``device``; returns the publishes (to wait on, in tests)."""
-        self._check_device(device, req.device)
-        infos = []
-        key = (req.name, req.version, req.wasm_sha256)
-        wasm = self._wasm_cache.get(key)
-        if wasm is None:
-            bundle = self.catalog.find_bundle(*key)
-            if bundle is not None:
-                wasm = self._wasm_cache[key] = bundle.wasm
-        total = max(1, -(-len(wasm) // req.chunk_size)) if wasm is not None else 0
-        out = topics.chunks(device)
-        for i in req.indices:
-            header = ChunkHeader(
-                name=req.name,
-                version=req.version,
-                wasm_sha256=req.wasm_sha256,
-                index=i,
-                total=total,
-                chunk_size=req.chunk_size,
-            )
-            if wasm is None:
-                header.error = "unknown_bundle"
-                data = b""
-            elif i >= total:
-                header.error = "bad_index"
-                data = b""
-            else:
-                data = wasm[i * req.chunk_size : (i + 1) * req.chunk_size]
-                header.sha256 = hashlib.sha256(data).hexdigest()
-            payload = pack_chunk(header, data)
-            infos.append(self.client.publish(out, payload, qos=1))
-            self.chunks_served += 1
-            self.bytes_served += len(payload)
-            if wasm is None:
-                break
-        return infos
+        """Hand a device's chunk request to the chunk server (served later, within its bounds)."""
+        if self.chunk_server is not None:
+            self.chunk_server.submit(device, req)
+        return []
 
     # --- outbound ----------------------------------------------------------------------------------------------
+
+    def bundle_info(self, name: str, version: str) -> tuple[BundleMeta, dict[str, Any]]:
+        """A published bundle's metadata and manifest (cached: a published version never changes)."""
+        info = self._info.get((name, version))
+        if info is None:
+            info = self.catalog.bundle_info(name, version)
+            if info is None:
+                raise CatalogError(f"{name}@{version} is not published")
+            self._info[(name, version)] = info
+        return info
 
     def desired_state(self, target: str) -> DesiredState:
         """The desired-state document of ``target`` built from the catalog."""
         entries, seq = self.catalog.get_desired(target)
+        return self._document(target, entries, seq)
+
+    def _document(self, target: str, entries: dict[str, DesiredEntry], seq: int) -> DesiredState:
         specs = []
         for name, entry in sorted(entries.items()):
-            bundle = self.catalog.get_bundle(name, entry.version)
-            if bundle is None:
-                raise CatalogError(f"{name}@{entry.version} is not in the catalog")
-            specs.append(_spec(bundle, entry.allow_downgrade))
+            try:
+                meta, manifest = self.bundle_info(name, entry.version)
+            except CatalogError:
+                raise CatalogError(f"{name}@{entry.version} is not in the catalog") from None
+            specs.append(_spec(meta, manifest, entry.allow_downgrade))
         # the target is signed with the rest, so the document cannot be replayed onto another device or group
         return DesiredState(target=target, seq=seq, plugins=specs, playlist=self.catalog.get_playlist(target))
 
-    def publish_desired(self, target: str, timeout: float = 20.0) -> None:
-        """Sign ``target``'s desired state and publish it retained; waits for the broker's acknowledgement."""
-        doc = self.desired_state(target)
-        env = sign_envelope(doc.model_dump(mode="json"), self.key, self.desired_ttl_s)
-        info = self.client.publish(target_topic(target), env.model_dump_json(), qos=1, retain=True)
-        info.wait_for_publish(timeout)
+    def publish_desired(self, target: str, timeout: float = 20.0) -> int:
+        """Sign ``target``'s current desired state and publish it retained; returns its seq.
 
-    def set_desired(self, target: str, name: str, version: str | None, allow_downgrade: bool = False) -> None:
-        """Set (or with ``version=None`` drop) one plugin of ``target``'s desired state, and publish it."""
+        Waits for the broker's acknowledgement, then reads the seq again: if another writer committed a newer
+        document meanwhile, it publishes that one too, so the retained message always ends on the newest seq even
+        when two writers' publishes cross."""
+        topic = target_topic(target)
+        while True:
+            entries, seq = self.catalog.get_desired(target)
+            doc = self._document(target, entries, seq)
+            env = sign_envelope(doc.model_dump(mode="json"), self.key, self.desired_ttl_s)
+            info = self.client.publish(topic, env.model_dump_json(), qos=1, retain=True)
+            info.wait_for_publish(timeout)
+            if not info.is_published():
+                raise TimeoutError(f"the broker did not acknowledge {target}'s desired state within {timeout:g} s")
+            if self.catalog.get_desired(target)[1] == seq:
+                return seq
+
+    def change_desired(self, target: str, change: Any, publish: bool = True) -> tuple[dict[str, DesiredEntry], int]:
+        """Change ``target``'s desired entries with ``change(entries) -> entries | None`` under the target's row
+        lock (the next seq), then publish. Returns the entries and seq."""
         target_topic(target)
-        entries, seq = self.catalog.get_desired(target)
-        if version is None:
-            entries.pop(name, None)
-        else:
-            if self.catalog.get_bundle(name, version) is None:
-                raise CatalogError(f"{name}@{version} is not published")
-            entries[name] = DesiredEntry(version=version, allow_downgrade=allow_downgrade)
-        self.catalog.set_desired(target, entries, max(seq + 1, int(time.time() * 1000)))
-        self.publish_desired(target)
+        entries, seq = self.catalog.update_desired(target, change)
+        if publish:
+            self.publish_desired(target)
+        return entries, seq
+
+    def set_desired(
+        self,
+        target: str,
+        name: str,
+        version: str | None,
+        allow_downgrade: bool = False,
+        rollout: int | None = None,
+    ) -> int:
+        """Set (or with ``version=None`` drop) one plugin of ``target``'s desired state, and publish it; returns
+        the document's seq."""
+        if version is not None:
+            self.bundle_info(name, version)  # published?
+
+        def change(entries: dict[str, DesiredEntry]) -> dict[str, DesiredEntry]:
+            if version is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = DesiredEntry(version=version, allow_downgrade=allow_downgrade, rollout=rollout)
+            return entries
+
+        return self.change_desired(target, change)[1]
 
     def set_playlist(self, target: str, items: list[str] | None) -> None:
         """Set (or with None drop) ``target``'s playlist, plugin names in play order, and publish its desired state.
@@ -320,11 +372,9 @@ class Marketplace:
         Raises ``ValueError`` for a name that cannot be a plugin name."""
         target_topic(target)
         if items is not None:
-            items = DesiredState(target=target, seq=0, playlist=items).playlist  # the device's own check of every name
-        entries, seq = self.catalog.get_desired(target)
+            items = DesiredState(target=target, seq=0, playlist=items).playlist  # the device's own check
         self.catalog.set_playlist(target, items or None)
-        self.catalog.set_desired(target, entries, max(seq + 1, int(time.time() * 1000)))
-        self.publish_desired(target)
+        self.change_desired(target, lambda entries: entries)
 
     def rollback(self, name: str, target: str) -> str:
         """Point ``target`` back at the version of ``name`` before its current desired one; returns that version."""
@@ -340,8 +390,9 @@ class Marketplace:
             self.end_pins(ident, name)
         return prev.version
 
-    def end_pins(self, group: str, name: str) -> tuple[list[str], list[str]]:
-        """Make every member of ``group`` follow the group's desired ``name`` again; call after moving the group.
+    def end_pins(self, group: str, name: str, devices: list[str] | None = None) -> tuple[list[str], list[str]]:
+        """Make every member of ``group`` (or those of ``devices``) follow the group's desired ``name`` again; call
+        after moving the group.
 
         A member's own entry for ``name`` (a pin, e.g. left by a halted rollout) is dropped when the member is online:
         it has the group's document already, so it moves straight to the group's version. An offline (or never
@@ -354,7 +405,7 @@ class Marketplace:
         online = {d.id for d in self.catalog.devices() if d.presence == "online"}
         dropped: list[str] = []
         replaced: list[str] = []
-        for device in self.group_members(group):
+        for device in devices if devices is not None else self.group_members(group):
             own, _ = self.catalog.get_desired(f"device:{device}")
             if name not in own:
                 continue
@@ -362,23 +413,52 @@ class Marketplace:
                 self.set_desired(f"device:{device}", name, None)
                 dropped.append(device)
             elif own[name] != entry:
-                self.set_desired(f"device:{device}", name, entry.version, entry.allow_downgrade)
+                follow = entry.model_copy(update={"rollout": None})
+                self.change_desired(f"device:{device}", lambda e, f=follow: {**e, name: f})
                 replaced.append(device)
         if dropped or replaced:
             log.info("pins ended", extra={"group": group, "plugin": name, "dropped": dropped, "replaced": replaced})
         return dropped, replaced
 
-    def unpin(self, device: str, name: str) -> None:
-        """Drop ``device``'s own desired entry for ``name`` (a pin), so the device follows its groups for it again.
+    def unpin(self, device: str, name: str) -> str | None:
+        """End ``device``'s own desired entry for ``name`` (a pin), so the device follows its groups for it again.
 
-        Raises ``CatalogError`` if the device has no entry of its own for ``name``."""
-        entries, _ = self.catalog.get_desired(f"device:{topics.check_id(device)}")
-        if name not in entries:
+        Online, and when its groups' version is not lower than the pinned one, the entry is dropped. Otherwise it
+        is replaced by the group's version, signed as an allowed downgrade when lower: an offline device then
+        activates that version at boot (from its store when it still has it, nothing re-downloaded) instead of
+        removing the plugin while its documents arrive, and a lower version is not refused as a downgrade. The
+        replaced entry ends at the next group-wide change. Returns the version the device follows now (None: none
+        of its groups names ``name``, so the plugin is removed). Raises ``CatalogError`` if the device has no
+        entry of its own for ``name``."""
+        target = f"device:{topics.check_id(device)}"
+        own, _ = self.catalog.get_desired(target)
+        if name not in own:
             raise CatalogError(f"device {device} has no desired entry of its own for {name}")
-        self.set_desired(f"device:{device}", name, None)
+        group_entry: DesiredEntry | None = None
+        for g in self.catalog.groups_of(device):
+            e = self.catalog.get_desired(f"group:{g}")[0].get(name)
+            if e is not None:
+                group_entry = e
+        rec = self.catalog.device(device)
+        online = rec is not None and rec.presence == "online"
+        if group_entry is None:
+            self.set_desired(target, name, None)
+            return None
+        lower = compare_versions(group_entry.version, own[name].version) < 0
+        if online and not lower:
+            self.set_desired(target, name, None)
+        else:
+            follow = DesiredEntry(version=group_entry.version, allow_downgrade=group_entry.allow_downgrade or lower)
+            self.change_desired(target, lambda e: {**e, name: follow})
+        return group_entry.version
 
     def command(self, device: str, op: str, name: str | None = None, plugin: PluginSpec | None = None) -> str:
-        """Send a signed command to one device; returns its correlation id (the reply lands in ``replies``)."""
+        """Send a signed command to one device; returns its correlation id (the reply lands in ``replies``).
+
+        An ``install`` lets the device fetch that wasm for the command's lifetime."""
+        if plugin is not None:
+            sha = str(plugin.meta.get("wasm_sha256", ""))
+            self.catalog.grant_chunks(topics.check_id(device), sha, self.command_ttl_s + 3600)
         target = f"device:{topics.check_id(device)}"  # signed: the command cannot be replayed to another device
         cmd = Command(target=target, id=secrets.token_hex(8), op=op, name=name, plugin=plugin)  # type: ignore[arg-type]
         env = sign_envelope(cmd.model_dump(mode="json"), self.key, self.command_ttl_s)
@@ -387,14 +467,12 @@ class Marketplace:
 
     def spec(self, name: str, version: str, allow_downgrade: bool = False) -> PluginSpec:
         """The :class:`PluginSpec` of a published bundle (for ``install`` commands)."""
-        bundle = self.catalog.get_bundle(name, version)
-        if bundle is None:
-            raise CatalogError(f"{name}@{version} is not published")
-        return _spec(bundle, allow_downgrade)
+        meta, manifest = self.bundle_info(name, version)
+        return _spec(meta, manifest, allow_downgrade)
 
     def group_members(self, group: str) -> list[str]:
-        """Devices known (from presence or reported state) to be in ``group``."""
-        return [d.id for d in self.catalog.devices() if group in d.groups]
+        """The devices the marketplace records in ``group`` (``edged market group add``), never what devices claim."""
+        return self.catalog.group_members(group)
 
     def offline_devices(self, devices: list[str]) -> list[str]:
         """Those of ``devices`` whose retained presence says ``offline`` (their last will, or a clean stop)."""
@@ -402,11 +480,11 @@ class Marketplace:
         return [d.id for d in self.catalog.devices() if d.id in wanted and d.presence == "offline"]
 
 
-def _spec(bundle: Bundle, allow_downgrade: bool) -> PluginSpec:
+def _spec(meta: BundleMeta, manifest: dict[str, Any], allow_downgrade: bool) -> PluginSpec:
     return PluginSpec(
-        name=bundle.meta.name,
-        version=bundle.meta.version,
-        meta=bundle.meta.model_dump(mode="json"),
-        manifest=bundle.manifest,
+        name=meta.name,
+        version=meta.version,
+        meta=meta.model_dump(mode="json"),
+        manifest=manifest,
         allow_downgrade=allow_downgrade,
     )

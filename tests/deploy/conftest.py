@@ -11,6 +11,7 @@ import pytest
 
 if TYPE_CHECKING:
     from edged.deploy.testing import Mosquitto
+    from edged.market.testing import Postgres
     from tests.deploy.harness import Broker, Harness
 
 
@@ -52,3 +53,23 @@ def harness(tmp_path: Path, broker: Broker) -> Iterator[Harness]:
         yield h
     finally:
         h.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server (initdb + pg_ctl in a temp dir, a free loopback port), for the whole session."""
+    from edged.market.testing import MISSING, Postgres, find_pg_bin
+
+    if find_pg_bin() is None:
+        pytest.fail(MISSING)
+    with Postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh catalog location on each backend: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "catalog.db")
+    pg: Postgres = request.getfixturevalue("postgres")
+    return pg.create_database()

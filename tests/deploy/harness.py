@@ -258,6 +258,8 @@ class Harness:
         kw.setdefault("health_frames", 10)
         kw.setdefault("health_timeout_s", 30.0)
         kw.setdefault("chunk_size", 4096)
+        for g in groups:  # the operator records the membership (devices' own claims are never trusted)
+            self.catalog.set_members(g, add=[device])
         cfg = self.broker_config(device)
         a = DeviceAgent(device, cfg, self.store(device), self.trust, target, policy, groups, **kw)
         self.agents[device] = a

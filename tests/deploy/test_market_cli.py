@@ -81,12 +81,17 @@ def test_market_cli_end_to_end(market_dir: dict[str, Any], capsys: pytest.Captur
     try:
         assert serve.stdout is not None and b"serving on" in serve.stdout.readline()
         agent.start()
-        rc, out, err = cli(ctx, capsys, "deploy", "glow@1.0.0", "--device", "dev-1", "--timeout", "60")
+        rc, out, err = cli(ctx, capsys, "group", "add", "lobby", "dev-1")
+        assert rc == 0 and "group lobby: dev-1" in out, err
+        wait_for(lambda: SQLiteCatalog(ctx["dir"] / "catalog.db").device("dev-1"), what="serve to track dev-1")
+        rc, out, err = cli(ctx, capsys, "deploy", "glow@1.0.0", "--device", "dev-1", "--timeout", "60", "--wait")
         assert rc == 0, out + err
-        assert "dev-1: healthy" in out and "rollout done" in out
-        assert "dev-1" in err  # the progress bar
+        assert "dev-1: healthy" in out and "rollout 1 done" in out
+        assert err.count("rollout:") >= 1 and "healthy=1" in err  # one aggregate progress bar
         assert target.running() == {"glow": "1.0.0"}
-        rc, out, err = cli(ctx, capsys, "deploy", "glow@1.1.0", "--group", "lobby", "--canary", "0.5", "--no-progress")
+        rc, out, err = cli(
+            ctx, capsys, "deploy", "glow@1.1.0", "--group", "lobby", "--canary", "0.5", "--no-progress", "--wait"
+        )
         assert rc == 0, out + err
         assert target.running() == {"glow": "1.1.0"}
         rc, out, _ = cli(ctx, capsys, "rollback", "glow", "--group", "lobby")
@@ -113,7 +118,7 @@ def test_market_cli_end_to_end(market_dir: dict[str, Any], capsys: pytest.Captur
         wait_for(lambda: "1.0.0" in cli(ctx, capsys, "status")[1], what="status to show 1.0.0")
         rc, out, _ = cli(ctx, capsys, "status")
         header, row = out.splitlines()[:2]
-        cols = ["device", "groups", "presence", "plugin", "version", "state", "reason", "last", "seen"]
+        cols = ["device", "groups", "presence", "plugin", "version", "state", "reason", "pin", "last", "seen"]
         assert header.split() == cols
         assert row.split()[:5] == ["dev-1", "lobby", "online", "glow", "1.0.0"]
     finally:
@@ -184,6 +189,7 @@ def test_market_cli_install_rollback_unpin_and_unknown_targets(
         health_frames=10,
     )
     chunks = ["--serve-chunks", "--timeout", "60"]
+    assert cli(ctx, capsys, "group", "add", "lobby", "dev-1")[0] == 0
     try:
         agent.start()
         wait_for(agent.connected.is_set, what="dev-1 to connect")
@@ -193,12 +199,12 @@ def test_market_cli_install_rollback_unpin_and_unknown_targets(
         rc, _, err = cli(ctx, capsys, "deploy", "glow@1.0.0", "--device", "dev-l", *chunks)
         assert rc == 2 and "'dev-l' has never been seen" in err and "--allow-unknown" in err
         rc, _, err = cli(ctx, capsys, "deploy", "glow@1.0.0", "--group", "lobyy", *chunks)
-        assert rc == 2 and "no device known in group 'lobyy'" in err
+        assert rc == 2 and "no device recorded in group 'lobyy'" in err
         db = SQLiteCatalog(ctx["dir"] / "catalog.db")
         assert db.get_desired("device:dev-l") == ({}, 0) and db.get_desired("group:lobyy") == ({}, 0)
         # ...unless asked to: published for when it first connects, reported offline after a short grace
         rc, out, _ = cli(ctx, capsys, "deploy", "glow@1.0.0", "--device", "dev-l", "--allow-unknown", *chunks)
-        assert rc == 1 and "dev-l: offline" in out and "rollout offline" in out
+        assert rc == 1 and "dev-l: offline" in out and "offline: glow@1.0.0" in out
         assert db.get_desired("device:dev-l")[0]["glow"].version == "1.0.0"
 
         # one-off install and rollback commands, answered with the device's reply
