@@ -97,6 +97,7 @@ class ChunkServer:
         self._order: collections.deque[str] = collections.deque()
         self._cond = threading.Condition()
         self._inflight: dict[int, int] = {}
+        self._acked_early: dict[int, float] = {}
         self._inflight_bytes = 0
         self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._cache_size = 0
@@ -152,9 +153,16 @@ class ChunkServer:
         """The broker acknowledged message ``mid`` (paho's on_publish)."""
         with self._cond:
             size = self._inflight.pop(mid, None)
-            if size is not None:
-                self._inflight_bytes -= size
-                self._cond.notify_all()
+            if size is None:
+                # publish() of a chunk may not have returned yet in the worker (or this is another message:
+                # forgotten after a few seconds; message ids only repeat after 65,535 publishes)
+                now = time.monotonic()
+                self._acked_early[mid] = now
+                if len(self._acked_early) > 1024:
+                    self._acked_early = {m: t for m, t in self._acked_early.items() if now - t < 5.0}
+                return
+            self._inflight_bytes -= size
+            self._cond.notify_all()
 
     # --- worker ------------------------------------------------------------------------------------------------
 
@@ -267,12 +275,17 @@ class ChunkServer:
             sha256=hashlib.sha256(data).hexdigest(),
         )
         payload = pack_chunk(header, data)
+        with self._cond:  # counted before publishing: its acknowledgement may come before publish() returns
+            self._inflight_bytes += len(payload)
+            self.stats.peak_inflight_bytes = max(self.stats.peak_inflight_bytes, self._inflight_bytes)
+        # never under self._cond: paho may hold its own locks while calling on_published, which takes self._cond
+        info = self.client.publish(topics.chunks(device), payload, qos=1)
         with self._cond:
-            info = self.client.publish(topics.chunks(device), payload, qos=1)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS or info.rc == mqtt.MQTT_ERR_NO_CONN:
+            if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) and info.mid not in self._acked_early:
                 self._inflight[info.mid] = len(payload)
-                self._inflight_bytes += len(payload)
-                self.stats.peak_inflight_bytes = max(self.stats.peak_inflight_bytes, self._inflight_bytes)
+            else:
+                self._acked_early.pop(info.mid, None)
+                self._inflight_bytes -= len(payload)
             self.stats.chunks += 1
             self.stats.bytes += len(payload)
             self.stats.served[(device, sha, index)] += 1
@@ -313,6 +326,7 @@ class ChunkServer:
         """The connection was lost: unacknowledged publishes will not be acknowledged by message id any more."""
         with self._cond:
             self._inflight.clear()
+            self._acked_early.clear()
             self._inflight_bytes = 0
             self._cond.notify_all()
 
