@@ -232,3 +232,30 @@ def test_a_rollout_that_times_out_keeps_healthy_devices_on_the_new_version(harne
     assert "glow" not in h.catalog.get_desired(f"device:{stuck}")[0]  # it follows its group again
     assert h.targets[stuck].running() == {"glow": "1.0.0"}
     _no_downgrade(h, [first])
+
+
+def test_unpinning_an_offline_device_activates_its_stored_version_at_boot(harness: Harness) -> None:
+    """Issue 13, point 5: unpin of an offline device never removes the version it keeps: at boot it activates
+    the group's version from its store, with nothing removed in between and nothing downloaded."""
+    h = harness
+    members = ["a", "b", "c"]
+    pinned = _halt_with_a_pin(h, members)
+    rid = h.catalog.rollouts()[-1].id
+    assert h.catalog.get_desired(f"device:{pinned}")[0]["glow"].rollout == rid  # the pin names its rollout
+    h.agents[pinned].stop()
+    wait_for(lambda: (r := h.catalog.device(pinned)) and r.presence == "offline", what="the pinned device offline")
+    served = sum(d == pinned for d, _ in h.market.served)
+    assert h.market.unpin(pinned, "glow") == "1.0.0"
+    own = h.catalog.get_desired(f"device:{pinned}")[0]["glow"]
+    assert (own.version, own.allow_downgrade, own.rollout) == ("1.0.0", True, None)  # follows the group's version
+    h.targets[pinned].close()
+    h.agent(pinned, groups=("lobby",), policy=ALLOW_GPIO)
+    h.wait_healthy(pinned, "glow", "1.0.0")
+    assert ("deactivate", "glow", None) not in h.targets[pinned].history
+    assert not h.events.statuses(pinned, state="removed")
+    assert sum(d == pinned for d, _ in h.market.served) == served  # activated from its store: no download
+    _no_downgrade(h, members)  # (allowed here: the entry says so)
+    # the next group-wide change ends the replaced entry like any other pin
+    h.publish("glow", "3.0.0")
+    assert Rollout(h.market, "glow", "3.0.0", group="lobby", timeout_s=60).run().state == "done"
+    assert "glow" not in h.catalog.get_desired(f"device:{pinned}")[0]
