@@ -38,7 +38,8 @@ class Mosquitto:
     ``users`` (``{name: password}``) turns on a password file and ``acl`` (file text) an ACL file; without them
     anonymous clients may do anything. ``max_packet_size`` bounds every MQTT packet (mosquitto drops the
     connection of a client that sends a larger one, and does not deliver a larger one to a client). ``tls`` (CA,
-    certificate, key files) makes the listener TLS-only. ``restart()`` keeps the port and the persisted sessions.
+    certificate, key files) makes the listener TLS-only; ``extra`` config lines go at the end (a bridge).
+    ``restart()`` keeps the port and the persisted sessions.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class Mosquitto:
         max_packet_size: int = 4 * 1024 * 1024,
         tls: tuple[Path, Path, Path] | None = None,
         binary: Path | None = None,
+        extra: list[str] | None = None,
     ) -> None:
         self.binary = binary or find_mosquitto()
         if self.binary is None:
@@ -87,6 +89,7 @@ class Mosquitto:
         if acl is not None:
             (self.workdir / "acl").write_text(acl)
             lines.append(f"acl_file {self.workdir / 'acl'}")
+        lines += extra or []  # e.g. a bridge (its `connection` block must come last)
         self.config = self.workdir / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
