@@ -3,8 +3,15 @@
 
 1. One device: a signed 1 MB plugin from ``deploy`` (the desired state published) to running (activated) and to
    healthy (its health check passed). Target: running in <= 0.5 s.
-2. A fleet of N in-process agents (each with its own MQTT client, store and emulated display) in one group: from
-   ``deploy --group`` to all healthy. Target: <= 10 s for 100.
+2. A fleet of N in-process agents (each with its own MQTT client, store, verification and emulated display running
+   the plugin) in one group: from ``deploy --group`` to all healthy. Target: <= 10 s for 100.
+3. The service: 1,000 protocol-level simulated devices (bench/simdevices.py: the real protocol and signature checks,
+   no store, no plugin run) and a 1 MB plugin, through ``edged market serve`` (a subprocess, SQLite catalog) and the
+   CLI's default rollout (``deploy --group --wait``: waves of a quarter, halting past 20 % after 10 finished): time
+   to all healthy, the broker's and serve's CPU and peak RSS, bytes per device. Goals: all healthy <= 30 s, serve
+   <= 300 MB peak, <= 1.1 MB per device.
+4. Two ``serve`` processes against one (on one catalog, sharing chunk requests): chunk bytes the devices received
+   against the bytes they needed (duplicates).
 
 Each scenario has an anchor measured side by side, on the same broker: the raw time for paho clients to publish and
 receive the same bytes in the same chunk sizes (no signing, verifying, storing or running). Ratios against the anchor
@@ -18,7 +25,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,8 +44,8 @@ from edged.deploy.agent import BrokerConfig, DeviceAgent
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.testing import Mosquitto
-from edged.deploy.trust import TrustStore, generate_key
-from edged.market import Marketplace, Rollout, SQLiteCatalog, publish
+from edged.deploy.trust import TrustStore, generate_key, save_private_key
+from edged.market import Marketplace, Rollout, SQLiteCatalog, open_catalog, publish
 
 MANIFEST = {"edged": {"kind": "animation", "capabilities": {"led": True}}}
 CHUNK = 96 * 1024
@@ -187,38 +197,148 @@ def fleet(broker: BrokerConfig, tmp: Path, n: int, size: int) -> dict[str, float
     return {"size": len(wasm), "time": dt, "anchor": anchor, "cpu": cpu / n, "wire": wire / n, "ok": ok}
 
 
+def _proc(pid: int) -> tuple[float, int]:
+    """A process's CPU seconds so far and its peak RSS in bytes (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("VmHWM"))
+    return cpu, int(hwm.split()[1]) * 1024
+
+
+def service(tmp: Path, n: int, size: int, serves: int, tag: str) -> dict[str, float]:
+    """Scenario 3/4: ``n`` simulated devices, ``serves`` serve processes, the CLI's default rollout."""
+    from simdevices import SimFleet  # bench/ is on sys.path: this script runs from there
+
+    work = tmp / tag
+    work.mkdir()
+    with Mosquitto(work / "mosquitto", max_queued_messages=100_000) as m:
+        key = generate_key()
+        save_private_key(key, work / "market.key")
+        trust = TrustStore()
+        trust.add(key, ["publisher", "marketplace"])
+        db = str(work / "catalog.db")
+        catalog = open_catalog(db)
+        wasm = plugin(tag, size)
+        publish(catalog, wasm, MANIFEST, "big", "1.0.0", key)
+        ids = [f"{tag}-{i:04d}" for i in range(n)]
+        catalog.set_members("fleet", add=ids)
+        base = [sys.executable, "-m", "edged", "market", "--db", db, "--key", str(work / "market.key")]
+        base += ["--broker", f"{m.host}:{m.port}"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        procs = []
+        for _ in range(serves):
+            p = subprocess.Popen(
+                [*base, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+            assert p.stdout is not None and "serving on" in p.stdout.readline()
+            procs.append(p)
+        sim = SimFleet(m.host, m.port, trust, n, "fleet", prefix=tag, chunk_size=CHUNK)
+        end = time.monotonic() + 60
+        while sum(d.presence == "online" for d in catalog.devices()) < n and time.monotonic() < end:
+            time.sleep(0.2)
+        assert m.proc is not None
+        bpid = m.proc.pid
+        before = {p.pid: _proc(p.pid)[0] for p in procs} | {bpid: _proc(bpid)[0]}
+        t0 = time.perf_counter()
+        deploy = subprocess.Popen([*base, "deploy", "big@1.0.0", "--group", "fleet", "--wait", "--no-progress"],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        all_healthy = None
+        while deploy.poll() is None or all_healthy is None:
+            if all_healthy is None and sim.healthy("big", "1.0.0") == n:
+                all_healthy = time.perf_counter() - t0
+            if deploy.poll() is not None and time.perf_counter() - t0 > 300:
+                break
+            time.sleep(0.05)
+        out, err = deploy.communicate()
+        cli_done = time.perf_counter() - t0
+        usage = {p.pid: _proc(p.pid) for p in procs} | {bpid: _proc(bpid)}
+        stats = sim.stats()
+        sim.close()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.communicate(timeout=60)
+        state = out.strip().splitlines()[-1] if out.strip() else err.strip()[-300:]
+        catalog.close()
+    return {
+        "n": n,
+        "size": len(wasm),
+        "healthy": all_healthy or float("nan"),
+        "cli": cli_done,
+        "ok": sim.healthy("big", "1.0.0"),
+        "state": state,  # type: ignore[dict-item]
+        "broker_cpu": usage[bpid][0] - before[bpid],
+        "broker_rss": usage[bpid][1],
+        "serve_cpu": sum(usage[p.pid][0] - before[p.pid] for p in procs),
+        "serve_rss": max(usage[p.pid][1] for p in procs),
+        "per_device": stats["bytes_per_device"],
+        "dup": stats["chunk_bytes"] / (n * len(wasm)) - 1,
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--devices", type=int, default=100)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--fleet-plugin-kb", type=int, default=64)
+    p.add_argument("--service-devices", type=int, default=1000)
+    p.add_argument("--service-plugin-kb", type=int, default=1024)
+    p.add_argument("--only-service", action="store_true", help="scenarios 3 and 4 only")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        with Mosquitto(tmp / "mosquitto") as m:
-            broker = BrokerConfig(host=m.host, port=m.port)
-            one = one_device(broker, tmp, args.repeat)
-            fl = fleet(broker, tmp, args.devices, args.fleet_plugin_kb * 1024)
-    print(f"\n## Deployment over MQTT (loopback mosquitto, chunks of {CHUNK // 1024} KB)\n")
-    print("| scenario | time | target | raw publish+receive (anchor) | ratio | CPU per device | bytes per device |")
-    print("|---|---|---|---|---|---|---|")
-    mb = one["size"] / 1e6
+        if not args.only_service:
+            with Mosquitto(tmp / "mosquitto") as m:
+                broker = BrokerConfig(host=m.host, port=m.port)
+                one = one_device(broker, tmp, args.repeat)
+                fl = fleet(broker, tmp, args.devices, args.fleet_plugin_kb * 1024)
+        size = args.service_plugin_kb * 1024
+        svc = service(tmp, args.service_devices, size, 1, "svc")
+        pair_n = max(1, args.service_devices // 5)
+        single = service(tmp, pair_n, size, 1, "one")
+        double = service(tmp, pair_n, size, 2, "two")
+    if not args.only_service:
+        print(f"\n## Deployment over MQTT (loopback mosquitto, chunks of {CHUNK // 1024} KB)\n")
+        print("| scenario | time | target | raw publish+receive (anchor) | ratio | CPU per device | bytes per device |")
+        print("|---|---|---|---|---|---|---|")
+        mb = one["size"] / 1e6
+        print(
+            f"| 1 device, {mb:.2f} MB plugin: deploy → running | {one['running']:.3f} s | ≤ 0.5 s | "
+            f"{one['anchor']:.3f} s | {one['running'] / one['anchor']:.1f}× | {one['cpu']:.3f} s | {one['wire']:,.0f} |"
+        )
+        print(
+            f"| 1 device, {mb:.2f} MB plugin: deploy → healthy (10 frames) | {one['healthy']:.3f} s | | "
+            f"{one['anchor']:.3f} s | {one['healthy'] / one['anchor']:.1f}× | | |"
+        )
+        print(
+            f"| {args.devices} device agents, {fl['size'] / 1024:.0f} KB plugin: deploy --group → all healthy "
+            f"({fl['ok']}/{args.devices}) | {fl['time']:.2f} s | ≤ 10 s | {fl['anchor']:.2f} s | "
+            f"{fl['time'] / fl['anchor']:.1f}× | {fl['cpu']:.3f} s | {fl['wire']:,.0f} |"
+        )
+        print(
+            f"\nmedian of {args.repeat} for one device; "
+            "CPU is this process's (agents, marketplace, plugins) per device."
+        )
+    print("\nThe marketplace service: simulated protocol-level devices (no store, no plugin run),")
     print(
-        f"| 1 device, {mb:.2f} MB plugin: deploy → running | {one['running']:.3f} s | ≤ 0.5 s | "
-        f"{one['anchor']:.3f} s | {one['running'] / one['anchor']:.1f}× | {one['cpu']:.3f} s | {one['wire']:,.0f} |"
+        "`edged market serve` subprocesses on one SQLite catalog, the CLI default rollout (`deploy --group --wait`).\n"
     )
-    print(
-        f"| 1 device, {mb:.2f} MB plugin: deploy → healthy (10 frames) | {one['healthy']:.3f} s | | "
-        f"{one['anchor']:.3f} s | {one['healthy'] / one['anchor']:.1f}× | | |"
-    )
-    print(
-        f"| {args.devices} devices, {fl['size'] / 1024:.0f} KB plugin: deploy --group → all healthy "
-        f"({fl['ok']}/{args.devices}) | {fl['time']:.2f} s | ≤ 10 s | {fl['anchor']:.2f} s | "
-        f"{fl['time'] / fl['anchor']:.1f}× | {fl['cpu']:.3f} s | {fl['wire']:,.0f} |"
-    )
-    print(f"\nmedian of {args.repeat} for one device; CPU is this process's (agents, marketplace, plugins) per device.")
-    return 0 if fl["ok"] == args.devices else 1
+    print("| scenario | all healthy | CLI returned | broker CPU | broker peak RSS | serve CPU | serve peak RSS |"
+          " bytes per device | duplicate chunk bytes |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, r in (
+        (f"{svc['n']} devices, 1 serve (goals: ≤ 30 s, ≤ 300 MB, ≤ 1.1 MB)", svc),
+        (f"{single['n']} devices, 1 serve", single),
+        (f"{double['n']} devices, 2 serves", double),
+    ):
+        print(
+            f"| {label}, {r['size'] / 1e6:.2f} MB plugin ({r['ok']}/{r['n']} healthy) | {r['healthy']:.1f} s | "
+            f"{r['cli']:.1f} s | {r['broker_cpu']:.1f} s | {r['broker_rss'] / 1e6:.0f} MB | {r['serve_cpu']:.1f} s | "
+            f"{r['serve_rss'] / 1e6:.0f} MB | {r['per_device'] / 1e6:.3f} MB | {r['dup']:.1%} |"
+        )
+    print(f"\nrollout: {svc['state']}")
+    ok = svc["ok"] == svc["n"] and double["ok"] == double["n"]
+    return 0 if ok and (args.only_service or fl["ok"] == args.devices) else 1
 
 
 if __name__ == "__main__":

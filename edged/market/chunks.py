@@ -254,7 +254,8 @@ class ChunkServer:
                     )
                 self._hold(device, key, index)
                 return
-        size = self.catalog.blob_size(sha)
+        cached = self._cache.get(sha)
+        size = len(cached) if cached is not None else self.catalog.blob_size(sha)
         if size is None:
             self._hold(device, key, index)
             return
