@@ -295,8 +295,8 @@ def main() -> int:
         size = args.service_plugin_kb * 1024
         svc = service(tmp, args.service_devices, size, 1, "svc")
         pair_n = max(1, args.service_devices // 5)
-        single = service(tmp, pair_n, size, 1, "one")
-        double = service(tmp, pair_n, size, 2, "two")
+        single = service(tmp, pair_n, size, 1, "svc-one")
+        double = service(tmp, pair_n, size, 2, "svc-two")
     if not args.only_service:
         print(f"\n## Deployment over MQTT (loopback mosquitto, chunks of {CHUNK // 1024} KB)\n")
         print("| scenario | time | target | raw publish+receive (anchor) | ratio | CPU per device | bytes per device |")
