@@ -8,7 +8,7 @@ import pytest
 
 from edged.deploy.messages import ChunkRequest
 from edged.host.capabilities import DevicePolicy
-from edged.market import Rollout, failure_rate, pick_canaries, should_halt
+from edged.market import CatalogError, Rollout, failure_rate, pause, pick_canaries, revert, should_halt
 from tests.deploy.harness import Harness, anim_wasm, wait_for
 
 
@@ -259,3 +259,54 @@ def test_unpinning_an_offline_device_activates_its_stored_version_at_boot(harnes
     h.publish("glow", "3.0.0")
     assert Rollout(h.market, "glow", "3.0.0", group="lobby", timeout_s=60).run().state == "done"
     assert "glow" not in h.catalog.get_desired(f"device:{pinned}")[0]
+
+
+def test_a_halt_with_on_abort_rollback_moves_started_devices_back(harness: Harness) -> None:
+    """Abort criteria with ``on_abort="rollback"``: devices that took the new version go back to the group's,
+    through an allowed downgrade; devices that had not started never get it; no pin is left."""
+    h = harness
+    h.publish("glow", "1.0.0")
+    h.publish("glow", "2.0.0", manifest=GPIO_MANIFEST)
+    members = ["a", "b", "c", "d"]
+    first = pick_canaries(members, 0.01, "glow@2.0.0")[0]
+    second = pick_canaries([m for m in members if m != first], 0.01, "glow@2.0.0")[0]
+    for d in members:
+        h.agent(d, groups=("lobby",), policy=None if d == second else ALLOW_GPIO)
+    assert Rollout(h.market, "glow", "1.0.0", group="lobby", timeout_s=30).run().state == "done"
+    result = Rollout(
+        h.market, "glow", "2.0.0", group="lobby", halt_failure_rate=0.0, timeout_s=30, on_abort="rollback"
+    ).run()
+    assert result.state == "halted", result
+    assert result.outcomes[first] == "rolled_back" and result.outcomes[second] == "failed"
+    assert sorted(d for d, s in result.outcomes.items() if s == "canceled") == sorted(set(members) - {first, second})
+    assert result.pinned == []
+    wait_for(lambda: h.targets[first].running() == {"glow": "1.0.0"}, what="the first wave back on 1.0.0")
+    own = h.catalog.get_desired(f"device:{first}")[0]["glow"]
+    assert (own.version, own.allow_downgrade) == ("1.0.0", True)  # the group's version, allowed as a downgrade
+    for d in members:
+        assert h.targets[d].running() == {"glow": "1.0.0"}
+        assert (("activate", "glow", "2.0.0") in h.targets[d].history) == (d == first)
+
+
+def test_revert_a_finished_rollout_across_the_group(harness: Harness) -> None:
+    h = harness
+    h.publish("glow", "1.0.0")
+    h.publish("glow", "2.0.0")
+    members = ["a", "b", "c"]
+    for d in members:
+        h.agent(d, groups=("lobby",))
+    assert Rollout(h.market, "glow", "1.0.0", group="lobby", timeout_s=30).run().state == "done"
+    done = Rollout(h.market, "glow", "2.0.0", group="lobby", halt_failure_rate=0.5, timeout_s=30).run()
+    assert done.state == "done"
+    for d in members:
+        h.wait_healthy(d, "glow", "2.0.0")
+    with pytest.raises(CatalogError, match="no rollout 99"):
+        revert(h.market, 99)
+    assert revert(h.market, done.id) == "1.0.0"
+    entry = h.catalog.get_desired("group:lobby")[0]["glow"]
+    assert (entry.version, entry.allow_downgrade) == ("1.0.0", True)
+    for d in members:
+        wait_for(lambda d=d: h.targets[d].running() == {"glow": "1.0.0"}, what=f"{d} back on 1.0.0")
+    assert h.catalog.rollout(done.id).state == "reverted"  # type: ignore[union-attr]
+    with pytest.raises(CatalogError, match="reverted"):
+        pause(h.catalog, done.id)
