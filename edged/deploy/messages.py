@@ -83,7 +83,7 @@ class DesiredState(BaseModel):
 
     model_config = _STRICT
     target: str
-    #: strictly increasing per target (the marketplace uses milliseconds since the epoch)
+    #: strictly increasing per target (the marketplace gives each change the previous seq + 1 under a row lock)
     seq: int = Field(ge=0)
     plugins: list[PluginSpec] = Field(default_factory=list, max_length=64)
     #: plugin names in play order; None (or an empty list) asks for no playlist: the device keeps its own

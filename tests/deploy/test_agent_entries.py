@@ -15,6 +15,7 @@ from edged.deploy.messages import Command, DesiredState, check_plugin_name
 from edged.deploy.store import PluginStore
 from edged.deploy.trust import sign_envelope
 from edged.errors import StoreError
+from edged.market.catalog import DesiredEntry
 from tests.deploy.harness import Harness, wait_for
 from tests.deploy.test_target_binding import Capture
 
@@ -71,6 +72,10 @@ def test_a_bad_entry_is_refused_and_the_rest_applies(harness: Harness) -> None:
         ],
         "playlist": ["spark", "glow\n", "ember"],
     }
+    # serve hands a device only the wasm its desired state in the catalog names (issue 12, point 6): record what
+    # this hand-signed document asks for, as the marketplace does when it signs one
+    wanted = {"spark": DesiredEntry(version="1.0.0"), "ember": DesiredEntry(version="1.0.0")}
+    h.catalog.update_desired("device:dev-1", lambda e: {**e, **wanted})
     send(h, doc)
     h.wait_healthy("dev-1", "spark", "1.0.0")
     h.wait_healthy("dev-1", "ember", "1.0.0")

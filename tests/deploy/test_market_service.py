@@ -358,7 +358,7 @@ def test_two_serves_share_chunks_without_duplicates_and_wait_for_late_bundles(fl
     # a bundle that is not in the catalog yet when devices ask for it: requests wait, devices do not fail
     b = build_bundle("late", "1.0.0", anim_wasm("late", pad=50_000), ANIM_MANIFEST, f.key)
     spec = {"name": "late", "version": "1.0.0", "meta": b.meta.model_dump(mode="json"), "manifest": b.manifest}
-    doc = {"seq": 10**9, "plugins": [spec]}
+    doc = {"target": "device:d0", "seq": 10**9, "plugins": [spec]}
     env = sign_envelope(doc, f.key, 600).model_dump_json()
     m.client.publish(topics.desired("d0"), env, qos=1, retain=True).wait_for_publish(10)
     wait_for(lambda: any(s.chunk_server.stats.waited_for_bundle for s in serves), what="a held request")  # type: ignore[union-attr]
