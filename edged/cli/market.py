@@ -38,7 +38,15 @@ from ..deploy.agent import BrokerConfig
 from ..deploy.bundle import build_bundle
 from ..deploy.trust import TrustStore, generate_key, key_id, load_private_key, public_key_b64, save_private_key
 from ..errors import BundleRejected, ConfigError, EdgedError
-from ..market import Marketplace, RolloutConflict, RolloutPolicy, RolloutRunner, open_catalog, publish
+from ..market import (
+    CatalogUnavailable,
+    Marketplace,
+    RolloutConflict,
+    RolloutPolicy,
+    RolloutRunner,
+    open_catalog,
+    publish,
+)
 from ..market import rollout as rollouts
 from ..market.catalog import PostgresCatalog, RolloutRecord, SQLiteCatalog
 
@@ -218,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"edged market: no such file: {exc.filename}", file=sys.stderr)
         return EXIT_USAGE
-    except (NoChunkService, UnknownTarget, RolloutConflict, ValueError, ConfigError) as exc:
+    except (NoChunkService, UnknownTarget, RolloutConflict, CatalogUnavailable, ValueError, ConfigError) as exc:
         print(f"edged market: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (TimeoutError, OSError) as exc:

@@ -6,6 +6,7 @@ docs/marketplace.md."""
 from .catalog import (
     Catalog,
     CatalogError,
+    CatalogUnavailable,
     DesiredEntry,
     DeviceRecord,
     PostgresCatalog,
@@ -35,6 +36,7 @@ from .service import Marketplace
 __all__ = [
     "Catalog",
     "CatalogError",
+    "CatalogUnavailable",
     "DesiredEntry",
     "DeviceRecord",
     "Marketplace",

@@ -40,6 +40,10 @@ class CatalogError(DeployError, LookupError):
     """A bundle, device or rollout the catalog does not know."""
 
 
+class CatalogUnavailable(DeployError):
+    """The catalog cannot be opened (no such database, a server that does not answer, a file that is not one)."""
+
+
 class RolloutConflict(CatalogError):
     """Another rollout is active on the same target (one writer per target)."""
 
@@ -677,12 +681,15 @@ class SQLiteCatalog(_SQLCatalog):
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-        self._migrate()
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA busy_timeout=30000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise CatalogUnavailable(f"cannot open the catalog {path}: {exc}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -734,7 +741,10 @@ class PostgresCatalog(_SQLCatalog):
 
         self._psycopg = psycopg
         self.url = url
-        self._conn = psycopg.connect(url, autocommit=True)
+        try:
+            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise CatalogUnavailable(f"cannot open the catalog {_redact(url)}: {str(exc).strip()}") from None
         self._migrate()
 
     def close(self) -> None:
@@ -772,6 +782,15 @@ class PostgresCatalog(_SQLCatalog):
     def read_chunk(self, wasm_sha256: str, offset: int, size: int) -> bytes | None:
         rows = self._q("SELECT substring(data from ? for ?) FROM blobs WHERE sha256=?", (offset + 1, size, wasm_sha256))
         return bytes(rows[0][0]) if rows else None
+
+
+def _redact(url: str) -> str:
+    """A connection URL without its password."""
+    head, at, tail = url.rpartition("@")
+    if not at or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, userinfo = head.partition("//")
+    return f"{scheme}//{userinfo.split(':', 1)[0]}:***@{tail}"
 
 
 def open_catalog(spec: str | Path) -> SQLiteCatalog | PostgresCatalog:

@@ -225,3 +225,44 @@ def test_show_never_reads_the_blobs(catalog_db: str, tmp_path: Path) -> None:
     assert len(shown) == 100 and shown[-1]["version"] == "1.0.99"
     rss_kb = int(proc.stderr.rsplit("RSS", 1)[1].split()[0])
     assert rss_kb < 100 * 1024, f"show used {rss_kb / 1024:.0f} MB RSS"
+
+
+def test_cli_bad_input_on_the_catalog(catalog_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edged.cli import main
+    from edged.deploy.testing import free_port
+
+    def run(db: str, *args: str) -> tuple[int, str, str]:
+        rc = main(["market", "--db", db, *args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    # a catalog that cannot be opened: said plainly, exit 2, no traceback
+    (tmp_path / "a-dir").mkdir()
+    for bad in (str(tmp_path / "a-dir"), f"postgresql://edged:secret@127.0.0.1:{free_port()}/nope"):
+        rc, _, err = run(bad, "list")
+        assert rc == 2 and "cannot open the catalog" in err and "secret" not in err, err
+    rc, out, _ = run(catalog_db, "rollouts")
+    assert rc == 0 and out.split() == ["id", "plugin", "target", "state", "devices", "counts", "created"]
+    rc, _, err = run(catalog_db, "rollout", "show", "999")
+    assert rc == 1 and "no rollout 999" in err
+    cat = open_catalog(catalog_db)
+    rid = cat.create_rollout("glow", "1.0.0", "group:lobby", RolloutPolicy(), _plan(2), {})
+    cat.set_rollout(rid, state="done")
+    cat.close()
+    for action in ("pause", "resume", "abort"):
+        rc, _, err = run(catalog_db, "rollout", action, str(rid))
+        assert rc == 1 and f"rollout {rid} is done" in err, err
+    rc, out, _ = run(catalog_db, "rollout", "show", str(rid))
+    assert rc == 0 and "glow@1.0.0 to group:lobby: done" in out and "planned=2" in out
+    rc, _, err = run(catalog_db, "group", "add", "bad group", "d1")
+    assert rc == 2 and "invalid group id" in err
+    rc, _, err = run(catalog_db, "group", "add", "lobby")
+    assert rc == 2 and "needs GROUP and at least one DEVICE" in err
+    rc, _, err = run(catalog_db, "group", "add", "lobby", "d/1")
+    assert rc == 2 and "invalid device id" in err
+    rc, out, _ = run(catalog_db, "group", "add", "lobby", "d1", "d2")
+    assert rc == 0 and "group lobby: d1, d2" in out
+    rc, out, _ = run(catalog_db, "group", "remove", "lobby", "d1")
+    assert rc == 0 and "group lobby: d2" in out
+    rc, out, _ = run(catalog_db, "group", "list")
+    assert rc == 0 and "lobby  d2" in out
