@@ -186,6 +186,13 @@ def register(sub: Any) -> None:
     ms.add_parser("status", help="per-device table: version, state, pins, last seen")
     sv = ms.add_parser("serve", help="run rollouts, answer chunk requests and track device state until interrupted")
     sv.add_argument(
+        "--name",
+        metavar="ID",
+        help="this service's id (MQTT client id and rollout lease owner; default: random). A serve restarted with "
+        "the same name resumes its rollouts at once instead of waiting for its old lease to run out; never give "
+        "two running serves one name",
+    )
+    sv.add_argument(
         "--max-inflight-mb",
         type=float,
         default=8.0,
@@ -375,12 +382,15 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _market(
-    args: argparse.Namespace, serve: bool, chunk_options: dict[str, Any] | None = None
+    args: argparse.Namespace,
+    serve: bool,
+    chunk_options: dict[str, Any] | None = None,
+    client_id: str | None = None,
 ) -> tuple[Marketplace, SQLiteCatalog | PostgresCatalog]:
     _, key_path = _paths(args)
     key = _load_key(key_path)
     catalog = _catalog(args)
-    market = Marketplace(catalog, key, _broker(args), serve=serve, chunk_options=chunk_options)
+    market = Marketplace(catalog, key, _broker(args), serve=serve, chunk_options=chunk_options, client_id=client_id)
     try:
         market.start()
     except Exception:  # unreachable, refused or silent: the caller reports it
@@ -740,8 +750,10 @@ def _serve(args: argparse.Namespace) -> int:
         "device_rate": args.device_rate_kb * 1024,
         "device_burst": args.device_rate_kb * 2048,
     }
-    market, catalog = _market(args, serve=True, chunk_options=options)
-    runner = RolloutRunner(market)
+    if args.name is not None:
+        topics.check_id(args.name, "service name")
+    market, catalog = _market(args, serve=True, chunk_options=options, client_id=args.name)
+    runner = RolloutRunner(market, owner=args.name)
     runner.start()
     done = threading.Event()
     previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGTERM, signal.SIGINT)}

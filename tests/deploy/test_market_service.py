@@ -6,6 +6,7 @@ processes without duplicates."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -180,6 +181,39 @@ def test_kill_9_serve_mid_rollout_and_it_resumes(fleet: Fleet) -> None:
         wait_for(lambda d=d: f.running(d) == {"glow": "3.0.0"}, what=f"{d} on 3.0.0")
     rc, out, _ = _run([*f.base, "rollouts"])
     assert rc == 0 and "glow@3.0.0" in out and "healthy=4" in out
+
+
+def test_kill_9_serve_again_and_again_during_a_rollout(fleet: Fleet) -> None:
+    """SIGKILL at random points of a five-stage rollout, restarting `serve` under the same name each time (so it
+    resumes at once): the rollout ends done, every device on the new version, none left pinned."""
+    f = fleet
+    members = ["a", "b", "c", "d", "e"]
+    f.publish("glow", "1.0.0")
+    f.publish("glow", "2.0.0")
+    for d in members:
+        f.agent(d, health_frames=60)
+    serve = f.serve("--name", "svc-1")
+    f.wait_online(*members)
+    rc, out, err = _run(
+        [*f.base, "deploy", "glow@2.0.0", "--group", "lobby", "--wave", "0.2", "--halt-failure-rate", "1"]
+    )
+    assert rc == 0, out + err
+    rng = random.Random(13)
+    kills = 0
+    end = time.monotonic() + 150
+    while f.catalog.rollout(1).state != "done" and time.monotonic() < end:  # type: ignore[union-attr]
+        time.sleep(rng.uniform(0.1, 1.2))
+        serve.send_signal(signal.SIGKILL)
+        serve.wait()
+        kills += 1
+        serve = f.serve("--name", "svc-1")
+    r = f.catalog.rollout(1)
+    assert r is not None and r.state == "done" and r.counts == {"healthy": 5}, r
+    assert kills >= 3
+    for d in members:
+        wait_for(lambda d=d: f.running(d) == {"glow": "2.0.0"}, what=f"{d} on 2.0.0")
+        assert "glow" not in f.catalog.get_desired(f"device:{d}")[0]  # no device left pinned
+    assert f.catalog.get_desired("group:lobby")[0]["glow"].version == "2.0.0"
 
 
 def test_pause_resume_abort_revert_and_one_writer(fleet: Fleet) -> None:
