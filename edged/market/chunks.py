@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 
 from ..deploy import topics
-from ..deploy.messages import MAX_CHUNK_SIZE, ChunkHeader, ChunkRequest, pack_chunk
+from ..deploy.messages import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, ChunkHeader, ChunkRequest, pack_chunk
 from .catalog import Catalog
 
 log = logging.getLogger("edged.market.chunks")
@@ -206,7 +206,9 @@ class ChunkServer:
                         if owed.tokens < cost:
                             soonest = min(soonest, (cost - owed.tokens) / self.device_rate)
                             break
-                        if self._inflight_bytes + cost > self.max_inflight_bytes and self._inflight_bytes > 0:
+                        # the message is the chunk plus its header line: at most CHUNK_OVERHEAD more
+                        size = cost + CHUNK_OVERHEAD
+                        if self._inflight_bytes + size > self.max_inflight_bytes and self._inflight_bytes > 0:
                             break  # back-pressure: wait for acknowledgements
                         index = min(idx)
                         idx.discard(index)

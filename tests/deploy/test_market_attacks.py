@@ -129,8 +129,9 @@ def test_chunk_request_amplification_is_bounded(harness: Harness) -> None:
     served = _served_to(h, "eve") * chunk
     bound = h.market.chunk_server.device_burst + h.market.chunk_server.device_rate * elapsed + chunk
     assert served <= bound, (served, bound)
-    # 20 requests of 147 chunks asked for ~12 MB; each pending index is owed once, never queued 20 times
-    assert h.market.chunk_server.stats.duplicates_dropped >= 19 * min(total, MAX_INDICES) - 200
+    # 20 requests of 147 chunks asked for ~12 MB: an index still owed is owed once, never queued 20 times
+    assert h.market.chunk_server.stats.duplicates_dropped > 0
+    assert h.market.chunk_server.pending() <= total
     attacker.close()
 
 

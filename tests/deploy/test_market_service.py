@@ -387,8 +387,8 @@ def test_two_serves_share_chunks_without_duplicates_and_wait_for_late_bundles(fl
     assert all(n == 1 for st in served for n in st.served.values())  # nor twice by one
     total = -(-f.catalog.bundle_info("big", "1.0.0")[0].wasm_size // 4096)  # type: ignore[index]
     assert sum(len(k) for k in keys) == total * len(devices)
-    for st in served:  # at most the bound (plus the one chunk that may exceed it) was ever in flight
-        assert st.peak_inflight_bytes <= 64 * 1024 + 4096 + 1024
+    for st in served:  # never more than the bound in flight (the messages are chunks plus their header line)
+        assert 0 < st.peak_inflight_bytes <= 64 * 1024
     # a bundle that is not in the catalog yet when devices ask for it: requests wait, devices do not fail
     b = build_bundle("late", "1.0.0", anim_wasm("late", pad=50_000), ANIM_MANIFEST, f.key)
     spec = {"name": "late", "version": "1.0.0", "meta": b.meta.model_dump(mode="json"), "manifest": b.manifest}
