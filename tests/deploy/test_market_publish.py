@@ -96,39 +96,40 @@ def test_publish_refuses_a_plugin_that_plugin_check_fails(
 def test_deploy_draws_one_progress_bar_for_the_whole_rollout(
     tmp_path: Path, market: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`edged market deploy glow@1.0.0 --group lobby` with three devices reporting: one bar, not one per device."""
+    """`edged market deploy glow@1.0.0 --group lobby --wait` with three devices reporting: one bar, not one per
+    device, with the count of devices in each state."""
     from types import SimpleNamespace
 
     import edged.cli.market as market_cli
-    from edged.market.rollout import DeviceProgress
+    from edged.market.catalog import RolloutRecord
+    from edged.market.rollout import RolloutResult
 
     class FakeMarket:
         def spec(self, name: str, version: str) -> None:
             return None
 
+        def group_members(self, group: str) -> list[str]:
+            return ["dev-1", "dev-2", "dev-3"]
+
         def stop(self) -> None:
             pass
 
-    class FakeRollout:
-        def __init__(self, market: Any, name: str, version: str, **kw: Any) -> None:
-            self.on_progress = kw["on_progress"]
-            self.progress: dict[str, DeviceProgress] = {}
+    def follow(market: Any, rid: int, *, on_progress: Any, **kw: Any) -> RolloutResult:
+        for counts in ({"planned": 3}, {"downloading": 2, "planned": 1}, {"healthy": 2, "installing": 1}):
+            on_progress(RolloutRecord(id=rid, name="glow", version="1.0.0", target="group:lobby", state="running",
+                                      created_at=0.0, counts=counts))  # fmt: skip
+        on_progress(RolloutRecord(id=rid, name="glow", version="1.0.0", target="group:lobby", state="done",
+                                  created_at=0.0, counts={"healthy": 3}))  # fmt: skip
+        return RolloutResult(state="done", id=rid, outcomes=dict.fromkeys(["dev-1", "dev-2", "dev-3"], "healthy"))
 
-        def run(self) -> Any:
-            for step in (10.0, 60.0, 100.0):
-                for device in ("dev-1", "dev-2", "dev-3"):
-                    p = DeviceProgress(state="healthy" if step == 100 else "downloading", percent=step)
-                    self.progress[device] = p
-                    self.on_progress(device, p)
-            outcomes = dict.fromkeys(self.progress, "healthy")
-            return SimpleNamespace(
-                outcomes=outcomes, canaries=[], offline=[], pinned=[], unpinned=[], state="done", failure_rate=0.0
-            )
-
-    monkeypatch.setattr(market_cli, "_market", lambda args, serve: (FakeMarket(), SimpleNamespace(close=lambda: 0)))
-    monkeypatch.setattr(market_cli, "Rollout", FakeRollout)
-    rc, out, err = run(capsys, *market, "deploy", "glow@1.0.0", "--group", "lobby", "--serve-chunks", "--allow-unknown")
-    assert rc == 0 and "rollout done" in out
-    bars = {line.split(":")[0] for line in re.split(r"[\r\n]+", err) if "%|" in line}
+    fake = (FakeMarket(), SimpleNamespace(close=lambda: 0))
+    monkeypatch.setattr(market_cli, "_market", lambda args, serve, **kw: fake)
+    monkeypatch.setattr(market_cli.rollouts, "create_rollout", lambda *a, **kw: 7)
+    monkeypatch.setattr(market_cli.rollouts, "follow", follow)
+    rc, out, err = run(
+        capsys, *market, "deploy", "glow@1.0.0", "--group", "lobby", "--serve-chunks", "--allow-unknown", "--wait"
+    )
+    assert rc == 0 and "rollout 7 done" in out
+    bars = {line.split(":")[0] for line in re.split(r"[\r\n]+", err) if "|" in line}
     assert bars == {"glow@1.0.0"}, err  # one bar, named after the rollout
-    assert "3 devices: 3 healthy" in err and "100%" in err
+    assert "done: healthy=3" in err and "3/3" in err

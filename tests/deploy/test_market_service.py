@@ -229,7 +229,7 @@ def test_pause_resume_abort_revert_and_one_writer(fleet: Fleet) -> None:
     assert rc == 0 and "rollout 1 done" in out, out + err
     # one aggregate progress bar, not one per device: every stderr line is a redraw of it (text mode turns its
     # carriage returns into newlines)
-    assert "healthy=4" in err and all(ln.startswith("rollout:") for ln in err.splitlines() if ln.strip())
+    assert "healthy=4" in err and all(ln.startswith("glow@1.0.0:") for ln in err.splitlines() if ln.strip())
     for d in members:
         f.agents[d].health_frames = 200  # ~1 s of frames per device from now on: waves take a while
     # one rollout per target: the second deploy is refused, clearly, while the first is active
