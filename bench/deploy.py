@@ -10,8 +10,8 @@
    CLI's default rollout (``deploy --group --wait``: waves of a quarter, halting past 20 % after 10 finished): time
    to all healthy, the broker's and serve's CPU and peak RSS, bytes per device. Goals: all healthy <= 30 s, serve
    <= 300 MB peak, <= 1.1 MB per device.
-4. Two ``serve`` processes against one (on one catalog, sharing chunk requests): chunk bytes the devices received
-   against the bytes they needed (duplicates).
+4. Two ``serve`` processes against one (on one PostgreSQL catalog, started for the run with initdb + pg_ctl, sharing
+   chunk requests): chunk bytes the devices received against the bytes they needed (duplicates).
 
 Each scenario has an anchor measured side by side, on the same broker: the raw time for paho clients to publish and
 receive the same bytes in the same chunk sizes (no signing, verifying, storing or running). Ratios against the anchor
@@ -46,6 +46,7 @@ from edged.deploy.target import EmulatedTarget
 from edged.deploy.testing import Mosquitto
 from edged.deploy.trust import TrustStore, generate_key, save_private_key
 from edged.market import Marketplace, Rollout, SQLiteCatalog, open_catalog, publish
+from edged.market.testing import Postgres
 
 MANIFEST = {"edged": {"kind": "animation", "capabilities": {"led": True}}}
 CHUNK = 96 * 1024
@@ -205,8 +206,9 @@ def _proc(pid: int) -> tuple[float, int]:
     return cpu, int(hwm.split()[1]) * 1024
 
 
-def service(tmp: Path, n: int, size: int, serves: int, tag: str) -> dict[str, float]:
-    """Scenario 3/4: ``n`` simulated devices, ``serves`` serve processes, the CLI's default rollout."""
+def service(tmp: Path, n: int, size: int, serves: int, tag: str, db: str | None = None) -> dict[str, float]:
+    """Scenario 3/4: ``n`` simulated devices, ``serves`` serve processes on one catalog (``db``: a PostgreSQL URL,
+    else a SQLite file), the CLI's default rollout."""
     from simdevices import SimFleet  # bench/ is on sys.path: this script runs from there
 
     work = tmp / tag
@@ -216,7 +218,7 @@ def service(tmp: Path, n: int, size: int, serves: int, tag: str) -> dict[str, fl
         save_private_key(key, work / "market.key")
         trust = TrustStore()
         trust.add(key, ["publisher", "marketplace"])
-        db = str(work / "catalog.db")
+        db = db or str(work / "catalog.db")
         catalog = open_catalog(db)
         wasm = plugin(tag, size)
         publish(catalog, wasm, MANIFEST, "big", "1.0.0", key)
@@ -295,8 +297,10 @@ def main() -> int:
         size = args.service_plugin_kb * 1024
         svc = service(tmp, args.service_devices, size, 1, "svc")
         pair_n = max(1, args.service_devices // 5)
-        single = service(tmp, pair_n, size, 1, "svc-one")
-        double = service(tmp, pair_n, size, 2, "svc-two")
+        # the scale-out setup: serves on one PostgreSQL catalog (a throwaway server, as in the tests)
+        with Postgres() as pg:
+            single = service(tmp, pair_n, size, 1, "svc-one", pg.create_database())
+            double = service(tmp, pair_n, size, 2, "svc-two", pg.create_database())
     if not args.only_service:
         print(f"\n## Deployment over MQTT (loopback mosquitto, chunks of {CHUNK // 1024} KB)\n")
         print("| scenario | time | target | raw publish+receive (anchor) | ratio | CPU per device | bytes per device |")
@@ -319,17 +323,16 @@ def main() -> int:
             f"\nmedian of {args.repeat} for one device; "
             "CPU is this process's (agents, marketplace, plugins) per device."
         )
-    print("\nThe marketplace service: simulated protocol-level devices (no store, no plugin run),")
-    print(
-        "`edged market serve` subprocesses on one SQLite catalog, the CLI default rollout (`deploy --group --wait`).\n"
-    )
+    print("\nThe marketplace service: simulated protocol-level devices (no store, no plugin run), `edged market serve`")
+    print("subprocesses on one catalog (SQLite for the 1,000, PostgreSQL for one serve against two), the CLI default")
+    print("rollout (`deploy --group --wait`).\n")
     print("| scenario | all healthy | CLI returned | broker CPU | broker peak RSS | serve CPU | serve peak RSS |"
           " bytes per device | duplicate chunk bytes |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for label, r in (
         (f"{svc['n']} devices, 1 serve (goals: ≤ 30 s, ≤ 300 MB, ≤ 1.1 MB)", svc),
-        (f"{single['n']} devices, 1 serve", single),
-        (f"{double['n']} devices, 2 serves", double),
+        (f"{single['n']} devices, 1 serve on PostgreSQL", single),
+        (f"{double['n']} devices, 2 serves on PostgreSQL", double),
     ):
         print(
             f"| {label}, {r['size'] / 1e6:.2f} MB plugin ({r['ok']}/{r['n']} healthy) | {r['healthy']:.1f} s | "
