@@ -18,6 +18,7 @@ import wasmtime
 
 from ..errors import PluginLoadError
 from ._engine import ENGINE, fingerprint
+from ._sections import largest_function_body
 
 log = logging.getLogger("edged.runtime.cache")
 
@@ -38,10 +39,21 @@ def default_cache_dir() -> Path:
     return Path(xdg or Path.home() / ".cache") / "edged" / "modules"
 
 
+#: The largest function body compiled (a 256 KiB body of straight-line code takes the compiler about 200 MB; real
+#: plugins' largest functions are a few KB to some tens of KB).
+MAX_FUNCTION_BYTES = 256 * 1024
+
+
 def compile_module(wasm: bytes, engine: wasmtime.Engine = ENGINE) -> wasmtime.Module:
     """Compile without the cache; invalid bytes raise :class:`PluginLoadError` with wasmtime's reason."""
     if wasm[:4] != b"\0asm":
         raise PluginLoadError("not a WebAssembly module (missing the \\0asm magic header)")
+    largest = largest_function_body(wasm)
+    if largest > MAX_FUNCTION_BYTES:
+        raise PluginLoadError(
+            f"a function of the module is {largest:,} bytes of code; at most {MAX_FUNCTION_BYTES:,} are compiled "
+            "(the compiler's memory grows with a function's size: one of a few MB would take hundreds of MB)"
+        )
     try:
         return wasmtime.Module(engine, wasm)
     except wasmtime.WasmtimeError as exc:

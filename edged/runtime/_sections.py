@@ -32,3 +32,28 @@ def defined_memories_and_tables(wasm: bytes) -> tuple[int, int]:
             memories = _uleb(wasm, pos)[0]
         pos += size
     return memories, tables
+
+
+_CODE_SECTION = 10
+
+
+def largest_function_body(wasm: bytes) -> int:
+    """The size in bytes of the module's largest function body (0 for none, or bytes too broken to say: wasmtime
+    will refuse those). Read before compiling, so it must not trust the bytes."""
+    try:
+        pos = 8
+        while pos < len(wasm):
+            section = wasm[pos]
+            size, pos = _uleb(wasm, pos + 1)
+            if section == _CODE_SECTION:
+                count, p = _uleb(wasm, pos)
+                largest = 0
+                for _ in range(count):
+                    body, p = _uleb(wasm, p)
+                    largest = max(largest, body)
+                    p += body
+                return largest
+            pos += size
+    except IndexError:
+        pass
+    return 0

@@ -186,3 +186,14 @@ def test_cache_key_depends_on_the_wasm(tmp_path: Path) -> None:
     cache = ModuleCache(tmp_path)
     other = wat('(module (func (export "f")))')
     assert cache.key(KITCHEN) != cache.key(other)
+
+
+def test_a_function_too_large_to_compile_safely_is_refused_before_compiling() -> None:
+    """Found by a hostile review: one 7 MB function of straight-line code made the compiler take 0.8 GB of the
+    device's memory (and 25 s). Bodies are measured before anything is compiled."""
+    from edged.runtime._cache import MAX_FUNCTION_BYTES
+
+    body = "(local.get 0) (i32.const 1) (i32.add) (local.set 0) " * (MAX_FUNCTION_BYTES // 7 + 1000)
+    big = wat(f'(module (memory (export "memory") 1) (func (export "f") (param i32) {body}))')
+    with pytest.raises(PluginLoadError, match=r"bytes of code; at most 262,144 are compiled"):
+        Plugin(big)
