@@ -3,8 +3,11 @@
 ``list`` shows the loaded plugins, ``stats`` the frame and plugin statistics (JSON, with the MQTT connection's state),
 ``health`` whether the daemon is ready (exit 1 with the reasons when not: a display not running, MQTT not connected),
 ``problems`` what the daemon refused, ``reload`` re-reads the config (as SIGHUP does), ``switch DISPLAY PLAYLIST``
-plays another playlist and ``next DISPLAY`` cuts to the next item. Exit code 0 on success, 1 when the daemon refuses,
-2 when it cannot be reached.
+plays another playlist, ``next DISPLAY`` cuts to the next item, ``play DISPLAY PLUGIN`` cuts to a plugin of the
+playlist, ``power DISPLAY on|off`` switches the LEDs, ``brightness DISPLAY 0-255`` dims them, ``identify`` blinks
+every display's border, ``displays`` and ``sensors`` show the displays' state and the sensor plugins' values,
+``token`` prints the web credential (docs/web.md). Exit code 0 on success, 1 when the daemon refuses, 2 when it
+cannot be reached.
 """
 
 from __future__ import annotations
@@ -19,16 +22,42 @@ from ..daemon.config import load_config
 from ..daemon.control import request
 from ..errors import EdgedError
 
+ACTIONS = [
+    "list",
+    "stats",
+    "health",
+    "problems",
+    "reload",
+    "switch",
+    "next",
+    "identify",
+    "displays",
+    "sensors",
+    "token",
+]
+#: actions whose second argument is a value, and the request field it goes into
+_VALUE = {"play": "plugin", "power": "on", "brightness": "brightness"}
+
+
+def _value(action: str, text: str) -> Any:
+    if action == "power":
+        if text not in ("on", "off"):
+            raise ValueError("power takes on or off")
+        return text == "on"
+    if action == "brightness":
+        if not text.isdigit() or not 0 <= int(text) <= 255:
+            raise ValueError(f"brightness takes 0-255, got {text!r}")
+        return int(text)
+    return text
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("ctl", help="control a running daemon", description=__doc__)
     p.add_argument("--socket", metavar="PATH", help="control socket (default: from --config or the default)")
     p.add_argument("--config", metavar="FILE", help="the daemon's config, to find its socket")
-    p.add_argument(
-        "action", choices=["list", "stats", "health", "problems", "reload", "switch", "next"], help="what to do"
-    )
-    p.add_argument("display", nargs="?", help="display name (switch, next)")
-    p.add_argument("playlist", nargs="?", help="playlist name (switch)")
+    p.add_argument("action", choices=[*ACTIONS, *_VALUE], help="what to do")
+    p.add_argument("display", nargs="?", help="display name (switch, next, play, power, brightness)")
+    p.add_argument("playlist", nargs="?", help="playlist (switch), plugin (play), on|off (power), 0-255 (brightness)")
     p.add_argument("--layer", help="layer name (default: the display's first layer)")
     p.set_defaults(handler=run)
 
@@ -43,9 +72,19 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action in ("switch", "next") and not args.display:
+    if args.action in ("switch", "next", *_VALUE) and not args.display:
         print(f"edged ctl: {args.action} needs a DISPLAY", file=sys.stderr)
         return 2
+    extra: dict[str, Any] = {}
+    if args.action in _VALUE:
+        try:
+            if args.playlist is None:
+                raise ValueError(f"{args.action} needs a DISPLAY and a {_VALUE[args.action].upper()}")
+            extra[_VALUE[args.action]] = _value(args.action, args.playlist)
+        except ValueError as exc:
+            print(f"edged ctl: {exc}", file=sys.stderr)
+            return 2
+        args.playlist = None
     if args.action == "switch" and not args.playlist:
         print("edged ctl: switch needs a DISPLAY and a PLAYLIST", file=sys.stderr)
         return 2
@@ -54,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except EdgedError as exc:
         print(f"edged ctl: {exc}", file=sys.stderr)
         return 2
-    payload = {"cmd": args.action, "display": args.display, "playlist": args.playlist, "layer": args.layer}
+    payload = {"cmd": args.action, "display": args.display, "playlist": args.playlist, "layer": args.layer, **extra}
     try:
         reply = request(path, payload)
     except OSError as exc:
@@ -71,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         return 0 if result.get("ready") else 1
     if args.action == "list":
         print(_table(result))
+    elif args.action == "token":
+        print(result)
     else:
         print(json.dumps(result, indent=2))
     return 0

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..daemon.config import DaemonConfig, load_config
 from ..daemon.control import ControlServer
@@ -25,6 +25,9 @@ from ..deploy.agent import DeviceAgent
 from ..deploy.store import PluginStore
 from ..deploy.trust import TrustStore, atomic_write
 from ..errors import EdgedError
+
+if TYPE_CHECKING:
+    from ..web.face import Face
 
 log = logging.getLogger("edged.daemon")
 
@@ -48,6 +51,7 @@ def register(sub: Any) -> None:
         help="with --emulate: on exit, save each display's last frame as a PNG (FILE-DISPLAY.png with several)",
     )
     p.add_argument("--no-control", action="store_true", help="do not open the control socket")
+    p.add_argument("--no-http", action="store_true", help="do not serve the web page, HTTP API and /metrics")
     p.set_defaults(handler=run)
 
 
@@ -178,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
 
     control: ControlServer | None = None
     agent: DeviceAgent | None = None
+    face: Face | None = None
     reported = 0
     failed_output: str | None = None
     try:
@@ -197,9 +202,17 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             connection = agent.connection
             daemon.mqtt_state = lambda: connection.state.as_dict()
+        if (not args.no_http and cfg.http.enabled) or (cfg.mqtt is not None and cfg.mqtt.home_assistant.enabled):
+            from ..web.face import Face  # FastAPI and uvicorn load only when serving
+
+            face = Face(daemon, cfg, agent, http=not args.no_http and cfg.http.enabled)
+            face.start()
+            for problem in daemon.problems[reported:]:
+                print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)
+            reported = len(daemon.problems)
         if not args.no_control:
             try:
-                control = ControlServer(daemon, cfg.control_socket)
+                control = ControlServer(daemon, cfg.control_socket, face.local if face else None)
                 control.start()
             except OSError as exc:
                 print(f"edged run: control socket {cfg.control_socket}: {exc}", file=sys.stderr)
@@ -211,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:  # the folder went away while running, or the disk is full
                 failed_output = f"--snapshot {args.snapshot}: {exc.strerror or exc}"
     finally:
+        if face is not None:
+            face.close()
         if agent is not None:
             agent.stop()
             target = agent.target

@@ -121,6 +121,39 @@ class DaemonSection(BaseModel):
     plugin_memory_mb: int = Field(default=64, ge=1, le=4096)
 
 
+class HomeAssistantSection(BaseModel):
+    """``[mqtt.home_assistant]``: announce the device to Home Assistant by MQTT discovery (docs/web.md)."""
+
+    model_config = _STRICT
+    enabled: bool = False
+    #: Home Assistant's discovery prefix (its MQTT integration's setting)
+    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    #: the device's name in Home Assistant (default: the device id)
+    name: str | None = None
+    #: how often the state is compared and published on change (seconds)
+    state_interval_s: float = Field(default=1.0, ge=0.1, le=60)
+
+
+class HttpSection(BaseModel):
+    """``[http]``: the web page, the HTTP API and ``/metrics`` (docs/web.md)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    #: address to listen on: loopback by default; "0.0.0.0" (or the LAN address) to open it on the LAN
+    bind: str = "127.0.0.1"
+    #: TCP port (0: any free port, logged at start)
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: when bound beyond loopback, let anyone on the network read (page, state, live view, metrics) without the
+    #: credential; changing anything always needs it there
+    open_reads: bool = False
+    #: the credential's file; default ``<state_dir>/http-token`` (created at first start, mode 0600)
+    token_file: Path | None = None
+    #: the live view streams at most this many frames per second per display
+    live_fps_max: float = Field(default=30.0, gt=0, le=240)
+    #: requests with a larger body are refused (413)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+
 class MqttSection(BaseModel):
     """Plugin installs over MQTT from a marketplace (docs/mqtt.md). Without this section there is no agent."""
 
@@ -138,6 +171,7 @@ class MqttSection(BaseModel):
     health_frames: int = Field(default=30, ge=1)
     #: ... within this many seconds, or the device rolls back to the previous version
     health_timeout_s: float = Field(default=10.0, gt=0)
+    home_assistant: HomeAssistantSection = Field(default_factory=HomeAssistantSection)
 
 
 class DeploySection(BaseModel):
@@ -183,6 +217,7 @@ class DaemonConfig(BaseModel):
     sensors: list[SensorSection] = Field(default_factory=list)
     mqtt: MqttSection | None = None
     deploy: DeploySection = Field(default_factory=DeploySection)
+    http: HttpSection = Field(default_factory=HttpSection)
 
     @model_validator(mode="after")
     def _references(self) -> DaemonConfig:
@@ -237,6 +272,7 @@ class DaemonConfig(BaseModel):
                 "control_socket": fix(self.daemon.control_socket) if self.daemon.control_socket else None,
             }
         )
+        http = self.http.model_copy(update={"token_file": fix(self.http.token_file) if self.http.token_file else None})
         plugins = {k: v.model_copy(update={"path": fix(v.path)}) for k, v in self.plugins.items()}
         mqtt = self.mqtt
         if mqtt is not None:
@@ -249,11 +285,15 @@ class DaemonConfig(BaseModel):
                     "broker": broker.model_copy(update=files),
                 }
             )
-        return self.model_copy(update={"daemon": daemon, "plugins": plugins, "mqtt": mqtt})
+        return self.model_copy(update={"daemon": daemon, "plugins": plugins, "mqtt": mqtt, "http": http})
 
     @property
     def state_dir(self) -> Path:
         return self.daemon.state_dir or default_state_dir()
+
+    @property
+    def http_token_file(self) -> Path:
+        return self.http.token_file or self.state_dir / "http-token"
 
     @property
     def control_socket(self) -> Path:

@@ -1,9 +1,14 @@
 """The local control interface: a Unix socket speaking one JSON request and one JSON reply per line.
 
-Requests: ``{"cmd": "list"}``, ``{"cmd": "stats"}``, ``{"cmd": "health"}``, ``{"cmd": "problems"}``, ``{"cmd":
-"reload"}``, ``{"cmd": "switch", "display": "main", "playlist": "night", "layer": null}``, ``{"cmd": "next",
-"display": "main", "layer": null}``. Replies: ``{"ok": true, "result": …}`` or ``{"ok": false, "error": "…"}``. The
-socket is created mode 0600: only the daemon's user may control it.
+Requests: ``{"cmd": "list"}``, ``{"cmd": "stats"}``, ``{"cmd": "health"}``, ``{"cmd": "problems"}``,
+``{"cmd": "reload"}``,
+``{"cmd": "switch", "display": "main", "playlist": "night", "layer": null}``,
+``{"cmd": "next", "display": "main", "layer": null}``, ``{"cmd": "play", "display": "main", "plugin": "fire"}``,
+``{"cmd": "power", "display": "main", "on": false}``, ``{"cmd": "brightness", "display": "main", "brightness": 64}``,
+``{"cmd": "identify", "seconds": 5}``, ``{"cmd": "displays"}``, ``{"cmd": "sensors"}``, and on the socket only
+``{"cmd": "token"}`` (the web credential). Replies: ``{"ok": true, "result": …}`` or ``{"ok": false, "error": "…"}``.
+The socket is created mode 0600: only the daemon's user may control it. The HTTP API (:mod:`edged.web`) runs the
+same commands through :func:`execute`.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import os
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .daemon import Daemon
 
@@ -27,44 +33,106 @@ log = logging.getLogger("edged.daemon")
 MAX_REQUEST = 64 * 1024
 
 
+Command = Literal[
+    "list",
+    "stats",
+    "health",
+    "problems",
+    "reload",
+    "switch",
+    "next",
+    "play",
+    "power",
+    "brightness",
+    "identify",
+    "displays",
+    "sensors",
+    "token",
+]
+
+
 class ControlRequest(BaseModel):
+    """One command, from the control socket or the HTTP API."""
+
     model_config = ConfigDict(extra="forbid")
-    cmd: Literal["list", "stats", "problems", "reload", "switch", "next", "health"]
+    cmd: Command
     display: str | None = None
     layer: str | None = None
     playlist: str | None = None
+    plugin: str | None = None
+    on: bool | None = None
+    brightness: int | None = Field(default=None, ge=0, le=255)
+    seconds: float | None = Field(default=None, gt=0, le=3600)
 
 
-def handle(daemon: Daemon, raw: bytes) -> dict[str, Any]:
-    """Answer one request line; never raises."""
+def execute(daemon: Daemon, req: ControlRequest) -> Any:
+    """Run one command on ``daemon`` and return its result; the one code path of ``edged ctl`` and the HTTP API.
+
+    Raises :class:`KeyError` for an unknown display, layer, playlist or plugin and :class:`ValueError` for a
+    command that cannot be done (a missing argument, a playlist whose plugins do not load); nothing changes then.
+    """
+    if req.cmd == "list":
+        return daemon.list_plugins()
+    if req.cmd == "stats":
+        return daemon.stats()
+    if req.cmd == "health":
+        return daemon.health()
+    if req.cmd == "problems":
+        return daemon.stats()["problems"]
+    if req.cmd == "reload":
+        report = daemon.reload()
+        if report.get("error"):  # the config did not load: nothing changed, and the caller must hear why
+            raise ValueError("reload refused, the daemon runs on: " + "; ".join(report["error"]))
+        return report
+    if req.cmd == "identify":
+        seconds = req.seconds or 5.0
+        daemon.identify(seconds)
+        return {"identify_s": seconds, "displays": sorted(daemon.displays)}
+    if req.cmd == "displays":
+        return [daemon.display_state(name) for name in list(daemon.displays)]
+    if req.cmd == "sensors":
+        return daemon.sensor_values()
+    if req.cmd == "token":
+        raise ValueError("'token' is answered on the control socket only")
+    if req.display is None:
+        raise ValueError(f"'{req.cmd}' needs a display")
+    if req.cmd == "switch":
+        if req.playlist is None:
+            raise ValueError("'switch' needs a playlist")
+        layer = daemon.switch_playlist(req.display, req.playlist, req.layer)
+        return {"display": req.display, "layer": layer, "playlist": req.playlist}
+    if req.cmd == "next":
+        return {"display": req.display, "playing": daemon.next_item(req.display, req.layer)}
+    if req.cmd == "play":
+        if req.plugin is None:
+            raise ValueError("'play' needs a plugin")
+        return {"display": req.display, "playing": daemon.play(req.display, req.plugin, req.layer)}
+    if req.cmd == "power":
+        if req.on is None:
+            raise ValueError("'power' needs on (true or false)")
+        return daemon.set_power(req.display, req.on)
+    if req.brightness is None:
+        raise ValueError("'brightness' needs a brightness (0-255)")
+    return daemon.set_brightness(req.display, req.brightness)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line naming the first field that is wrong and why."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    return f"bad request: {where}: {first['msg']}"
+
+
+def handle(daemon: Daemon, raw: bytes, local: dict[str, Callable[[], Any]] | None = None) -> dict[str, Any]:
+    """Answer one request line; never raises. ``local`` answers commands only the socket may (``token``)."""
     try:
         req = ControlRequest.model_validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "request"
-        return {"ok": False, "error": f"bad request: {where}: {first['msg']}"}
+        return {"ok": False, "error": validation_message(exc)}
     try:
-        if req.cmd == "list":
-            return {"ok": True, "result": daemon.list_plugins()}
-        if req.cmd == "stats":
-            return {"ok": True, "result": daemon.stats()}
-        if req.cmd == "health":
-            return {"ok": True, "result": daemon.health()}
-        if req.cmd == "problems":
-            return {"ok": True, "result": daemon.stats()["problems"]}
-        if req.cmd == "reload":
-            report = daemon.reload()
-            if report.get("error"):  # the config did not load: nothing changed, and the caller must hear why
-                return {"ok": False, "error": "reload refused, the daemon runs on: " + "; ".join(report["error"])}
-            return {"ok": True, "result": report}
-        if req.display is None:
-            return {"ok": False, "error": f"'{req.cmd}' needs a display"}
-        if req.cmd == "switch":
-            if req.playlist is None:
-                return {"ok": False, "error": "'switch' needs a playlist"}
-            layer = daemon.switch_playlist(req.display, req.playlist, req.layer)
-            return {"ok": True, "result": {"display": req.display, "layer": layer, "playlist": req.playlist}}
-        return {"ok": True, "result": {"display": req.display, "playing": daemon.next_item(req.display, req.layer)}}
+        if local is not None and req.cmd in local:
+            return {"ok": True, "result": local[req.cmd]()}
+        return {"ok": True, "result": execute(daemon, req)}
     except (KeyError, ValueError) as exc:
         return {"ok": False, "error": exc.args[0] if exc.args else str(exc)}
 
@@ -72,9 +140,11 @@ def handle(daemon: Daemon, raw: bytes) -> dict[str, Any]:
 class ControlServer:
     """Serves :func:`handle` on a Unix socket in a background thread."""
 
-    def __init__(self, daemon: Daemon, path: Path) -> None:
+    def __init__(self, daemon: Daemon, path: Path, local: dict[str, Callable[[], Any]] | None = None) -> None:
         self.daemon = daemon
         self.path = path
+        #: commands answered only here, never over HTTP (``token``: the web credential)
+        self.local = local or {}
         owner = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -83,7 +153,7 @@ class ControlServer:
                 if len(line) > MAX_REQUEST:
                     reply: dict[str, Any] = {"ok": False, "error": "request too large"}
                 else:
-                    reply = handle(owner.daemon, line)
+                    reply = handle(owner.daemon, line, owner.local)
                 self.wfile.write(json.dumps(reply, default=str).encode() + b"\n")
 
         path.parent.mkdir(parents=True, exist_ok=True)

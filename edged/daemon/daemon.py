@@ -92,6 +92,8 @@ class RunningDisplay:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    #: the playlist each layer plays (the config's, until ``switch_playlist``)
+    playlists: dict[str, str] = field(default_factory=dict)
 
 
 class GcPacer:
@@ -348,7 +350,9 @@ class Daemon:
         runner = DisplayRunner(
             section.name, geo.width, geo.height, fps, layers, sink, self.clock, tasks, idle=self.gc.idle
         )
-        return RunningDisplay(section, runner, sink, geo, self._display_key(section))
+        rd = RunningDisplay(section, runner, sink, geo, self._display_key(section))
+        rd.playlists = {layer.name: layer.playlist for layer in section.layers}
+        return rd
 
     def _reserve_led_pins(self) -> None:
         """The LED data pins of the hardware profile are reserved in the device policy, whatever it says."""
@@ -555,6 +559,7 @@ class Daemon:
                 target.player = player
             for slot in old.slots.values():
                 slot.close()
+            rd.playlists[target.name] = playlist
             rd.key = ""  # no longer what the config says: the next reload rebuilds it
         return target.name
 
@@ -568,6 +573,98 @@ class Daemon:
                 p.jump(p.index + 1, self.clock.now())
                 item = p.current
         return item.plugin if item else ""
+
+    def play(self, display: str, plugin: str, layer: str | None = None) -> str:
+        """Cut to the first item of a layer's playlist that plays ``plugin`` (Home Assistant's light effect)."""
+        with self._lock:
+            rd = self._display(display)
+            target = rd.runner.layers[self._layer_index(rd, layer)]
+            with rd.runner.lock:
+                p = target.player
+                names = [item.plugin for item in p.items]
+                if plugin not in names:
+                    raise KeyError(
+                        f"plugin '{plugin}' is not in the playlist of layer '{target.name}' (it has: {names})"
+                    )
+                p.jump(names.index(plugin), self.clock.now())
+        return plugin
+
+    def led_output(self, display: str) -> Any:
+        """The LED output (:class:`~edged.hardware.output.LedOutput`: pipeline and backend) behind ``display``, or
+        None for a sink that is not one."""
+        rd = self._display(display)
+        out = getattr(rd.sink, "output", rd.sink)
+        return out if hasattr(out, "pipeline") else None
+
+    def _dimmable(self, display: str) -> Any:
+        out = self.led_output(display)
+        if out is None:
+            raise ValueError(f"display '{display}' has no LED output to switch or dim")
+        return out.pipeline
+
+    def set_power(self, display: str, on: bool) -> dict[str, Any]:
+        """Switch a display's LEDs off (black, the plugins keep running) or back on, from the next frame."""
+        with self._lock:
+            self._dimmable(display).set_level(power=on)
+            return self.display_state(display)
+
+    def set_brightness(self, display: str, brightness: int) -> dict[str, Any]:
+        """Set a display's brightness (0-255, applied before gamma, as the profile's ``brightness``)."""
+        with self._lock:
+            self._dimmable(display).set_level(brightness=brightness)
+            return self.display_state(display)
+
+    def display_state(self, display: str) -> dict[str, Any]:
+        """A display as the web page and Home Assistant show it: size, rate, power, brightness, layers and what
+        they play."""
+        with self._lock:
+            rd = self._display(display)
+            out = self.led_output(display)
+            pipeline = out.pipeline if out is not None else None
+            layers = []
+            for layer in rd.runner.layers:
+                current = layer.player.current
+                layers.append(
+                    {
+                        "name": layer.name,
+                        "playlist": rd.playlists.get(layer.name),
+                        "playing": current.plugin if current else None,
+                        "items": [item.plugin for item in layer.player.items],
+                        "x": layer.x,
+                        "y": layer.y,
+                        "width": layer.width,
+                        "height": layer.height,
+                    }
+                )
+            return {
+                "name": display,
+                "width": rd.runner.width,
+                "height": rd.runner.height,
+                "fps": rd.runner.fps,
+                "power": pipeline.power if pipeline is not None else True,
+                "brightness": pipeline.brightness if pipeline is not None else rd.geometry.brightness,
+                "layers": layers,
+            }
+
+    def sensor_values(self) -> dict[str, dict[str, str]]:
+        """The values each running sensor plugin published (plugin -> key -> value as text; bytes that are not
+        UTF-8 text as hex)."""
+        with self._lock:
+            slots = [t.slot for rd in self.displays.values() for t in rd.runner.sensors]
+            if self.sensor_runner is not None:
+                slots += [t.slot for t in self.sensor_runner.tasks]
+        out: dict[str, dict[str, str]] = {}
+        for slot in slots:
+            keys = out.setdefault(slot.name, {})
+            for key in slot.plugin.grant.publish:
+                raw = self.values.get(key)
+                if raw is None:
+                    continue
+                try:
+                    keys[key] = raw.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    keys[key] = raw.hex()
+        return out
 
     def _display(self, name: str) -> RunningDisplay:
         if name not in self.displays:

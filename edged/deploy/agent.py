@@ -301,6 +301,8 @@ class DeviceAgent:
         self.errors = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        #: installs and rejected messages by outcome: (state, reason) -> count (``/metrics``)
+        self.outcomes: dict[tuple[str, str], int] = {}
         self._load_state()
         self._nonces = NonceCache(self._state_file.with_name("agent-nonces.json"))
         self.client = self._make_client()
@@ -1131,7 +1133,15 @@ class DeviceAgent:
         )
         self._publish(topics.reported(self.device_id), rep.model_dump_json(), retain=True)
 
+    @property
+    def mqtt_state(self) -> str:
+        """``connected`` or ``disconnected`` (from the broker)."""
+        return "connected" if self.connected.is_set() else "disconnected"
+
     def _status(self, state: State, **kw: Any) -> None:
+        if state in ("healthy", "failed", "rolled_back", "rejected", "removed"):
+            key = (state, str(kw.get("reason") or ""))
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
         st = Status(device=self.device_id, state=state, **kw)
         self._publish(topics.status(self.device_id), st.model_dump_json())
 

@@ -15,7 +15,7 @@ from .clock import Clock
 from .compose import Canvas
 from .playlist import PlaylistPlayer
 from .supervisor import Supervised
-from .timing import FrameGrid, IntervalStats
+from .timing import RENDER_BOUNDS, Buckets, FrameGrid, IntervalStats
 
 log = logging.getLogger("edged.engine")
 
@@ -55,6 +55,8 @@ class DisplayStats:
     dropped: int = 0
     intervals: IntervalStats = field(default_factory=IntervalStats)
     render_ms_max: float = 0.0
+    #: render time of every frame (seconds), bucketed for ``/metrics``
+    render: Buckets = field(default_factory=lambda: Buckets(RENDER_BOUNDS))
 
 
 def draw_identify(rgb: np.ndarray, now: float) -> None:
@@ -150,7 +152,9 @@ class DisplayRunner:
         with self.lock:
             start = self.clock.now()
             frame = self.render(deadline).copy()
-            self.stats.render_ms_max = max(self.stats.render_ms_max, (self.clock.now() - start) * 1e3)
+            took = self.clock.now() - start
+            self.stats.render_ms_max = max(self.stats.render_ms_max, took * 1e3)
+            self.stats.render.observe(took)
         self.frame_index += 1
         return frame
 

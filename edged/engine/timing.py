@@ -3,7 +3,29 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
+
+#: upper bounds (seconds) of the frame-interval histogram exported at ``/metrics``
+INTERVAL_BOUNDS = (0.005, 0.010, 0.0125, 0.015, 0.0175, 0.020, 0.025, 0.030, 0.035, 0.040, 0.050, 0.075, 0.1, 0.25, 1.0)
+#: upper bounds (seconds) of the render-time histogram
+RENDER_BOUNDS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.012, 0.016, 0.025, 0.05, 0.1)
+
+
+class Buckets:
+    """Counts for a histogram (Prometheus's ``le`` buckets, not cumulative here): one bisect over a dozen bounds
+    and two additions per observation, no allocation to speak of; read at scrape time."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
 
 @dataclass
@@ -48,10 +70,14 @@ class IntervalStats:
     intervals: list[float] = field(default_factory=list)
     last: float | None = None
     limit: int = 200_000
+    #: every interval, bucketed (kept past ``limit``): the ``/metrics`` histogram
+    buckets: Buckets = field(default_factory=lambda: Buckets(INTERVAL_BOUNDS))
 
     def mark(self, t: float) -> None:
-        if self.last is not None and len(self.intervals) < self.limit:
-            self.intervals.append(t - self.last)
+        if self.last is not None:
+            if len(self.intervals) < self.limit:
+                self.intervals.append(t - self.last)
+            self.buckets.observe(t - self.last)
         self.last = t
 
     def summary(self) -> dict[str, float]:

@@ -45,6 +45,10 @@ class LedOutput:
         self.stats = OutputStats()
         self._lock = threading.Lock()
         self._closed = False
+        #: set while a live view (``edged.web``) watches: each frame's wire buffer is then kept in :attr:`last` as
+        #: (frame number, buffer), a reference to the pipeline's fresh output (no copy); otherwise nothing is kept
+        self.keep_last = False
+        self.last: tuple[int, np.ndarray] | None = None
         backend.open(display.led_count, display.channels)
 
     def show(self, frame: np.ndarray) -> None:
@@ -57,6 +61,8 @@ class LedOutput:
             buffer = self.pipeline.process(frame)
             self.backend.write(buffer)
             self.stats.frames += 1
+            if self.keep_last:
+                self.last = (self.stats.frames, buffer)
             if self.pipeline.last_scale < 1.0:
                 self.stats.limited += 1
 

@@ -49,6 +49,9 @@ class PixelPipeline:
         self.cfg = cfg
         self.channels = cfg.channels
         self.leds = cfg.led_count
+        #: the brightness applied now (the profile's until :meth:`set_level` changes it) and whether the LEDs are on
+        self.brightness = cfg.brightness
+        self.power = True
         self._lut = brightness_gamma_lut(cfg.brightness, cfg.gamma, cfg.gamma_table)
         self._inv_gamma = inverse_gamma_lut(cfg.gamma, cfg.gamma_table)
         phys_of_logical = index_map(cfg)
@@ -62,6 +65,17 @@ class PixelPipeline:
         self.last_current_ma = 0.0
         self.last_raw_current_ma = 0.0
         self.last_scale = 1.0
+
+    def set_level(self, brightness: int | None = None, power: bool | None = None) -> None:
+        """Change the brightness (0-255) and/or switch the LEDs off or on, from the next frame on (the lookup table
+        is swapped whole, so a frame being processed on another thread uses the old one or the new one)."""
+        if brightness is not None:
+            if not 0 <= brightness <= 255:
+                raise ValueError(f"brightness must be 0..255, got {brightness}")
+            self.brightness = brightness
+        if power is not None:
+            self.power = power
+        self._lut = brightness_gamma_lut(self.brightness if self.power else 0, self.cfg.gamma, self.cfg.gamma_table)
 
     def estimate_ma(self, channel_sum: int) -> float:
         """The estimated current of a frame whose channel values (as sent, W included) add up to ``channel_sum``."""

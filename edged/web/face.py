@@ -1,0 +1,63 @@
+"""What ``edged run`` starts for the device's face: the web server and, when configured, Home Assistant discovery.
+
+Neither may stop the daemon: an address already in use or a broker that cannot be reached is a problem shown by
+``edged ctl problems`` (and on stderr at start), and the LEDs keep playing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..daemon.config import DaemonConfig
+from .auth import load_or_create_token
+
+log = logging.getLogger("edged.web")
+
+
+class Face:
+    """Starts and stops the web server and the Home Assistant bridge of a running daemon."""
+
+    def __init__(self, daemon: Any, cfg: DaemonConfig, agent: Any = None, *, http: bool = True) -> None:
+        self.daemon = daemon
+        self.cfg = cfg
+        self.agent = agent
+        self.http = http
+        self.web: Any = None
+        self.ha: Any = None
+        self.token = ""
+
+    @property
+    def local(self) -> dict[str, Callable[[], Any]]:
+        """Commands only the control socket answers: ``token`` prints the web credential."""
+        return {"token": lambda: self.token or load_or_create_token(self.cfg.http_token_file)}
+
+    def start(self) -> None:
+        if self.http:
+            from .server import WebServer
+
+            try:
+                self.token = load_or_create_token(self.cfg.http_token_file)
+                self.web = WebServer.from_config(self.daemon, self.cfg, self.agent)
+                self.web.start()
+            except OSError as exc:
+                h = self.cfg.http
+                self.daemon._problem(
+                    "http",
+                    f"cannot serve the web page on {h.bind}:{h.port}: {exc.strerror or exc} "
+                    "(set [http] port or bind, or run with --no-http)",
+                )
+                self.web = None
+        mqtt = self.cfg.mqtt
+        if mqtt is not None and mqtt.home_assistant.enabled:
+            from ..homeassistant.bridge import HomeAssistantBridge
+
+            self.ha = HomeAssistantBridge.from_config(self.daemon, self.cfg, self.cfg.state_dir)
+            self.ha.start()
+
+    def close(self) -> None:
+        if self.ha is not None:
+            self.ha.stop()
+        if self.web is not None:
+            self.web.close()
