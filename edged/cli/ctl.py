@@ -6,8 +6,8 @@
 plays another playlist, ``next DISPLAY`` cuts to the next item, ``play DISPLAY PLUGIN`` cuts to a plugin of the
 playlist, ``power DISPLAY on|off`` switches the LEDs, ``brightness DISPLAY 0-255`` dims them, ``identify`` blinks
 every display's border, ``displays`` and ``sensors`` show the displays' state and the sensor plugins' values,
-``token`` prints the web credential (docs/web.md). Exit code 0 on success, 1 when the daemon refuses, 2 when it
-cannot be reached.
+``token`` prints the web credential, ``decommission`` removes the device from Home Assistant (docs/web.md). Exit code
+0 on success, 1 when the daemon refuses, 2 when it cannot be reached.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ ACTIONS = [
     "displays",
     "sensors",
     "token",
+    "decommission",
 ]
 #: actions whose second argument is a value, and the request field it goes into
 _VALUE = {"play": "plugin", "power": "on", "brightness": "brightness"}

@@ -6,7 +6,8 @@ Requests: ``{"cmd": "list"}``, ``{"cmd": "stats"}``, ``{"cmd": "health"}``, ``{"
 ``{"cmd": "next", "display": "main", "layer": null}``, ``{"cmd": "play", "display": "main", "plugin": "fire"}``,
 ``{"cmd": "power", "display": "main", "on": false}``, ``{"cmd": "brightness", "display": "main", "brightness": 64}``,
 ``{"cmd": "identify", "seconds": 5}``, ``{"cmd": "displays"}``, ``{"cmd": "sensors"}``, and on the socket only
-``{"cmd": "token"}`` (the web credential). Replies: ``{"ok": true, "result": …}`` or ``{"ok": false, "error": "…"}``.
+``{"cmd": "token"}`` (the web credential) and ``{"cmd": "decommission"}`` (remove the device from Home Assistant).
+Replies: ``{"ok": true, "result": …}`` or ``{"ok": false, "error": "…"}``.
 The socket is created mode 0600: only the daemon's user may control it. The HTTP API (:mod:`edged.web`) runs the
 same commands through :func:`execute`.
 """
@@ -48,6 +49,7 @@ Command = Literal[
     "displays",
     "sensors",
     "token",
+    "decommission",
 ]
 
 
@@ -92,8 +94,8 @@ def execute(daemon: Daemon, req: ControlRequest) -> Any:
         return [daemon.display_state(name) for name in list(daemon.displays)]
     if req.cmd == "sensors":
         return daemon.sensor_values()
-    if req.cmd == "token":
-        raise ValueError("'token' is answered on the control socket only")
+    if req.cmd in ("token", "decommission"):
+        raise ValueError(f"'{req.cmd}' is answered on the control socket only")
     if req.display is None:
         raise ValueError(f"'{req.cmd}' needs a display")
     if req.cmd == "switch":

@@ -1133,6 +1133,12 @@ class DeviceAgent:
         )
         self._publish(topics.reported(self.device_id), rep.model_dump_json(), retain=True)
 
+    def plugin_versions(self) -> dict[str, tuple[str | None, str | None]]:
+        """Each managed plugin's (installed version, version its desired state wants), for Home Assistant."""
+        wanted = {n: spec.version for n, (spec, _) in self._wanted().items()}
+        installed = {n: r.version for n, r in dict(self._report).items()}
+        return {n: (installed.get(n), wanted.get(n)) for n in sorted(set(wanted) | set(installed))}
+
     @property
     def mqtt_state(self) -> str:
         """``connected`` or ``disconnected`` (from the broker)."""

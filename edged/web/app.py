@@ -143,25 +143,32 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             await _send_error(send, 413, f"request body too large (at most {self.limit} bytes)")
             return
+        # bodies are small (a limit of 64 KiB by default): read it whole here, refusing it as soon as it is too big
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await _send_error(send, 413, f"request body too large (at most {self.limit} bytes)")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _send_error(send, 413, f"request body too large (at most {self.limit} bytes)")
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _send_error(send: Send, status: int, message: str) -> None:

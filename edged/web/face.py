@@ -7,6 +7,7 @@ Neither may stop the daemon: an address already in use or a broker that cannot b
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,22 @@ class Face:
     @property
     def local(self) -> dict[str, Callable[[], Any]]:
         """Commands only the control socket answers: ``token`` prints the web credential."""
-        return {"token": lambda: self.token or load_or_create_token(self.cfg.http_token_file)}
+        return {
+            "token": lambda: self.token or load_or_create_token(self.cfg.http_token_file),
+            "decommission": self.decommission,
+        }
+
+    def decommission(self) -> dict[str, Any]:
+        """Remove the device from Home Assistant (every discovery document), for a device leaving service."""
+        if self.ha is None:
+            raise ValueError("Home Assistant discovery is not enabled ([mqtt.home_assistant] enabled = true)")
+        try:
+            removed = self.ha.remove()
+        except OSError as exc:
+            raise ValueError(str(exc)) from None
+        self.ha.stop()
+        self.ha = None
+        return {"removed": removed}
 
     def start(self) -> None:
         if self.http:
@@ -53,8 +69,29 @@ class Face:
         if mqtt is not None and mqtt.home_assistant.enabled:
             from ..homeassistant.bridge import HomeAssistantBridge
 
-            self.ha = HomeAssistantBridge.from_config(self.daemon, self.cfg, self.cfg.state_dir)
+            self.ha = HomeAssistantBridge.from_config(self.daemon, self.cfg, self.cfg.state_dir, self.agent)
             self.ha.start()
+        elif mqtt is not None and (self.cfg.state_dir / "homeassistant.json").exists():
+            threading.Thread(target=self._remove_leftovers, name="edged-homeassistant-cleanup", daemon=True).start()
+
+    def _remove_leftovers(self) -> None:
+        """Home Assistant discovery was turned off since the last run: remove what that run announced."""
+        from ..homeassistant.bridge import HomeAssistantBridge
+
+        bridge = HomeAssistantBridge.from_config(self.daemon, self.cfg, self.cfg.state_dir)
+        if not bridge._announced:
+            return
+        bridge.client.connect_async(bridge.broker.host, bridge.broker.port, keepalive=bridge.broker.keepalive)
+        bridge.client.loop_start()
+        try:
+            bridge._on_connect_event.wait(30)
+            bridge.connected.set()
+            bridge.remove()
+        except OSError as exc:
+            log.warning("could not remove the old Home Assistant entities: %s", exc)
+        finally:
+            bridge.client.disconnect()
+            bridge.client.loop_stop()
 
     def close(self) -> None:
         if self.ha is not None:

@@ -1,0 +1,1 @@
+"""Home Assistant integration by MQTT discovery (docs/web.md)."""
