@@ -63,7 +63,7 @@ class HomeAssistantBridge:
         *,
         prefix: str = "homeassistant",
         name: str | None = None,
-        model: str = "edged",
+        model: str | None = None,
         interval_s: float = 1.0,
         state_dir: Path | None = None,
         agent: Any = None,
@@ -73,7 +73,7 @@ class HomeAssistantBridge:
         self.broker = broker
         self.prefix = prefix
         self.name = name or device_id
-        self.model = model
+        self.model = model or daemon.config.daemon.hardware
         self.interval_s = interval_s
         self.agent = agent
         self.node = object_id(device_id)
