@@ -11,6 +11,10 @@ plugin that traps every 10th frame. Scenarios, each the same number of frames on
                share the GIL with the frame thread) and another thread installs a plugin every second as the agent
                does (uncached compile, link, instantiate, a frame), hashing a 1 MiB bundle and logging
   + back to back  the same with installs back to back: a stress far beyond any real install rate
+  + live view  plasma alone while three clients stream the web page's live view (``/api/live``, server-sent events
+               at the live view's 30 fps cap, each frame decoded from JSON and base64 as the page does) and one
+               Prometheus scrape of ``/metrics`` a second; the clients run in another process, as browsers would
+               (three streaming HTTP clients stand in for three browsers: the daemon's side of the work is the same)
 
 Prints frame intervals p50/p99/max, the p99 of |interval − period|, dropped frames (and those lost beyond the
 anchor's), render time, each plugin's strikes and quarantines, and the ratio of p99 against the anchor. Also the
@@ -46,6 +50,7 @@ from edged.host.frames import Tick  # noqa: E402
 from edged.host.functions import DisplayInfo  # noqa: E402
 from edged.host.plugin import DevicePlugin  # noqa: E402
 from edged.runtime import ModuleCache  # noqa: E402
+from edged.web.server import WebServer  # noqa: E402
 from tests.engine.anims import MEMORY_BOMB, SPIN, trap_every  # noqa: E402
 
 PLASMA = ROOT / "plugins" / "gallery" / "plasma"
@@ -132,14 +137,64 @@ def background(stop: threading.Event, counts: dict[str, int], broker: Any, insta
     counts["mqtt_received"] = received[0]
 
 
+def viewers_child(url: str, viewers: int, seconds: float) -> None:
+    """Run in another process: ``viewers`` live-view streams and one ``/metrics`` scrape a second, for ``seconds``;
+    prints what they received."""
+    import base64
+
+    import httpx
+
+    frames = [0] * viewers
+    scrapes = [0]
+    stop = threading.Event()
+
+    def watch(i: int) -> None:
+        with httpx.Client(timeout=10) as c, c.stream("GET", f"{url}/api/live") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    base64.b64decode(json.loads(line[6:])["rgb"])  # what the page does before drawing
+                    frames[i] += 1
+                if stop.is_set():
+                    return
+
+    def scrape() -> None:
+        with httpx.Client(timeout=10) as c:
+            while not stop.wait(1.0):
+                c.get(f"{url}/metrics").raise_for_status()
+                scrapes[0] += 1
+
+    threads = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(viewers)]
+    threads.append(threading.Thread(target=scrape, daemon=True))
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    print(json.dumps({"frames": frames, "scrapes": scrapes[0]}), flush=True)
+
+
 def run(
-    config: Path, frames: int, with_background: bool, broker: Any = None, installs_per_s: float = 1.0
+    config: Path,
+    frames: int,
+    with_background: bool,
+    broker: Any = None,
+    installs_per_s: float = 1.0,
+    viewers: int = 0,
 ) -> dict[str, Any]:
     cfg = load_config(config)
     daemon = Daemon(cfg, DeviceHardware("emulated-64x64", emulate=True), frames=frames)
     stop = threading.Event()
     counts: dict[str, int] = {}
     worker = threading.Thread(target=background, args=(stop, counts, broker, installs_per_s), daemon=True)
+    web = child = None
+    if viewers:
+        web = WebServer(daemon, port=0, token="bench-credential-0123456789")
+        web.start()
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--viewers-child", web.url, str(viewers), str(frames / 60 + 1)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.0)  # the streams are open before the measured frames start
     daemon.start()
     if with_background:
         worker.start()
@@ -147,6 +202,10 @@ def run(
     stop.set()
     if with_background:
         worker.join()
+    if child is not None and web is not None:
+        out, _ = child.communicate(timeout=60)
+        counts.update(json.loads(out.strip().splitlines()[-1]))
+        web.close()
     stats = daemon.stats()
     period = 1.0 / 60
     deviations = sorted(abs(x - period) for x in daemon.displays["main"].runner.stats.intervals.intervals)
@@ -154,6 +213,8 @@ def run(
     daemon.stop()
     stats["background_installs"] = counts.get("installs", 0)
     stats["mqtt_received"] = counts.get("mqtt_received", 0)
+    stats["live_frames"] = counts.get("frames", [])
+    stats["scrapes"] = counts.get("scrapes", 0)
     return stats
 
 
@@ -203,7 +264,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each scenario (default 10 s)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--startup-child", metavar="DIR", help=argparse.SUPPRESS)
+    ap.add_argument("--viewers-child", nargs=3, metavar=("URL", "N", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.viewers_child:
+        viewers_child(args.viewers_child[0], int(args.viewers_child[1]), float(args.viewers_child[2]))
+        return 0
     if args.startup_child:
         startup_child(Path(args.startup_child))
         return 0
@@ -226,22 +291,26 @@ def main() -> int:
             ("misbehaving: 4 layers", everyone, False),
             ("misbehaving + background install", everyone, True),
             ("misbehaving + installs back to back", everyone, True),
+            ("anchor + 3 live views + /metrics 1/s", alone, False),
         ):
             print(f"  {label} ...", file=sys.stderr)
             rate = 0.0 if "back to back" in label else 1.0  # installs per second; 0 = back to back
-            results[label] = run(config, frames, bg, broker if bg else None, rate)
+            viewers = 3 if "live views" in label else 0
+            results[label] = run(config, frames, bg, broker if bg else None, rate, viewers)
         if broker is not None:
             broker.stop()
 
     anchor = results["anchor: plasma alone"]["displays"]["main"]
+    anchor_dev = results["anchor: plasma alone"]["p99_dev_ms"]
     print()
     print(f"64x64 at 60 fps (period 16.67 ms), {frames} frames per scenario")
     print()
     print(
         "| scenario | p50 ms | p99 ms | max ms | p99 \\|interval − period\\| ms | dropped | lost vs anchor "
-        "| render max ms | p99 / anchor | background installs | MQTT msgs received |"
+        "| render max ms | p99 / anchor | p99 \\|interval − period\\| / anchor | background installs "
+        "| MQTT msgs received |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, st in results.items():
         d = st["displays"]["main"]
         iv = d["interval"]
@@ -249,8 +318,15 @@ def main() -> int:
         print(
             f"| {label} | {iv['p50_ms']:.2f} | {iv['p99_ms']:.2f} | {iv['max_ms']:.2f} | {st['p99_dev_ms']:.2f} "
             f"| {d['dropped']} | {d['dropped'] - anchor['dropped']} | {d['render_ms_max']:.2f} | {ratio:.2f}× "
+            f"| {st['p99_dev_ms'] / anchor_dev if anchor_dev else float('nan'):.2f}× "
             f"| {st['background_installs']} | {st['mqtt_received']} |"
         )
+    live = results["anchor + 3 live views + /metrics 1/s"]
+    print()
+    print(
+        f"Live view scenario: the three streams received {', '.join(str(n) for n in live['live_frames'])} frames "
+        f"(the live view's cap is 30 fps), {live['scrapes']} /metrics scrapes."
+    )
     print()
     print("| start-up, 10 gallery plugins on a 64x64 display | start to first frame | RSS | plugins loaded |")
     print("|---|---|---|---|")
