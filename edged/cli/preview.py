@@ -4,10 +4,11 @@ Frames go through the same pixel pipeline as on a device (with ``--profile``, th
 wiring, brightness, gamma, current limiter) into the emulated backend, and the renderers show what the LEDs would.
 For ``--gif`` and ``--png`` time is simulated: frames are computed as fast as possible on a grid of 1/fps seconds.
 ``--terminal`` (the default on a terminal) plays live at ``--fps``, fitted to the terminal's size; with stdout not a
-terminal, give ``--gif`` or ``--png``. A profile with ``[gpio]`` or ``[sensors]`` gives the plugin an
-emulated board (gpiozero's MockFactory) with exactly those pins and sensors granted, and ``--scenario`` scripts it
-(button presses, sensor curves) on the frames' time. Exit code 0 on success, 1 when the plugin fails (message on
-stderr), 2 for bad usage or a plugin that cannot load.
+terminal, give ``--gif`` or ``--png``. ``--serve`` plays it live in the browser on the daemon's page
+(http://127.0.0.1:8081/, ``--port``), reloading it whenever its files change (a rebuilt ``.wasm``). A profile with
+``[gpio]`` or ``[sensors]`` gives the plugin an emulated board (gpiozero's MockFactory) with exactly those pins and
+sensors granted, and ``--scenario`` scripts it (button presses, sensor curves) on the frames' time. Exit code 0 on
+success, 1 when the plugin fails (message on stderr), 2 for bad usage or a plugin that cannot load.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def register(sub: Any) -> None:
         action="store_true",
         help="play live in the terminal, fitted to its size (the default when stdout is a terminal)",
     )
+    out.add_argument("--serve", action="store_true", help="play live in the browser, reloading when rebuilt")
+    p.add_argument("--port", type=int, default=8081, metavar="N", help="with --serve: the port (default 8081)")
     p.add_argument("--size", metavar="WxH", help="display size (default 16x16, or the profile's)")
     p.add_argument("--profile", metavar="NAME", help="use a hardware profile's display model (NAME or NAME:DISPLAY)")
     p.add_argument("--scenario", metavar="FILE", help="emulation scenario (needs a --profile with [gpio]/[sensors])")
@@ -170,7 +173,35 @@ def _live(args: argparse.Namespace) -> bool:
     return not (args.gif or args.png)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import threading
+
+    from ..web.preview import PreviewServer, serve
+
+    try:
+        display, profile = _display(args)
+        server = PreviewServer(
+            Path(_source(args.plugin)),
+            display,
+            fps=args.fps,
+            policy=_policy(profile),
+            config=_config(args),
+            port=args.port,
+            profile=profile,
+        )
+    except (UsageError, ConfigError, OSError, ValueError) as exc:
+        print(f"edged preview: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return serve(server, sys.stderr, threading.Event())
+    except OSError as exc:
+        print(f"edged preview: cannot serve on port {args.port}: {exc.strerror or exc} (try --port)", file=sys.stderr)
+        return 2
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.serve:
+        return _serve(args)
     with contextlib.ExitStack() as stack:
         try:
             _check_args(args)

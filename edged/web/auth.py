@@ -77,7 +77,7 @@ class Guard:
         self._lock = threading.Lock()
 
     def token_ok(self, given: str) -> bool:
-        return hmac.compare_digest(given.encode(), self.token.encode())
+        return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
 
     def new_session(self) -> tuple[str, str]:
         """A fresh (session id, CSRF token) for a page that showed the credential."""
