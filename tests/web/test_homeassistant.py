@@ -255,3 +255,20 @@ def test_entities_of_a_removed_display_go_away_and_home_assistant_restarts_get_t
     device.daemon.reload()
     wait_for(lambda: LIGHT not in ha.configs() and SELECT not in ha.configs(), what="the display's entities removed")
     assert ha.get(LIGHT) == b""
+
+
+def test_turning_discovery_off_removes_what_the_last_run_announced(device: Device, harness: Harness) -> None:
+    from edged.daemon.config import MqttSection
+    from edged.web.face import Face
+
+    ha = device.ha
+    wait_for(lambda: LIGHT in ha.configs(), what="discovery")
+    device.bridge.stop()  # the daemon stops; its entities stay in Home Assistant, unavailable
+    assert ha.configs()
+    broker = harness.broker_config("pi-7")
+    mqtt_section = MqttSection(device_id="pi-7", trust=harness.trust_path, broker=broker)  # home_assistant off
+    cfg = device.daemon.config.model_copy(update={"mqtt": mqtt_section})
+    face = Face(device.daemon, cfg, http=False)
+    face.start()
+    wait_for(lambda: not ha.configs(), what="the previous run's entities removed")
+    face.close()
