@@ -42,6 +42,9 @@ from .plugins import discover, fingerprint
 
 log = logging.getLogger("edged.daemon")
 
+#: the displays' brightness and power as last set (``edged ctl brightness``, the web page, Home Assistant)
+LEVELS_FILE = "levels.json"
+
 
 class Sink(Protocol):
     """A display's output: the hardware pipeline and backend (or its emulation)."""
@@ -346,12 +349,15 @@ class Daemon:
             slot = self._load(s.plugin, None, {}, s.budget_ms, f"sensor '{s.plugin}'")
             if slot is not None:
                 tasks.append(SensorTask(slot, s.interval_s))
+        reopened = sink is None
         sink = sink if sink is not None else self.hardware.open_sink(section.name)
         runner = DisplayRunner(
             section.name, geo.width, geo.height, fps, layers, sink, self.clock, tasks, idle=self.gc.idle
         )
         rd = RunningDisplay(section, runner, sink, geo, self._display_key(section))
         rd.playlists = {layer.name: layer.playlist for layer in section.layers}
+        if reopened:
+            self._restore_levels(rd)
         return rd
 
     def _reserve_led_pins(self) -> None:
@@ -603,16 +609,50 @@ class Daemon:
         return out.pipeline
 
     def set_power(self, display: str, on: bool) -> dict[str, Any]:
-        """Switch a display's LEDs off (black, the plugins keep running) or back on, from the next frame."""
+        """Switch a display's LEDs off (black, the plugins keep running) or back on, from the next frame; kept
+        across restarts (``<state_dir>/levels.json``)."""
         with self._lock:
             self._dimmable(display).set_level(power=on)
+            self._save_levels()
             return self.display_state(display)
 
     def set_brightness(self, display: str, brightness: int) -> dict[str, Any]:
-        """Set a display's brightness (0-255, applied before gamma, as the profile's ``brightness``)."""
+        """Set a display's brightness (0-255, applied before gamma, as the profile's ``brightness``); kept across
+        restarts."""
         with self._lock:
             self._dimmable(display).set_level(brightness=brightness)
+            self._save_levels()
             return self.display_state(display)
+
+    def _save_levels(self) -> None:
+        levels = {}
+        for name in self.displays:
+            out = self.led_output(name)
+            if out is not None:
+                levels[name] = {"brightness": out.pipeline.brightness, "power": out.pipeline.power}
+        try:
+            from ..deploy.trust import atomic_write
+
+            atomic_write(self.config.state_dir / LEVELS_FILE, json.dumps(levels).encode())
+        except OSError as exc:
+            log.warning("could not save the displays' brightness and power: %s", exc)
+
+    def _restore_levels(self, rd: RunningDisplay) -> None:
+        """A display's brightness and power as they were set before the last stop."""
+        try:
+            doc = json.loads((self.config.state_dir / LEVELS_FILE).read_text()).get(rd.section.name)
+        except (OSError, ValueError, AttributeError):
+            return
+        out = getattr(rd.sink, "output", rd.sink)
+        if not isinstance(doc, dict) or not hasattr(out, "pipeline"):
+            return
+        brightness, power = doc.get("brightness"), doc.get("power")
+        try:
+            out.pipeline.set_level(
+                brightness if isinstance(brightness, int) else None, power if isinstance(power, bool) else None
+            )
+        except ValueError:
+            log.warning("ignoring a bad saved brightness", extra={"display": rd.section.name})
 
     def display_state(self, display: str) -> dict[str, Any]:
         """A display as the web page and Home Assistant show it: size, rate, power, brightness, layers and what

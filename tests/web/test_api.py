@@ -277,3 +277,16 @@ def test_the_live_stream_sends_the_leds_and_costs_nothing_unwatched(face: Face) 
         recorded = face.image_of(f["seq"])
         assert recorded is not None and np.array_equal(image, recorded)
     eventually(lambda: out.keep_last is False and out.last is None)  # the viewer left: back to nothing kept
+
+
+def test_brightness_and_power_survive_a_restart(start_face: Callable[..., Face]) -> None:
+    first = start_face()
+    with client(first) as c:
+        c.post("/api/displays/main/brightness", json={"brightness": 33})
+        c.post("/api/displays/main/power", json={"on": False})
+    first.web.close()
+    first.daemon.stop()
+    second = start_face()
+    state = second.daemon.display_state("main")
+    assert (state["brightness"], state["power"]) == (33, False)
+    eventually(lambda: second.backend().frame_count > 3 and not second.latest().any())
