@@ -185,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
     face: Face | None = None
     reported = 0
     failed_output: str | None = None
+    if (not args.no_http and cfg.http.enabled) or (cfg.mqtt is not None and cfg.mqtt.home_assistant.enabled):
+        # before the frame threads start: importing FastAPI and building the app would hold the GIL for a while
+        from ..web.face import Face
+
+        face = Face(daemon, cfg, http=not args.no_http and cfg.http.enabled)
     try:
         try:
             daemon.start()
@@ -202,10 +207,8 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             connection = agent.connection
             daemon.mqtt_state = lambda: connection.state.as_dict()
-        if (not args.no_http and cfg.http.enabled) or (cfg.mqtt is not None and cfg.mqtt.home_assistant.enabled):
-            from ..web.face import Face  # FastAPI and uvicorn load only when serving
-
-            face = Face(daemon, cfg, agent, http=not args.no_http and cfg.http.enabled)
+        if face is not None:
+            face.agent = agent
             face.start()
             for problem in daemon.problems[reported:]:
                 print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)

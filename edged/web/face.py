@@ -28,6 +28,16 @@ class Face:
         self.web: Any = None
         self.ha: Any = None
         self.token = ""
+        if http:  # imports and builds the application now, before the frame threads run
+            from .server import WebServer
+
+            try:
+                self.token = load_or_create_token(cfg.http_token_file)
+                self.web = WebServer.from_config(daemon, cfg, lambda: self.agent)
+            except OSError as exc:
+                self._http_problem(exc)
+        if cfg.mqtt is not None:
+            from ..homeassistant import bridge  # noqa: F401  (paho is loaded already; this is the rest)
 
     @property
     def local(self) -> dict[str, Callable[[], Any]]:
@@ -50,20 +60,12 @@ class Face:
         return {"removed": removed}
 
     def start(self) -> None:
-        if self.http:
-            from .server import WebServer
-
+        """Listen (an address in use is a problem, not an error) and start the Home Assistant bridge."""
+        if self.web is not None:
             try:
-                self.token = load_or_create_token(self.cfg.http_token_file)
-                self.web = WebServer.from_config(self.daemon, self.cfg, self.agent)
                 self.web.start()
             except OSError as exc:
-                h = self.cfg.http
-                self.daemon._problem(
-                    "http",
-                    f"cannot serve the web page on {h.bind}:{h.port}: {exc.strerror or exc} "
-                    "(set [http] port or bind, or run with --no-http)",
-                )
+                self._http_problem(exc)
                 self.web = None
         mqtt = self.cfg.mqtt
         if mqtt is not None and mqtt.home_assistant.enabled:
@@ -73,6 +75,14 @@ class Face:
             self.ha.start()
         elif mqtt is not None and (self.cfg.state_dir / "homeassistant.json").exists():
             threading.Thread(target=self._remove_leftovers, name="edged-homeassistant-cleanup", daemon=True).start()
+
+    def _http_problem(self, exc: OSError) -> None:
+        h = self.cfg.http
+        self.daemon._problem(
+            "http",
+            f"cannot serve the web page on {h.bind}:{h.port}: {exc.strerror or exc} "
+            "(set [http] port or bind, or run with --no-http)",
+        )
 
     def _remove_leftovers(self) -> None:
         """Home Assistant discovery was turned off since the last run: remove what that run announced."""

@@ -34,11 +34,11 @@ class WebServer:
         max_body: int = 64 * 1024,
         agent: Any = None,
     ) -> None:
+        """``agent``: the MQTT agent for ``/metrics``, or a callable returning it (it may start later)."""
         self.bind = bind
         self.guard = Guard(token, lan=not is_loopback(bind), open_reads=open_reads)
-        self.app = create_app(
-            daemon, self.guard, device=device, fps_max=fps_max, max_body=max_body, agent=lambda: agent
-        )
+        get_agent = agent if callable(agent) else lambda: agent
+        self.app = create_app(daemon, self.guard, device=device, fps_max=fps_max, max_body=max_body, agent=get_agent)
         self._requested_port = port
         self.port = port
         self._server: uvicorn.Server | None = None

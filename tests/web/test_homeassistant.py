@@ -151,12 +151,15 @@ def test_discovery_follows_home_assistants_schema(device: Device) -> None:
     assert sensor["state_class"] == "measurement"
     wait_for(lambda: ha.get(sensor["state_topic"]), what="the sensor value")
     assert float(ha.get(sensor["state_topic"])) > 0
-    updates = {doc["name"]: doc for t, doc in configs.items() if t.startswith(f"{PREFIX}/update/pi-7/")}
-    assert {"red", "green", "plasma", "distance_sensor"} <= set(updates)
-    state = ha.doc(updates["plasma"]["state_topic"])
-    assert state == {"installed_version": "1.0.0", "latest_version": "1.0.0", "title": "plasma"}
+
+    def updates() -> dict[str, dict[str, Any]]:
+        return {doc["name"]: doc for t, doc in ha.configs().items() if t.startswith(f"{PREFIX}/update/pi-7/")}
+
+    wait_for(lambda: {"red", "green", "plasma", "distance_sensor"} <= set(updates()), what="the update entities")
+    plasma = updates()["plasma"]["state_topic"]
+    wait_for(lambda: ha.doc(plasma) == {"installed_version": "1.0.0", "latest_version": "1.0.0", "title": "plasma"})
     # available: the device's presence (the agent's retained online, offline its last will) and the bridge's own
-    assert json.loads(ha.get(topics.presence("pi-7")))["state"] == "online"
+    wait_for(lambda: json.loads(ha.get(topics.presence("pi-7")) or b"{}").get("state") == "online", what="presence")
     wait_for(lambda: ha.get("edged/v1/devices/pi-7/ha/availability") == b"online", what="the bridge online")
 
 
