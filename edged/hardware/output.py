@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,8 @@ class LedOutput:
         #: (frame number, buffer), a reference to the pipeline's fresh output (no copy); otherwise nothing is kept
         self.keep_last = False
         self.last: tuple[int, np.ndarray] | None = None
+        #: called (on the frame thread) after a kept frame: the live view wakes then, in the frame's slack
+        self.notify: Callable[[], object] | None = None
         backend.open(display.led_count, display.channels)
 
     def show(self, frame: np.ndarray) -> None:
@@ -63,6 +66,8 @@ class LedOutput:
             self.stats.frames += 1
             if self.keep_last:
                 self.last = (self.stats.frames, buffer)
+                if self.notify is not None:
+                    self.notify()
             if self.pipeline.last_scale < 1.0:
                 self.stats.limited += 1
 

@@ -329,18 +329,22 @@ def create_app(
             try:
                 yield "retry: 1000\n\n"
                 sent: dict[str, int] = {}
-                ping = time.monotonic()
+                ping, last = time.monotonic(), 0.0
                 while True:
+                    await hub.next_frame(timeout=1.0)  # woken right after a display showed a frame
+                    now = time.monotonic()
+                    if now - last < hub.min_interval():
+                        continue
                     hub.keep()
                     for name in list(daemon.displays):
                         item = hub.frame(name)
                         if item is not None and sent.get(name) != item[0]:
                             sent[name] = item[0]
+                            last = now
                             yield f"event: frame\ndata: {item[1]}\n\n"
-                    if time.monotonic() - ping > 15:
-                        ping = time.monotonic()
+                    if now - ping > 15:
+                        ping = now
                         yield ": ping\n\n"
-                    await asyncio.sleep(hub.period())
             finally:
                 hub.detach()
 

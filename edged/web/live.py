@@ -4,12 +4,16 @@ While nobody watches, the LED outputs keep nothing (:attr:`~edged.hardware.outpu
 attribute test per frame). From the first viewer on, each output keeps a reference to its latest wire buffer; the
 hub turns it back into the logical image (:meth:`~edged.hardware.pipeline.PixelPipeline.inverse`: wiring and
 colour order undone, brightness, limiter and power kept, gamma mapped back for a screen) once per frame shown,
-however many viewers there are, on the web server's thread, never on a frame thread.
+however many viewers there are, on the web server's thread, never on a frame thread. The streams are woken by
+the frame thread right after it showed a frame, so the web server works while the frame thread renders the next one
+ahead (when the Python GIL changing hands costs nothing), not at a frame's deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import threading
 from typing import Any
@@ -24,6 +28,27 @@ class LiveHub:
         self.viewers = 0
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, str]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+
+    def _wake(self) -> None:  # on the event loop
+        if self._event is not None:
+            event, self._event = self._event, asyncio.Event()
+            event.set()
+
+    def _notify(self) -> None:  # on a frame thread
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake)
+
+    async def next_frame(self, timeout: float) -> None:
+        """Wait (on the event loop) until some display showed a frame, at most ``timeout`` seconds."""
+        if self._event is None:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
 
     def _outputs(self) -> dict[str, Any]:
         outs = {}
@@ -37,6 +62,10 @@ class LiveHub:
         return outs
 
     def attach(self) -> None:
+        """A viewer's stream starts (called on the event loop)."""
+        if self._event is None:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
         with self._lock:
             self.viewers += 1
         self.keep()
@@ -45,6 +74,7 @@ class LiveHub:
         """Make every display's output keep its frames (again after a reload added or rebuilt one)."""
         if self.viewers > 0:
             for out in self._outputs().values():
+                out.notify = self._notify
                 out.keep_last = True
 
     def detach(self) -> None:
@@ -54,13 +84,13 @@ class LiveHub:
         if last:
             for out in self._outputs().values():
                 out.keep_last = False
+                out.notify = None
                 out.last = None
             self._cache.clear()
 
-    def period(self) -> float:
-        """How often a viewer's stream looks for new frames: the fastest display's rate, capped."""
-        rates = [rd.runner.fps for rd in list(self.daemon.displays.values())] or [1.0]
-        return 1.0 / min(max(rates), self.fps_max)
+    def min_interval(self) -> float:
+        """The shortest time between two frames sent to a viewer (the cap), a little early to stay on the frames."""
+        return 1.0 / self.fps_max - 0.002
 
     def frame(self, name: str) -> tuple[int, str] | None:
         """(frame number, the SSE data line) of a display's latest frame, or None before the first."""
