@@ -50,7 +50,9 @@ class Face:
     def decommission(self) -> dict[str, Any]:
         """Remove the device from Home Assistant (every discovery document), for a device leaving service."""
         if self.ha is None:
-            raise ValueError("Home Assistant discovery is not enabled ([mqtt.home_assistant] enabled = true)")
+            raise ValueError(
+                "Home Assistant discovery is not running (enable it in [mqtt.home_assistant], or it was decommissioned)"
+            )
         try:
             removed = self.ha.remove()
         except OSError as exc:

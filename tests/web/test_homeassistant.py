@@ -275,3 +275,45 @@ def test_turning_discovery_off_removes_what_the_last_run_announced(device: Devic
     face.start()
     wait_for(lambda: not ha.configs(), what="the previous run's entities removed")
     face.close()
+
+
+def test_ctl_decommission_removes_the_device_from_home_assistant(device: Device, harness: Harness) -> None:
+    import subprocess
+    import sys
+
+    from edged.daemon.config import HomeAssistantSection, MqttSection
+    from edged.daemon.control import ControlServer
+    from edged.web.face import Face
+
+    device.bridge.stop()
+    broker = harness.broker_config("pi-7")
+    section = MqttSection(
+        device_id="pi-7", trust=harness.trust_path, broker=broker, home_assistant=HomeAssistantSection(enabled=True)
+    )
+    cfg = device.daemon.config.model_copy(update={"mqtt": section})
+    face = Face(device.daemon, cfg, device.agent, http=False)
+    face.start()
+    sock = Path("/tmp") / f"edged-ha-{id(face)}.sock"
+    server = ControlServer(device.daemon, sock, face.local)
+    server.start()
+    try:
+        wait_for(lambda: LIGHT in device.ha.configs(), what="discovery by the daemon's bridge")
+        out = subprocess.run(
+            [sys.executable, "-m", "edged", "ctl", "--socket", str(sock), "decommission"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert LIGHT in json.loads(out.stdout)["removed"]
+        wait_for(lambda: not device.ha.configs(), what="every entity removed")
+        again = subprocess.run(
+            [sys.executable, "-m", "edged", "ctl", "--socket", str(sock), "decommission"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 1 and "not running" in again.stderr
+    finally:
+        server.close()
+        face.close()
