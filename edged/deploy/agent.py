@@ -1139,11 +1139,6 @@ class DeviceAgent:
         installed = {n: r.version for n, r in dict(self._report).items()}
         return {n: (installed.get(n), wanted.get(n)) for n in sorted(set(wanted) | set(installed))}
 
-    @property
-    def mqtt_state(self) -> str:
-        """``connected`` or ``disconnected`` (from the broker)."""
-        return "connected" if self.connected.is_set() else "disconnected"
-
     def _status(self, state: State, **kw: Any) -> None:
         if state in ("healthy", "failed", "rolled_back", "rejected", "removed"):
             key = (state, str(kw.get("reason") or ""))

@@ -97,9 +97,11 @@ class DaemonCollector(Collector):
         yield CounterMetricFamily("edged_reloads", "Config reloads", value=d.reloads)
         agent = self.agent()
         if agent is not None:
-            state = GaugeMetricFamily("edged_mqtt_connected", "1 while connected to the MQTT broker")
-            state.add_metric([], 1.0 if agent.mqtt_state == "connected" else 0.0)
-            yield state
+            mqtt = agent.mqtt_state  # the agent's own account of its connection
+            yield GaugeMetricFamily(
+                "edged_mqtt_connected", "1 while connected to the MQTT broker", value=1.0 if mqtt.connected else 0.0
+            )
+            yield CounterMetricFamily("edged_mqtt_connects", "Connections made to the broker", value=mqtt.connects)
             outcomes = CounterMetricFamily(
                 "edged_install_outcomes", "Plugin installs and refused messages by outcome", labels=["state", "reason"]
             )
