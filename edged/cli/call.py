@@ -75,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
     except (PluginLoadError, ValueError, OSError) as exc:
         print(f"edged call: {exc}", file=sys.stderr)
         return 2
+    paths = plugin.compiled.manifest.allowed_paths
+    if args.wasi and paths:  # like extism call, the manifest is trusted here (a device decides for itself): say so
+        opened = ", ".join(
+            f"{host.removeprefix('ro:')} as {guest} ({'read-only' if host.startswith('ro:') else 'read-write'})"
+            for host, guest in paths.items()
+        )
+        print(f"edged call: the manifest opens host folders to the plugin: {opened}", file=sys.stderr)
     out = sys.stdout.buffer
     with plugin:
         for i in range(args.loop):

@@ -158,3 +158,16 @@ def test_a_flood_of_output_lines_costs_one_pass_not_one_call_per_line(caplog: py
     with caplog.at_level(logging.INFO, logger="edged.plugin.newlines"):
         limiter.log_lines(logging.INFO, [b""] * 131_072)
     assert len(emitted) == LOG_BURST and limiter.dropped == 131_072 - LOG_BURST
+
+
+def test_call_says_which_host_folders_a_manifest_opens(
+    built_plugin: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edged call` trusts the manifest as `extism call` does (a device never does); it says what that opens."""
+    (tmp_path / "in.txt").write_text("x")
+    manifest = tmp_path / "m.json"
+    wasm = built_plugin("wasi_files")  # type: ignore[operator]
+    manifest.write_text(json.dumps({"wasm": [{"path": str(wasm)}], "allowed_paths": {f"ro:{tmp_path}": "/data"}}))
+    assert main(["call", str(manifest), "read_file", "--input", "/data/in.txt", "--wasi"]) == 0
+    err = capsys.readouterr().err
+    assert f"opens host folders to the plugin: {tmp_path} as /data (read-only)" in err
