@@ -138,6 +138,19 @@ class MessageReplayed(MessageRejected):
     reason = "replayed"
 
 
+class NonceCacheFull(MessageRejected):
+    """The device already remembers as many unexpired commands as it can; a new one is refused (not executed) until
+    the oldest expires, rather than forgetting a nonce and letting that command be replayed."""
+
+    reason = "busy"
+
+
+class ValidityTooLong(MessageRejected):
+    """A command is signed valid for longer than the device accepts (see ``MAX_COMMAND_VALIDITY_S``)."""
+
+    reason = "validity_too_long"
+
+
 class MessageWrongTarget(MessageRejected):
     """The signed document names another device or group than the one it reached (or none at all)."""
 

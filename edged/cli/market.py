@@ -178,7 +178,12 @@ def register(sub: Any) -> None:
     c.add_argument(
         "op", choices=["install", "remove", "restart", "identify", "rollback"], help="what the device should do"
     )
-    c.add_argument("plugin", nargs="?", metavar="NAME[@VERSION]", help="install: NAME@VERSION; else NAME")
+    c.add_argument(
+        "plugin",
+        nargs="?",
+        metavar="NAME[@VERSION]",
+        help="install: NAME@VERSION; rollback: NAME[@FROM] (default FROM: the version the device reports); else NAME",
+    )
     c.add_argument("--allow-downgrade", action="store_true", help="install: sign it as an allowed downgrade")
     c.add_argument("--timeout", type=float, default=120.0, metavar="S", help="wait this long for the reply")
     c.add_argument("--serve-chunks", action="store_true", help="answer chunk requests too (no `serve` running)")
@@ -648,7 +653,8 @@ def _command(args: argparse.Namespace) -> int:
         spec = market.spec(name, version, args.allow_downgrade) if args.op == "install" else None
         if spec is not None:
             _require_chunk_service(market, args)
-        cid = market.command(args.device, args.op, name=name or None, plugin=spec)
+        from_version = (version or None) if args.op == "rollback" else None  # rollback NAME@FROM (default: running)
+        cid = market.command(args.device, args.op, name=name or None, plugin=spec, from_version=from_version)
         end = time.monotonic() + args.timeout
         while (reply := market.replies.get(cid)) is None and time.monotonic() < end:
             time.sleep(0.05)

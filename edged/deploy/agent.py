@@ -37,9 +37,12 @@ from ..errors import (
     DiskFull,
     EdgedError,
     MessageRejected,
+    MessageReplayed,
     MessageWrongTarget,
+    NonceCacheFull,
     PluginError,
     StoreError,
+    ValidityTooLong,
 )
 from ..host.capabilities import Capabilities, DevicePolicy
 from . import topics
@@ -65,12 +68,21 @@ from .messages import (
 )
 from .store import PluginStore
 from .target import DeployTarget, EmulatedTarget
-from .trust import NonceCache, TrustStore, open_envelope
+from .trust import NonceCache, TrustStore, open_envelope, verify_envelope
 
 log = logging.getLogger("edged.deploy.agent")
 
 #: how long a device shows that it is being identified
 IDENTIFY_SECONDS = 5.0
+
+#: the longest a command may be signed valid for (``expires_at - issued_at``). The device remembers the nonce of
+#: every command meant for it until the command expires, at most ``NONCE_CAPACITY`` of them, and refuses new
+#: commands (``busy``) rather than forget one: with this bound the marketplace would have to send one device
+#: more than ``NONCE_CAPACITY`` commands within 10 minutes to make it refuse. The marketplace signs commands for
+#: 5 minutes (``COMMAND_TTL_S``).
+MAX_COMMAND_VALIDITY_S = 600.0
+#: unexpired command nonces kept (one JSON line each in ``agent-nonces.jsonl``)
+NONCE_CAPACITY = 4096
 
 #: at most this often the agent subscribes again to desired-state topics whose messages its full queue dropped
 RESUBSCRIBE_S = 5.0
@@ -304,8 +316,20 @@ class DeviceAgent:
         #: installs and rejected messages by outcome: (state, reason) -> count (``/metrics``)
         self.outcomes: dict[tuple[str, str], int] = {}
         self._load_state()
-        self._nonces = NonceCache(self._state_file.with_name("agent-nonces.json"))
+        self._nonces = self._open_nonces()
         self.client = self._make_client()
+
+    def _open_nonces(self) -> NonceCache:
+        path = self._state_file.with_name("agent-nonces.jsonl")
+        legacy = self._state_file.with_name("agent-nonces.json")  # before 0.x: one JSON object rewritten per add
+        if legacy.exists() and not path.exists():
+            with contextlib.suppress(OSError):
+                os.replace(legacy, path)  # read in the old format, rewritten in lines at the next add
+        with contextlib.suppress(OSError):
+            legacy.unlink(missing_ok=True)
+            for stale in legacy.parent.glob(f".{legacy.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        return NonceCache(path, NONCE_CAPACITY)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -574,16 +598,25 @@ class DeviceAgent:
     # --- commands ----------------------------------------------------------------------------------------------
 
     def _on_command(self, payload: bytes) -> None:
+        """Signature, validity, target, validity bound and schema are checked BEFORE the nonce is recorded: only
+        commands meant for this device take room in the nonce cache, so commands for others (replayed here by a
+        broker) can never push out the nonce of one of ours and let it be replayed."""
         topic = topics.cmd(self.device_id)
         try:
-            data = open_envelope(payload, self.trust, role="marketplace", nonces=self._nonces)
+            env = verify_envelope(payload, self.trust, role="marketplace")
         except MessageRejected as exc:
             self._reply(None, False, exc.reason, str(exc))
             self._reject(topic, exc.reason, str(exc))
             return
-        cmd_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+        data = env.payload
+        cmd_id = data.get("id") if isinstance(data.get("id"), str) else None
         try:
             require_target(data, f"device:{self.device_id}")
+            if env.expires_at - env.issued_at > MAX_COMMAND_VALIDITY_S:
+                raise ValidityTooLong(
+                    f"signed valid for {env.expires_at - env.issued_at:.0f} s; commands may be valid for at most "
+                    f"{MAX_COMMAND_VALIDITY_S:.0f} s"
+                )
         except MessageRejected as exc:
             self._reply(cmd_id, False, exc.reason, str(exc))
             self._reject(topic, exc.reason, str(exc))
@@ -593,6 +626,19 @@ class DeviceAgent:
         except ValidationError as exc:
             self._reply(cmd_id, False, "wrong_schema", _short(exc))
             self._reject(topic, "wrong_schema", _short(exc))
+            return
+        try:
+            if not self._nonces.add(env.nonce, env.expires_at):
+                raise MessageReplayed(f"nonce {env.nonce!r} was already used")
+        except (MessageReplayed, NonceCacheFull) as exc:
+            self._reply(cmd.id, False, exc.reason, str(exc))
+            self._reject(topic, exc.reason, str(exc))
+            return
+        except OSError as exc:  # not remembered, so not executed: it could be replayed after a restart
+            err = self.store.write_error("cannot record the command's nonce", exc, 256)
+            reason = err.reason if isinstance(err, DiskFull) else "install_failed"
+            self._reply(cmd.id, False, reason, f"command not executed: {err}")
+            self._status("failed", reason=reason, detail=f"command {cmd.id} not executed: {err}", topic=topic)
             return
         try:
             self._execute(cmd)
@@ -637,6 +683,20 @@ class DeviceAgent:
             self._reply(cmd.id, True, result={"version": self._active_version(name)})
         elif cmd.op == "rollback":
             failed = self._active_version(name)
+            # a rollback names the version it rolls back from: executed once, it cannot take the device further
+            # back (a replay, or the same command delivered twice, finds another version active)
+            if cmd.from_version is None:
+                self._reply(cmd.id, False, "wrong_schema", "rollback needs from_version: the version to roll back from")
+                return
+            if failed != cmd.from_version:
+                self._reply(
+                    cmd.id,
+                    False,
+                    "not_active",
+                    f"rollback from {cmd.from_version} refused: {name} runs {failed}",
+                    result={"version": failed},
+                )
+                return
             try:
                 self.store.rollback(name)
             except StoreError as exc:

@@ -119,6 +119,14 @@ class Command(BaseModel):
     name: str | None = Field(default=None, max_length=64)
     #: for ``install``: what to install
     plugin: PluginSpec | None = None
+    #: for ``rollback`` (required there): the version rolled back from; refused (``not_active``) unless it is the
+    #: one active, so a rollback runs at most once and never takes the device back further
+    from_version: str | None = Field(default=None, max_length=64)
+
+    @field_validator("from_version")
+    @classmethod
+    def _from_version(cls, v: str | None) -> str | None:
+        return None if v is None else check_version(v)
 
     @field_validator("target")
     @classmethod

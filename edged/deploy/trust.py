@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,6 +39,7 @@ from ..errors import (
     MessageNotYetValid,
     MessageReplayed,
     MessageUntrustedKey,
+    NonceCacheFull,
     UntrustedKey,
 )
 from ..tomlconfig import load_toml
@@ -391,21 +393,21 @@ def sign_envelope(
     return draft.model_copy(update={"signature": sign(key, draft.signed_bytes())})
 
 
-def open_envelope(
+def verify_envelope(
     raw: bytes | str | dict[str, Any] | SignedEnvelope,
     trust: TrustStore,
     role: str = "marketplace",
     now: float | None = None,
     *,
     skew_s: float = DEFAULT_SKEW_S,
-    nonces: NonceCache | None = None,
-) -> dict[str, Any]:
-    """Verify a signed envelope and return its payload.
+) -> SignedEnvelope:
+    """Check a signed envelope's signature and validity times and return it; its nonce is NOT recorded.
 
-    Raises a :class:`~edged.errors.MessageRejected` subclass whose ``reason`` is ``malformed``, ``untrusted_key``,
-    ``bad_signature``, ``expired``, ``not_yet_valid`` or (with a ``nonces`` cache) ``replayed``. The signature is
-    checked before the times, so a forgery is reported as such whatever its dates.
-    """
+    A caller that keeps nonces records one only after it has checked the payload is meant for it (see
+    :meth:`NonceCache.add`): messages for others must never take room in the cache. Raises a
+    :class:`~edged.errors.MessageRejected` subclass (``malformed``, ``untrusted_key``, ``bad_signature``, ``expired``,
+    ``not_yet_valid``). The signature is checked before the times, so a forgery is reported as such whatever its
+    dates."""
     env = _parse_envelope(raw)
     try:
         signed = env.signed_bytes()
@@ -424,7 +426,23 @@ def open_envelope(
         raise MessageExpired(f"message expired {t - env.expires_at:.1f} s ago")
     if env.issued_at > t + skew_s:
         raise MessageNotYetValid(f"message is issued {env.issued_at - t:.1f} s in the future")
-    if nonces is not None and not nonces.add(env.nonce, env.expires_at, t):
+    return env
+
+
+def open_envelope(
+    raw: bytes | str | dict[str, Any] | SignedEnvelope,
+    trust: TrustStore,
+    role: str = "marketplace",
+    now: float | None = None,
+    *,
+    skew_s: float = DEFAULT_SKEW_S,
+    nonces: NonceCache | None = None,
+) -> dict[str, Any]:
+    """Verify a signed envelope (:func:`verify_envelope`) and return its payload; with a ``nonces`` cache also
+    record its nonce (``replayed`` if it was there). Only for messages every receiver must accept: the device agent
+    checks a command's target before it records the nonce."""
+    env = verify_envelope(raw, trust, role, now, skew_s=skew_s)
+    if nonces is not None and not nonces.add(env.nonce, env.expires_at, time.time() if now is None else now):
         raise MessageReplayed(f"nonce {env.nonce!r} was already used")
     return env.payload
 
@@ -456,38 +474,112 @@ def _parse_envelope(raw: bytes | str | dict[str, Any] | SignedEnvelope) -> Signe
 class NonceCache:
     """Nonces of accepted messages, kept until the message would have expired anyway.
 
-    With a ``path`` it is persisted (atomic rewrite on every add), so replays stay refused across restarts. When
-    full, the entries closest to expiry are dropped first.
-    """
+    With a ``path`` it is persisted append-only: one JSON line ``[nonce, expires_at]`` per accepted message, written
+    and fsynced before :meth:`add` returns, so replays stay refused across restarts and a kill -9 loses at most a
+    torn last line (skipped at load: that message was never acted on). The file is rewritten (atomically) only when
+    expired lines outnumber live ones, never once per message. A full cache (``capacity`` unexpired nonces) refuses
+    new messages with :class:`~edged.errors.NonceCacheFull` instead of forgetting a live nonce: forgetting one would
+    let its message be replayed. Keep the messages' validity short (see ``MAX_COMMAND_VALIDITY_S`` in
+    :mod:`edged.deploy.agent`) so that the cache empties by itself. A failed write (a full disk) raises ``OSError``
+    and records nothing."""
 
     def __init__(self, path: str | Path | None = None, capacity: int = 4096) -> None:
         self.path = Path(path) if path is not None else None
         self.capacity = capacity
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}
-        if self.path is not None and self.path.exists():
+        self._lines = 0
+        if self.path is not None:
+            self._clean_tmp()
+            self._load()
+
+    def _clean_tmp(self) -> None:
+        assert self.path is not None
+        # atomic_write's temp files left by a kill -9 during a rewrite
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+    def _load(self) -> None:
+        assert self.path is not None
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot read the nonce cache", extra={"path": str(self.path), "error": str(exc)})
+            return
+        if raw.lstrip().startswith(b"{"):  # the older format: one JSON object, rewritten on every add
             try:
-                data = parse_json(self.path.read_bytes())
-                if not isinstance(data, dict):
-                    raise ValueError("not an object")
+                data = parse_json(raw)
                 self._seen = {str(k): float(v) for k, v in data.items()}
-            except (ValueError, TypeError, UnicodeDecodeError, OSError) as exc:
+            except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
                 log.warning("discarding unreadable nonce cache", extra={"path": str(self.path), "error": str(exc)})
+            self._lines = -1  # rewrite in the line format at the next add
+            return
+        bad = 0
+        for line in raw.splitlines():
+            try:
+                nonce, expires = parse_json(line)
+                self._seen[str(nonce)] = float(expires)
+                self._lines += 1
+            except (ValueError, TypeError, UnicodeDecodeError):
+                bad += 1  # a torn last line (killed mid-write) or junk: that message was never acted on
+        if bad:
+            log.warning("skipped unreadable nonce cache lines", extra={"path": str(self.path), "lines": bad})
+            self._lines = -1
 
     def add(self, nonce: str, expires_at: float, now: float | None = None) -> bool:
-        """Record ``nonce``; False if it was already there (a replay)."""
+        """Record ``nonce``; False if it was already there (a replay). Raises :class:`~edged.errors.NonceCacheFull`
+        when ``capacity`` unexpired nonces are kept, ``OSError`` when it cannot be written (then nothing changed)."""
         t = time.time() if now is None else now
         with self._lock:
-            self._seen = {n: e for n, e in self._seen.items() if e > t}
-            if nonce in self._seen:
+            if nonce in self._seen and self._seen[nonce] > t:
                 return False
-            self._seen[nonce] = expires_at
-            if len(self._seen) > self.capacity:
-                for n, _ in sorted(self._seen.items(), key=lambda kv: kv[1])[: len(self._seen) - self.capacity]:
-                    del self._seen[n]
+            live = {n: e for n, e in self._seen.items() if e > t}
+            if len(live) >= self.capacity:
+                soonest = min(live.values())
+                raise NonceCacheFull(
+                    f"{len(live)} unexpired messages are remembered (the limit); the next slot frees in "
+                    f"{soonest - t:.0f} s"
+                )
             if self.path is not None:
-                atomic_write(self.path, canonical_json(self._seen), 0o600)
+                if self._lines < 0 or self._lines > 2 * len(live) + 64:
+                    self._rewrite(live)
+                self._append(nonce, expires_at)
+            self._seen = live
+            self._seen[nonce] = expires_at
             return True
+
+    def _line(self, nonce: str, expires_at: float) -> bytes:
+        return canonical_json([nonce, expires_at]) + b"\n"
+
+    def _rewrite(self, live: dict[str, float]) -> None:
+        assert self.path is not None
+        atomic_write(self.path, b"".join(self._line(n, e) for n, e in live.items()), 0o600)
+        self._lines = len(live)
+
+    def _append(self, nonce: str, expires_at: float) -> None:
+        assert self.path is not None
+        new = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                os.write(fd, self._line(nonce, expires_at))
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # no torn line left behind for the next append to run into
+                raise
+        finally:
+            os.close(fd)
+        if new:
+            fsync_dir(self.path.parent)
+        self._lines += 1
 
     def __contains__(self, nonce: object) -> bool:
         return nonce in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)

@@ -452,15 +452,36 @@ class Marketplace:
             self.change_desired(target, lambda e: {**e, name: follow})
         return group_entry.version
 
-    def command(self, device: str, op: str, name: str | None = None, plugin: PluginSpec | None = None) -> str:
+    def command(
+        self,
+        device: str,
+        op: str,
+        name: str | None = None,
+        plugin: PluginSpec | None = None,
+        from_version: str | None = None,
+    ) -> str:
         """Send a signed command to one device; returns its correlation id (the reply lands in ``replies``).
 
-        An ``install`` lets the device fetch that wasm for the command's lifetime."""
+        An ``install`` lets the device fetch that wasm for the command's lifetime. A ``rollback`` names the version
+        it rolls back from (``from_version``, by default the one the device last reported running), so the device
+        executes it at most once."""
         if plugin is not None:
             sha = str(plugin.meta.get("wasm_sha256", ""))
             self.catalog.grant_chunks(topics.check_id(device), sha, self.command_ttl_s + 3600)
         target = f"device:{topics.check_id(device)}"  # signed: the command cannot be replayed to another device
-        cmd = Command(target=target, id=secrets.token_hex(8), op=op, name=name, plugin=plugin)  # type: ignore[arg-type]
+        if op == "rollback" and from_version is None and name:
+            rec = self.catalog.device(device)
+            reported = (rec.reported.get("plugins") or {}).get(name) if rec is not None else None
+            # none reported: the device refuses the rollback and says why
+            from_version = reported.get("version") if isinstance(reported, dict) else None
+        cmd = Command(
+            target=target,
+            id=secrets.token_hex(8),
+            op=op,  # type: ignore[arg-type]
+            name=name,
+            plugin=plugin,
+            from_version=from_version,
+        )
         env = sign_envelope(cmd.model_dump(mode="json"), self.key, self.command_ttl_s)
         self.client.publish(topics.cmd(topics.check_id(device)), env.model_dump_json(), qos=1).wait_for_publish(20)
         return cmd.id

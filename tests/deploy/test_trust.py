@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from edged.errors import (
     MessageRejected,
     MessageReplayed,
     MessageUntrustedKey,
+    NonceCacheFull,
     UntrustedKey,
 )
 
@@ -308,19 +311,69 @@ def test_replay_is_refused_also_after_a_restart(
 
 
 def test_corrupt_nonce_cache_starts_empty(tmp_path: Path) -> None:
-    path = tmp_path / "nonces.json"
+    path = tmp_path / "nonces.jsonl"
     path.write_text("garbage")
     cache = NonceCache(path)
     assert cache.add("abc", NOW + 10, now=NOW)
-    assert json.loads(path.read_text()) == {"abc": NOW + 10}
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [["abc", NOW + 10]]
 
 
-def test_nonce_cache_capacity_drops_the_soonest_expiring() -> None:
+def test_nonce_cache_full_of_live_nonces_refuses_instead_of_forgetting() -> None:
+    # forgetting the nonce closest to expiry would let that message be replayed (review of issue 12)
     cache = NonceCache(capacity=2)
     assert cache.add("a", NOW + 10, now=NOW)
     assert cache.add("b", NOW + 30, now=NOW)
-    assert cache.add("c", NOW + 20, now=NOW)
-    assert "a" not in cache and "b" in cache and "c" in cache
+    with pytest.raises(NonceCacheFull) as info:
+        cache.add("c", NOW + 20, now=NOW)
+    assert info.value.reason == "busy"
+    assert "a" in cache and "b" in cache and "c" not in cache
+    assert not cache.add("a", NOW + 10, now=NOW + 1)  # still a replay
+    assert cache.add("c", NOW + 20, now=NOW + 11)  # once "a" expired there is room again
+
+
+def test_nonce_cache_appends_and_compacts(tmp_path: Path) -> None:
+    path = tmp_path / "nonces.jsonl"
+    cache = NonceCache(path)
+    for i in range(50):
+        assert cache.add(f"n{i:04d}", NOW + 10, now=NOW)
+    assert len(path.read_text().splitlines()) == 50  # one line per message, not a rewrite of everything
+    for i in range(200):  # the first 50 expired: the file is rewritten now and then, never unbounded
+        assert cache.add(f"m{i:04d}", NOW + 100 + i, now=NOW + 50 + i)
+    lines = path.read_text().splitlines()
+    assert len(lines) <= 2 * 200 + 64 + 1
+    assert not any(line.startswith('["n') for line in lines)
+    reopened = NonceCache(path)
+    assert "m0199" in reopened and not reopened.add("m0199", NOW + 299, now=NOW + 250)
+
+
+def test_nonce_cache_survives_a_torn_line_and_cleans_temp_files(tmp_path: Path) -> None:
+    path = tmp_path / "nonces.jsonl"
+    path.write_bytes(b'["good-nonce",1800000100.0]\n["torn-no')  # killed mid-append
+    (tmp_path / ".nonces.jsonl.deadbeef.tmp").write_bytes(b"x" * 1000)  # killed mid-rewrite
+    cache = NonceCache(path)
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert not cache.add("good-nonce", NOW + 100, now=NOW)
+    assert cache.add("fresh-nonce", NOW + 100, now=NOW)
+    assert [json.loads(line)[0] for line in path.read_text().splitlines()] == ["good-nonce", "fresh-nonce"]
+
+
+def test_nonce_cache_write_failure_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "nonces.jsonl"
+    cache = NonceCache(path)
+    assert cache.add("first-nonce", NOW + 100, now=NOW)
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        real_write(fd, data[:5])  # a partial line, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError):
+        cache.add("second-nonce", NOW + 100, now=NOW)
+    monkeypatch.undo()
+    assert "second-nonce" not in cache
+    assert path.read_text().splitlines() == ['["first-nonce",1800000100.0]']  # no torn line left
+    assert cache.add("second-nonce", NOW + 100, now=NOW)
 
 
 # --- fuzzing -----------------------------------------------------------------------------------------------------
