@@ -84,6 +84,15 @@ MAX_COMMAND_VALIDITY_S = 600.0
 #: unexpired command nonces kept (one JSON line each in ``agent-nonces.jsonl``)
 NONCE_CAPACITY = 4096
 
+#: QoS-1 messages the MQTT client may hold (unsent, or sent and not yet acknowledged by the broker). A broker that
+#: withholds PUBACKs would otherwise make the agent's memory grow with every status it sends; beyond this bound a
+#: publish is dropped and counted (``out_dropped``) and the retained reported state is sent again later.
+MAX_QUEUED_OUT = 1000
+#: rejection statuses sent one by one within ``REJECT_WINDOW_S``; beyond that a burst is coalesced: one status per
+#: reason, with ``count``, when the window ends (a flood of junk costs a few statuses a second, not one per message)
+REJECT_BURST = 20
+REJECT_WINDOW_S = 1.0
+
 #: at most this often the agent subscribes again to desired-state topics whose messages its full queue dropped
 RESUBSCRIBE_S = 5.0
 
@@ -315,6 +324,13 @@ class DeviceAgent:
         self.bytes_out = 0
         #: installs and rejected messages by outcome: (state, reason) -> count (``/metrics``)
         self.outcomes: dict[tuple[str, str], int] = {}
+        #: publishes dropped because the MQTT client's outgoing queue was full (``MAX_QUEUED_OUT``)
+        self.out_dropped = 0
+        self._reported_dirty = False
+        self._reject_window_end = 0.0
+        self._reject_sent = 0
+        #: rejections held back in this window: reason -> [count, last topic, last detail]
+        self._reject_held: dict[str, list[Any]] = {}
         self._load_state()
         self._nonces = self._open_nonces()
         self.client = self._make_client()
@@ -341,6 +357,7 @@ class DeviceAgent:
         c.on_message = self._on_message
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self.connection.connect_failed
+        c.max_queued_messages_set(MAX_QUEUED_OUT)
         return c
 
     @property
@@ -379,7 +396,8 @@ class DeviceAgent:
                 Presence(device=self.device_id, state="offline", groups=self.groups).model_dump_json(),
                 retain=True,
             )
-            info.wait_for_publish(timeout=5)
+            with contextlib.suppress(ValueError, RuntimeError):  # not queued: the outgoing queue is full
+                info.wait_for_publish(timeout=5)
         self.connection.stopped()
         self.client.disconnect()
         self.client.loop_stop()
@@ -972,6 +990,11 @@ class DeviceAgent:
             self.client.subscribe([(t, 1) for t in sorted(dropped)])
 
     def _tick(self) -> None:
+        if self._reject_held and time.monotonic() >= self._reject_window_end:
+            self._flush_rejections()
+        if self._reported_dirty and self.connected.is_set():
+            self._reported_dirty = False
+            self._publish_reported()
         self._resubscribe_dropped()
         self._sync_playlist()
         now = time.monotonic()
@@ -1164,8 +1187,19 @@ class DeviceAgent:
 
     def _publish(self, topic: str, payload: str | bytes, retain: bool = False) -> mqtt.MQTTMessageInfo:
         data = payload.encode() if isinstance(payload, str) else payload
-        self.bytes_out += len(data) + len(topic)
-        return self.client.publish(topic, data, qos=1, retain=retain)
+        info = self.client.publish(topic, data, qos=1, retain=retain)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.out_dropped += 1
+            if self.out_dropped == 1 or self.out_dropped % 1000 == 0:
+                log.warning(
+                    "outgoing queue full (the broker does not acknowledge): message dropped",
+                    extra={"device": self.device_id, "topic": topic, "dropped": self.out_dropped},
+                )
+            if topic == topics.reported(self.device_id):
+                self._reported_dirty = True  # sent again from _tick once the queue has room
+        else:
+            self.bytes_out += len(data) + len(topic)
+        return info
 
     def _set_report(
         self, name: str, version: str | None, state: State, reason: str | None, wanted: str | None = None
@@ -1202,17 +1236,41 @@ class DeviceAgent:
     def _status(self, state: State, **kw: Any) -> None:
         if state in ("healthy", "failed", "rolled_back", "rejected", "removed"):
             key = (state, str(kw.get("reason") or ""))
-            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+            self.outcomes[key] = self.outcomes.get(key, 0) + int(kw.get("count", 1))  # a coalesced burst: N
         st = Status(device=self.device_id, state=state, **kw)
         self._publish(topics.status(self.device_id), st.model_dump_json())
 
     def _reject(self, topic: str, reason: str, detail: str) -> None:
+        """Report a refused message: one status each for the first ``REJECT_BURST`` in a window, then counted."""
         self.errors += 1
-        log.warning("message rejected", extra={"device": self.device_id, "topic": topic, "reason": reason})
-        self._status("rejected", reason=reason, detail=detail[:500], topic=topic)
+        now = time.monotonic()
+        if now >= self._reject_window_end:
+            self._flush_rejections()
+            self._reject_window_end = now + REJECT_WINDOW_S
+            self._reject_sent = 0
+        if self._reject_sent < REJECT_BURST:
+            self._reject_sent += 1
+            log.warning("message rejected", extra={"device": self.device_id, "topic": topic[:256], "reason": reason})
+            self._status("rejected", reason=reason, detail=detail, topic=topic)
+            return
+        held = self._reject_held.setdefault(reason, [0, topic, detail])
+        held[0] += 1
+        held[1], held[2] = topic, detail
+
+    def _flush_rejections(self) -> None:
+        """One status per reason for the rejections held back in the window that ended (with their ``count``)."""
+        held, self._reject_held = self._reject_held, {}
+        for reason, (count, topic, detail) in sorted(held.items()):
+            log.warning(
+                "messages rejected in a burst",
+                extra={"device": self.device_id, "reason": reason, "count": count, "topic": topic[:256]},
+            )
+            self._status(
+                "rejected", reason=reason, count=count, detail=f"{count} like this one; last: {detail}", topic=topic
+            )
 
     def _reply(self, cmd_id: str | None, ok: bool, error: str | None = None, detail: str = "", **kw: Any) -> None:
-        r = Reply(id=cmd_id, device=self.device_id, ok=ok, error=error, detail=detail[:500], **kw)
+        r = Reply(id=cmd_id, device=self.device_id, ok=ok, error=error, detail=detail, **kw)
         self._publish(topics.reply(self.device_id), r.model_dump_json())
 
     # --- persistent agent state (applied seqs, origins) --------------------------------------------------------

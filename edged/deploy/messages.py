@@ -26,6 +26,17 @@ MIN_CHUNK_SIZE = 1024
 #: plus the MQTT fixed header and topic
 CHUNK_OVERHEAD = 1024
 
+#: the longest ``detail`` and ``topic`` a device sends in a status or reply (longer ones are cut, marked with "...")
+MAX_DETAIL = 256
+
+
+def clip(value: object, limit: int = MAX_DETAIL) -> object:
+    """``value`` cut to ``limit`` characters (the last three become ``...``) if it is a longer string."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - 3] + "..."
+    return value
+
+
 State = Literal[
     "downloading", "verifying", "installing", "activating", "healthy", "failed", "rejected", "removed", "rolled_back"
 ]
@@ -153,6 +164,8 @@ class Reply(BaseModel):
     detail: str = ""
     result: dict[str, Any] = Field(default_factory=dict)
 
+    _clip = field_validator("detail", mode="before")(classmethod(lambda cls, v: clip(v)))
+
 
 class Status(BaseModel):
     """A progress or error event on the device's status topic."""
@@ -167,7 +180,11 @@ class Status(BaseModel):
     detail: str = ""
     #: the topic of the message that caused an error, if any
     topic: str | None = None
+    #: how many messages this status stands for (rejections in a burst are coalesced: one status per reason)
+    count: int = Field(default=1, ge=1)
     ts: float = Field(default_factory=time.time)
+
+    _clip = field_validator("detail", "topic", mode="before")(classmethod(lambda cls, v: clip(v)))
 
 
 class ReportedPlugin(BaseModel):
