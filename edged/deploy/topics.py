@@ -16,10 +16,20 @@ ROOT = "edged/v1"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
+#: MQTT user names of other roles on the shared broker: never a device id (a device provisioned under one of these
+#: names would be that user for the broker's ACL). Compared case-insensitively.
+RESERVED_DEVICE_IDS = frozenset({"market", "homeassistant"})
+
+
 def check_id(value: str, what: str = "device id") -> str:
-    """Return ``value`` if it is a valid device or group id (no MQTT wildcards or separators), else raise."""
+    """Return ``value`` if it is a valid device or group id (no MQTT wildcards or separators), else raise. A device
+    id may not be one of :data:`RESERVED_DEVICE_IDS`."""
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ValueError(f"invalid {what} {value!r}: 1-64 chars of letters, digits, '_', '.', '-'")
+    if what == "device id" and value.lower() in RESERVED_DEVICE_IDS:
+        raise ValueError(
+            f"invalid {what} {value!r}: reserved for the broker's other users ({sorted(RESERVED_DEVICE_IDS)})"
+        )
     return value
 
 

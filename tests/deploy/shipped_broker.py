@@ -19,6 +19,7 @@ from tests.conftest import ROOT
 
 SHIPPED_CONF = ROOT / "deploy" / "mosquitto.conf"
 SHIPPED_ACL = ROOT / "deploy" / "acl"
+SHIPPED_ACL_MARKET = ROOT / "deploy" / "acl-market"
 
 
 class ShippedMosquitto(Mosquitto):
@@ -49,6 +50,7 @@ class ShippedMosquitto(Mosquitto):
             for user, password in users.items():
                 subprocess.run([tool, "-b", str(pw), user, password], check=True, capture_output=True)
         (etc / "acl").write_text(SHIPPED_ACL.read_text() + "\n" + acl_extra)
+        (etc / "acl-market").write_text(SHIPPED_ACL_MARKET.read_text())
         for src, name in zip(tls, ("ca.crt", "broker.crt", "broker.key"), strict=True):
             shutil.copy(src, etc / name)
         text = SHIPPED_CONF.read_text()

@@ -22,7 +22,9 @@ PASSWORDS = {"market": "market-secret", "dev-a": "a-secret", "dev-b": "b-secret"
 
 
 def acl_text() -> str:
-    shipped = (ROOT / "deploy" / "acl").read_text()
+    """The shipped ACLs for a broker with ONE listener: the devices' (deploy/acl) and the marketplace's
+    (deploy/acl-market; the shipped config gives each listener its own, see test_market_device_id.py)."""
+    shipped = (ROOT / "deploy" / "acl").read_text() + "\n" + (ROOT / "deploy" / "acl-market").read_text()
     # provisioning appends each device's group memberships (see deploy/README.md)
     return shipped + "\nuser dev-a\ntopic read edged/v1/groups/lobby/desired\n"
 
