@@ -68,7 +68,7 @@ from .messages import (
 )
 from .store import PluginStore
 from .target import DeployTarget, EmulatedTarget
-from .trust import NonceCache, TrustStore, open_envelope, verify_envelope
+from .trust import NonceCache, TrustStore, fsync_dir, open_envelope, verify_envelope
 
 log = logging.getLogger("edged.deploy.agent")
 
@@ -313,6 +313,8 @@ class DeviceAgent:
         #: names each source's current document names but whose entry was refused (never removed for that)
         self._refused: dict[str, set[str]] = {}
         self._next_resubscribe = 0.0
+        #: desired-state topics whose document could not be recorded (a full disk): subscribed again later
+        self._retry_desired: set[str] = set()
         #: wasm sha256 each source's last applied document wants (persisted: recovery at start keeps only these
         #: unfinished transfers); None until known, so an older state file never makes recovery delete anything
         self._wanted_hashes: dict[str, list[str]] | None = None
@@ -549,16 +551,31 @@ class DeviceAgent:
             return
         if doc.seq == last and source in self._desired:
             return  # a repeat: harmless
+        # the new seq is on disk (fsynced) BEFORE anything is applied: otherwise a full disk would leave it in memory
+        # only, and after a restart a broker could hand back an older document that the device would take
+        applied = self._applied.get(source)
+        wanted = None if self._wanted_hashes is None else dict(self._wanted_hashes)
+        self._applied[source] = doc.seq
+        if self._wanted_hashes is None:
+            self._wanted_hashes = {}
+        self._wanted_hashes[source] = sorted({str(p.meta.get("wasm_sha256", "")) for p in doc.plugins})
+        try:
+            self._save_state(required=True)
+        except StoreError as exc:
+            if applied is None:
+                self._applied.pop(source, None)
+            else:
+                self._applied[source] = applied
+            self._wanted_hashes = wanted
+            self._retry_desired.add(topic)  # the broker sends the retained copy again when we subscribe again
+            self._next_resubscribe = max(self._next_resubscribe, time.monotonic() + RESUBSCRIBE_S)
+            self._reject(topic, exc.reason, f"desired seq {doc.seq} not applied (tried again soon): {exc}")
+            return
         for what, reason, detail in refused:  # one bad entry is refused; the rest of the document applies
             self._reject(topic, reason, f"entry {what} refused, the rest applies: {detail}")
         self._refused[source] = {_unrepr(what) for what, _, _ in refused}
         self._desired[source] = doc
         self._seen.add(source)
-        self._applied[source] = doc.seq
-        if self._wanted_hashes is None:
-            self._wanted_hashes = {}
-        self._wanted_hashes[source] = sorted({str(p.meta.get("wasm_sha256", "")) for p in doc.plugins})
-        self._save_state()
         self._reconcile()
 
     def _wanted(self) -> dict[str, tuple[PluginSpec, str]]:
@@ -981,11 +998,13 @@ class DeviceAgent:
         now = time.monotonic()
         if now < self._next_resubscribe or not self.connected.is_set():
             return
-        dropped = self.inbox.take_dropped_desired()
+        dropped = self.inbox.take_dropped_desired() | self._retry_desired
+        self._retry_desired = set()
         if dropped:
             self._next_resubscribe = now + RESUBSCRIBE_S
             log.warning(
-                "subscribing again to desired states dropped by the full queue", extra={"topics": sorted(dropped)}
+                "subscribing again to desired states dropped by the full queue or not recorded (full disk)",
+                extra={"topics": sorted(dropped)},
             )
             self.client.subscribe([(t, 1) for t in sorted(dropped)])
 
@@ -1316,6 +1335,7 @@ class DeviceAgent:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self._state_file)
+            fsync_dir(self._state_file.parent)  # the rename itself must survive a power cut
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
