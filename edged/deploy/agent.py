@@ -93,6 +93,11 @@ MAX_QUEUED_OUT = 1000
 REJECT_BURST = 20
 REJECT_WINDOW_S = 1.0
 
+#: a download that has not finished this long after it started fails (``download_timeout``), whatever arrives: a
+#: broker re-sending chunks the device has (no progress) or trickling them cannot hold a plugin's slot for ever.
+#: 30 minutes: a 10 MB bundle needs 1 KB/s.
+DOWNLOAD_TIMEOUT_S = 1800.0
+
 #: at most this often the agent subscribes again to desired-state topics whose messages its full queue dropped
 RESUBSCRIBE_S = 5.0
 
@@ -230,6 +235,8 @@ class _Job:
     deadline: float = 0.0
     #: the target started this version (only then does its health count)
     activated: bool = False
+    #: the marketplace's last error for a chunk (an unsigned header: only named in a later missing_chunk)
+    last_error: str = ""
 
 
 class DeviceAgent:
@@ -266,6 +273,7 @@ class DeviceAgent:
         stall_s: float = 3.0,
         max_stalls: int = 10,
         chunk_retries: int = 3,
+        download_timeout_s: float = DOWNLOAD_TIMEOUT_S,
         state_dir: Path | None = None,
         inbox_messages: int = DEFAULT_MAX_MESSAGES,
         inbox_bytes: int = DEFAULT_MAX_BYTES,
@@ -287,6 +295,7 @@ class DeviceAgent:
         self.stall_s = stall_s
         self.max_stalls = max_stalls
         self.chunk_retries = chunk_retries
+        self.download_timeout_s = download_timeout_s
         self._state_file = (state_dir or Path(store.root)) / "agent-state.json"
         self.inbox = Inbox(inbox_messages, inbox_bytes)
         self._on_fatal = on_fatal
@@ -796,6 +805,7 @@ class DeviceAgent:
             return
         job.chunk_size = self.chunk_size
         job.total = max(1, math.ceil(meta.wasm_size / self.chunk_size))
+        job.deadline = time.monotonic() + self.download_timeout_s
         self._reclaim_transfers()  # what an earlier, abandoned download held is free for this one
         if self._space_short(meta) is not None:  # then even failed downloads kept for a retry make room
             with contextlib.suppress(OSError):
@@ -862,15 +872,15 @@ class DeviceAgent:
         job = self._jobs.get(header.name)
         if job is None or job.state != "downloading" or job.meta.wasm_sha256 != header.wasm_sha256:
             return  # a late duplicate of a finished or abandoned transfer
-        if header.error:  # the marketplace cannot serve this chunk
-            self._fail(job, "missing_chunk", f"marketplace: {header.error} (chunk {header.index})")
-            return
+        if header.error:  # the header is not signed: anyone could send it, so it is no progress and no failure
+            job.last_error = f"marketplace: {header.error} (chunk {header.index})"
+            return  # the stall logic asks again, and fails as missing_chunk (with this error) after max_stalls
         if header.chunk_size != job.chunk_size or header.total != job.total or header.index >= job.total:
             self._reject(topics.chunks(self.device_id), "wrong_schema", "chunk does not fit the transfer")
             return
         job.requested.discard(header.index)
         try:
-            job.transfer.put_chunk(header.index, data, header.sha256)
+            new = job.transfer.put_chunk(header.index, data, header.sha256)
         except DiskFull as exc:  # asking again cannot help; the partial download is reclaimed
             self._fail(job, exc.reason, f"chunk {header.index}: {exc}")
             return
@@ -882,6 +892,8 @@ class DeviceAgent:
                 return
             self._status("downloading", name=job.meta.name, version=job.meta.version, reason=reason, detail=str(exc))
         else:
+            if not new:  # a duplicate of a stored chunk (a re-sent one, or a replay): no progress
+                return
             job.stalls = 0
         job.last_progress = time.monotonic()
         self._progress(job)
@@ -1018,14 +1030,24 @@ class DeviceAgent:
         self._sync_playlist()
         now = time.monotonic()
         for job in list(self._jobs.values()):
+            if job.state == "downloading" and now > job.deadline > 0:
+                got = len(job.transfer.received())
+                self._fail(
+                    job,
+                    "download_timeout",
+                    f"{got}/{job.total} chunks after {self.download_timeout_s:g} s; the download is given up",
+                )
+                continue
             if job.state == "downloading" and now - job.last_progress > self.stall_s and self.connected.is_set():
                 job.stalls += 1
                 if job.stalls > self.max_stalls:
                     missing = job.transfer.missing()
+                    last = f"; last: {job.last_error}" if job.last_error else ""
                     self._fail(
                         job,
                         "missing_chunk",
-                        f"chunks {missing[:16]} never arrived: asked {self.max_stalls} times, {self.stall_s:g} s apart",
+                        f"chunks {missing[:16]} never arrived: asked {self.max_stalls} times, {self.stall_s:g} s apart"
+                        + last,
                     )
                     continue
                 job.requested.clear()  # lost or dropped: ask again
