@@ -247,7 +247,9 @@ class DeviceAgent:
     ``stall_s`` seconds asks again for what is missing (this is also how it resumes after a broker restart); after
     ``max_stalls`` such requests in a row without a chunk arriving (while connected) it fails as ``missing_chunk``.
     A chunk whose sha256 does not match is asked for again, up to ``chunk_retries`` times, then the install fails as
-    ``hash_mismatch``. ``chunk_size`` is at most :data:`~edged.deploy.messages.MAX_CHUNK_SIZE`.
+    ``hash_mismatch``. Only a chunk not stored yet counts as progress, and a download not done ``download_timeout_s``
+    after it started fails as ``download_timeout``. ``chunk_size`` is at most
+    :data:`~edged.deploy.messages.MAX_CHUNK_SIZE`.
 
     Inbound messages wait in a queue bounded by ``inbox_messages`` and ``inbox_bytes`` (see
     :class:`~edged.deploy.inbox.Inbox` for what is dropped). If the worker thread ever dies, the agent says so in a
@@ -348,7 +350,7 @@ class DeviceAgent:
 
     def _open_nonces(self) -> NonceCache:
         path = self._state_file.with_name("agent-nonces.jsonl")
-        legacy = self._state_file.with_name("agent-nonces.json")  # before 0.x: one JSON object rewritten per add
+        legacy = self._state_file.with_name("agent-nonces.json")  # the older format: one JSON object rewritten per add
         if legacy.exists() and not path.exists():
             with contextlib.suppress(OSError):
                 os.replace(legacy, path)  # read in the old format, rewritten in lines at the next add

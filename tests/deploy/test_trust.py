@@ -421,3 +421,12 @@ def test_any_single_byte_flip_is_rejected(
     # a flip inside JSON that leaves the signed content equal (e.g. an escape) is fine; anything else is not
     assert SignedEnvelope.model_validate_json(bytes(raw)).signed_bytes() == env.signed_bytes()
     assert opened == payload
+
+
+def test_nonce_cache_reads_the_older_single_object_file(tmp_path: Path) -> None:
+    path = tmp_path / "nonces.jsonl"
+    path.write_text(json.dumps({"old-nonce": NOW + 100}))  # written by an edged before the line format
+    cache = NonceCache(path)
+    assert not cache.add("old-nonce", NOW + 100, now=NOW)  # still a replay
+    assert cache.add("new-nonce", NOW + 100, now=NOW)
+    assert [json.loads(line)[0] for line in path.read_text().splitlines()] == ["old-nonce", "new-nonce"]
