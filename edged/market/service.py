@@ -113,6 +113,8 @@ class Marketplace:
         self._names: tuple[float, set[str]] = (0.0, set())
         self._lock = threading.Lock()
         self.replies: dict[str, Reply] = {}
+        #: commands sent and not yet answered: id -> (device, when to stop waiting); only their replies are kept
+        self._awaiting: dict[str, tuple[str, float]] = {}
         self.last_device_message = 0.0
         self.chunk_server = ChunkServer(catalog, self.client, **(chunk_options or {})) if serve else None
 
@@ -238,7 +240,12 @@ class Marketplace:
                 self._check_device(device, rep.device)
                 if rep.id:
                     with self._lock:
-                        self.replies[rep.id] = rep
+                        # a reply is kept only for a command this process sent to that very device, once: a device
+                        # cannot grow this table or answer for another device's command
+                        awaited = self._awaiting.get(rep.id)
+                        if awaited is not None and awaited[0] == device:
+                            del self._awaiting[rep.id]
+                            self.replies[rep.id] = rep
                 self._emit(device, "reply", rep)
         except (ValidationError, ValueError) as exc:
             log.warning("bad device message", extra={"topic": msg.topic, "error": str(exc)[:300]})
@@ -483,6 +490,11 @@ class Marketplace:
             from_version=from_version,
         )
         env = sign_envelope(cmd.model_dump(mode="json"), self.key, self.command_ttl_s)
+        now = time.time()
+        with self._lock:
+            for cid in [c for c, (_, until) in self._awaiting.items() if until < now]:
+                del self._awaiting[cid]
+            self._awaiting[cmd.id] = (topics.check_id(device), now + self.command_ttl_s)
         self.client.publish(topics.cmd(topics.check_id(device)), env.model_dump_json(), qos=1).wait_for_publish(20)
         return cmd.id
 
