@@ -419,8 +419,8 @@ class DeviceAgent:
 
     @property
     def alive(self) -> bool:
-        """True while the worker thread runs (False before ``start`` and after it stopped or died)."""
-        return self._worker is not None and self._worker.is_alive()
+        """True while the worker thread runs (False before ``start``, after it stopped, and once it is dying)."""
+        return self._worker is not None and self._worker.is_alive() and self.fatal is None
 
     def inbox_stats(self) -> InboxStats:
         """The inbound queue's size, peaks and drops."""
@@ -492,7 +492,6 @@ class DeviceAgent:
     def _worker_died(self, exc: BaseException) -> None:
         """Say so, look dead to the marketplace (presence ``offline``, disconnect) and tell the owner."""
         self.fatal = exc
-        self.dead.set()
         log.critical(
             "agent worker died: the deploy agent stops and the process must exit",
             exc_info=exc,
@@ -503,8 +502,11 @@ class DeviceAgent:
             self._publish(topics.presence(self.device_id), offline.model_dump_json(), retain=True).wait_for_publish(5)
         with contextlib.suppress(Exception):
             self.client.disconnect()
-        if self._on_fatal is not None:
-            self._on_fatal(exc)
+        try:
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
+        finally:
+            self.dead.set()  # last: whoever waits on it sees the whole of the above done
 
     def wait_idle(self, timeout: float = 20.0) -> bool:
         """True once no job is in progress and the queue is empty (for tests and benchmarks)."""
