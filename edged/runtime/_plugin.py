@@ -543,12 +543,12 @@ class Plugin:
         if timeout is not None:
             store.set_epoch_deadline(int(timeout / TICK_MS) + 1)
             self.env.deadline = time.monotonic() + timeout / 1000.0
-            TICKER.arm()
+            TICKER.arm(self.compiled.engine)
         try:
             return self._start(inst, linker)
         finally:
             if timeout is not None:
-                TICKER.disarm()
+                TICKER.disarm(self.compiled.engine)
                 self.env.deadline = None
             if wasi_output is not None and self._inst is inst:
                 wasi_output.drain()
@@ -624,7 +624,7 @@ class Plugin:
         if timeout is not None:
             store.set_epoch_deadline(int(timeout / TICK_MS) + 1)
             self.env.deadline = time.monotonic() + timeout / 1000.0
-            TICKER.arm()
+            TICKER.arm(self.compiled.engine)
         try:
             rc = caller()
         except wasmtime.ExitTrap as exc:  # WASI proc_exit: 0 with no error is a success
@@ -642,7 +642,7 @@ class Plugin:
         finally:
             self.env.deadline = None
             if timeout is not None:
-                TICKER.disarm()
+                TICKER.disarm(self.compiled.engine)
                 store.set_epoch_deadline(UNLIMITED_TICKS)
             if fuel is not None:  # also after a failure: a budget report needs what the failed call burnt
                 self.last_fuel_used = fuel - store.get_fuel()
