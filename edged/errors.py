@@ -42,6 +42,10 @@ class PluginTimeout(PluginError, TimeoutError):
     """The call passed its wall-clock deadline (``"timeout"``)."""
 
 
+class PluginCancelled(PluginError):
+    """The call was stopped through its plugin's cancel handle (``"cancelled"``)."""
+
+
 class OutOfMemory(PluginError, MemoryError):
     """The plugin hit its memory limit (``"oom"``)."""
 

@@ -1,7 +1,8 @@
 """edged's Extism-compatible WebAssembly plugin host, built directly on wasmtime.
 
 It knows nothing of LEDs: plugins are bytes in, bytes out, with a kernel for memory handles, a manifest and host
-functions. The API mirrors the official ``extism`` Python SDK::
+functions. The package is a drop-in replacement for the official ``extism`` Python SDK (``from edged import runtime
+as extism``); docs/runtime.md lists the intended differences::
 
     from edged.runtime import Plugin
     with Plugin("count_vowels.wasm", config={"thing": "x"}) as p:
@@ -15,14 +16,36 @@ from ..errors import (
     OutOfFuel,
     OutOfMemory,
     OutputTooLarge,
+    PluginCancelled,
     PluginError,
     PluginLoadError,
     PluginTimeout,
     PluginTrap,
 )
 from ._cache import ModuleCache, default_cache, default_cache_dir
+from ._compat import (
+    EXTISM_RUNTIME_VERSION,
+    CancelHandle,
+    CustomLogger,
+    Error,
+    extism_version,
+    set_log_custom,
+    set_log_file,
+)
 from ._env import DEFAULT_MAX_HTTP_RESPONSE_BYTES, DEFAULT_MAX_VAR_BYTES, LogLimiter, log_text
-from ._host_fn import CurrentPlugin, HostFunction, Json, host_fn
+from ._host_fn import (
+    HOST_FN_REGISTRY,
+    Codec,
+    CurrentPlugin,
+    Function,
+    HostFunction,
+    Json,
+    Memory,
+    Pickle,
+    Val,
+    ValType,
+    host_fn,
+)
 from ._layout import PAGE
 from ._manifest import EdgedBlock, Manifest, MemoryOptions, WasmData, WasmPath, WasmUrl, parse_manifest
 from ._plugin import CompiledPlugin, Plugin
@@ -30,10 +53,17 @@ from ._plugin import CompiledPlugin, Plugin
 __all__ = [
     "DEFAULT_MAX_HTTP_RESPONSE_BYTES",
     "DEFAULT_MAX_VAR_BYTES",
+    "EXTISM_RUNTIME_VERSION",
+    "HOST_FN_REGISTRY",
     "PAGE",
+    "CancelHandle",
+    "Codec",
     "CompiledPlugin",
     "CurrentPlugin",
+    "CustomLogger",
     "EdgedBlock",
+    "Error",
+    "Function",
     "FunctionNotFound",
     "HostFunction",
     "HostFunctionError",
@@ -41,22 +71,30 @@ __all__ = [
     "LogLimiter",
     "Manifest",
     "ManifestError",
+    "Memory",
     "MemoryOptions",
     "ModuleCache",
     "OutOfFuel",
     "OutOfMemory",
     "OutputTooLarge",
+    "Pickle",
     "Plugin",
+    "PluginCancelled",
     "PluginError",
     "PluginLoadError",
     "PluginTimeout",
     "PluginTrap",
+    "Val",
+    "ValType",
     "WasmData",
     "WasmPath",
     "WasmUrl",
     "default_cache",
     "default_cache_dir",
+    "extism_version",
     "host_fn",
     "log_text",
     "parse_manifest",
+    "set_log_custom",
+    "set_log_file",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
@@ -15,8 +16,10 @@ import wasmtime
 
 from ..errors import (
     FunctionNotFound,
+    ManifestError,
     OutOfFuel,
     OutOfMemory,
+    PluginCancelled,
     PluginError,
     PluginLoadError,
     PluginTimeout,
@@ -26,7 +29,7 @@ from . import _layout as L
 from ._cache import ModuleCache, default_cache
 from ._engine import ENGINE, TICK_MS, TICKER, UNLIMITED_FUEL, UNLIMITED_TICKS, UNMETERED_ENGINE
 from ._env import ENV_HOST_FUNCTIONS, HostEnv, extism_log_level, log_text
-from ._host_fn import HostFunction
+from ._host_fn import HOST_CONTEXT, HOST_FN_REGISTRY, HostFunction
 from ._kernel import HOST_EXPORTS, KERNEL_EXPORTS, Kernel
 from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_manifest, read_module
 from ._rawcall import define_func, define_raw_func, export_indices, exports_at, no_arg_caller, value_kinds
@@ -100,8 +103,62 @@ def trap_message(text: str) -> str:
     return f"{cause} (wasm backtrace: {'; '.join(frames)})" if frames else cause
 
 
+class _Registered:
+    """The default of ``functions=``: every function made with ``@host_fn`` (as in the Extism SDK)."""
+
+    def __repr__(self) -> str:
+        return "<every @host_fn function>"
+
+
+#: ``functions=`` not given: link every registered ``@host_fn`` function that a module imports
+REGISTERED: Any = _Registered()
+
+
+def _functions(functions: Iterable[HostFunction] | None) -> list[HostFunction]:
+    if functions is REGISTERED:
+        return list(HOST_FN_REGISTRY)
+    return list(functions or ())
+
+
+def _as_wasm(data: bytes) -> bytes:
+    """Module bytes as wasm: WebAssembly text (WAT) is accepted too, as Extism's runtime accepts it."""
+    if data[:4] == b"\0asm":
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data  # not text: let the compiler report what is wrong with it
+    if not text.lstrip().startswith("("):
+        return data
+    try:
+        return wasmtime.wat2wasm(text)
+    except wasmtime.WasmtimeError as exc:
+        raise PluginLoadError(f"invalid WebAssembly text: {str(exc).strip()}") from None
+
+
+def _config(config: Any) -> dict[str, str]:
+    """Config values: strings; ``None`` means the key is absent (as in Extism). Anything else is an error here,
+    where the Extism runtime silently drops the whole config."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ManifestError(f"config must be a mapping of strings to strings, not {type(config).__name__}")
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise ManifestError(f"config keys must be strings, got {key!r}")
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ManifestError(
+                f"config value of {key!r} must be a string, got {type(value).__name__} (use str() or json.dumps())"
+            )
+        out[key] = value
+    return out
+
+
 def _resolve(plugin: Any) -> tuple[Manifest, Path | None]:
-    """Turn a path, bytes, JSON text, dict or :class:`Manifest` into a manifest and its base directory."""
+    """Turn a path, bytes, JSON text, WAT text, dict or :class:`Manifest` into a manifest and its base directory."""
     if isinstance(plugin, Manifest):
         return plugin, None
     if isinstance(plugin, dict):
@@ -113,6 +170,8 @@ def _resolve(plugin: Any) -> tuple[Manifest, Path | None]:
         return Manifest(wasm=[WasmData(data=raw)]), None
     if isinstance(plugin, str) and plugin.lstrip().startswith("{"):
         return parse_manifest(plugin), None
+    if isinstance(plugin, str) and plugin.lstrip().startswith("("):  # WebAssembly text
+        return Manifest(wasm=[WasmData(data=plugin.encode())]), None
     if isinstance(plugin, str | Path):
         p = Path(plugin)
         if p.suffix == ".json":
@@ -148,9 +207,9 @@ class CompiledPlugin:
     def __init__(
         self,
         plugin: Any,
-        *,
         wasi: bool = False,
-        functions: Iterable[HostFunction] | None = (),
+        functions: Iterable[HostFunction] | None = REGISTERED,
+        *,
         allow_urls: bool = False,
         cache: ModuleCache | None = None,
         metered: bool = False,
@@ -159,13 +218,13 @@ class CompiledPlugin:
         self.engine = ENGINE if metered else UNMETERED_ENGINE
         self.manifest, base_dir = _resolve(plugin)
         self.wasi = wasi
-        self.functions = list(functions or ())
+        self.functions = _functions(functions)
         cache = cache if cache is not None else default_cache()
         self.modules: dict[str, wasmtime.Module] = {}
         #: memories and tables the plugin's modules define, all of which the store's limits must cover
         self.memories = self.tables = 0
         for name, src in self.manifest.modules():
-            wasm = read_module(src, base_dir, allow_urls)
+            wasm = _as_wasm(read_module(src, base_dir, allow_urls))
             self.modules[name] = cache.load(wasm, self.engine)
             memories, tables = defined_memories_and_tables(wasm)
             self.memories += memories
@@ -310,10 +369,10 @@ class Plugin:
     def __init__(
         self,
         plugin: Any,
-        *,
         wasi: bool = False,
-        config: Mapping[str, str] | None = None,
-        functions: Iterable[HostFunction] | None = (),
+        config: Mapping[str, str | None] | None = None,
+        functions: Iterable[HostFunction] | None = REGISTERED,
+        *,
         fuel: int | None = None,
         timeout_ms: int | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
@@ -325,7 +384,9 @@ class Plugin:
         kernel_memory_limit: int | None = None,
     ) -> None:
         if isinstance(plugin, CompiledPlugin):
-            given = [n for n, v in (("wasi", wasi), ("functions", functions), ("allow_urls", allow_urls)) if v]
+            given = [n for n, v in (("wasi", wasi), ("allow_urls", allow_urls)) if v]
+            if functions is not REGISTERED and functions:
+                given.append("functions")
             if cache is not None:
                 given.append("cache")
             if given:  # these shape the compilation: silently ignoring them would surprise
@@ -339,7 +400,10 @@ class Plugin:
             )
         m = self.compiled.manifest
         self.name = self.compiled.name
-        self.config: dict[str, str] = {**m.config, **(config or {})}
+        self.config: dict[str, str] = {**m.config, **_config(config)}
+        #: a unique id, as the SDK's ``Plugin.id``
+        self.id = uuid.uuid4()
+        self._cancel: Any = None
         self._fuel: int | None = None
         self.fuel = fuel
         self.timeout_ms = timeout_ms if timeout_ms is not None else m.timeout_ms
@@ -601,8 +665,37 @@ class Plugin:
 
     # --- calls -------------------------------------------------------------------------------------------------
 
-    def call(self, name: str, data: bytes | str = b"", parse: Callable[[bytes], Any] | None = None) -> Any:
-        """Call export ``name`` with ``data`` as input and return its output bytes (or ``parse(output)``)."""
+    def cancel_handle(self) -> Any:
+        """A handle whose ``cancel()`` stops this plugin's running call from another thread (see
+        :class:`~edged.runtime.CancelHandle`; the call fails with :class:`~edged.errors.PluginCancelled`)."""
+        from ._compat import CancelHandle
+
+        return CancelHandle(self)
+
+    def _cancellation(self) -> Any:
+        if self._cancel is None:
+            from ._compat import Cancellation
+
+            self._cancel = Cancellation(self.compiled.engine)
+        return self._cancel
+
+    def call(
+        self,
+        name: str,
+        data: bytes | str = b"",
+        parse: Callable[[bytes], Any] | None = None,
+        host_context: Any = None,
+    ) -> Any:
+        """Call export ``name`` with ``data`` as input and return its output bytes (or ``parse(output)``).
+
+        ``host_context`` is what host functions get from ``CurrentPlugin.host_context()`` during this call.
+        """
+        if host_context is not None:
+            token = HOST_CONTEXT.set(host_context)
+            try:
+                return self.call(name, data, parse)
+            finally:
+                HOST_CONTEXT.reset(token)
         if isinstance(data, str):
             data = data.encode()
         inst = self._inst or self._instantiate()
@@ -625,6 +718,9 @@ class Plugin:
             store.set_epoch_deadline(int(timeout / TICK_MS) + 1)
             self.env.deadline = time.monotonic() + timeout / 1000.0
             TICKER.arm(self.compiled.engine)
+        cancel = self._cancel
+        if cancel is not None:
+            cancel.begin(store, self.env.deadline)
         try:
             rc = caller()
         except wasmtime.ExitTrap as exc:  # WASI proc_exit: 0 with no error is a success
@@ -633,13 +729,21 @@ class Plugin:
             self._drop_instance()
             raise
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            error = self._classify(exc, inst)
+            reason = cancel.reason if cancel is not None else None
+            if reason == "cancelled":
+                error: PluginError = PluginCancelled("cancelled")
+            elif reason == "timeout":
+                error = PluginTimeout("timeout")
+            else:
+                error = self._classify(exc, inst)
             self._drop_instance()
             raise error from exc
         except BaseException:  # KeyboardInterrupt and the like, mid-call: the instance is in an unknown state
             self._drop_instance()
             raise
         finally:
+            if cancel is not None:
+                cancel.end()
             self.env.deadline = None
             if timeout is not None:
                 TICKER.disarm(self.compiled.engine)

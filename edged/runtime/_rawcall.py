@@ -158,8 +158,9 @@ def define_raw_func(
         linker.define_func(module, name, ty, fn)
         return
     params, results = kinds if kinds is not None else value_kinds(ty)
-    if len(results) > 1:
-        raise ValueError("raw host functions return at most one value")
+    if len(results) > 1:  # several results (a tuple-returning host function): wasmtime-py's own path
+        linker.define_func(module, name, ty, fn)
+        return
     idx = next(_raw_ids)
     _RAW_FUNCS[idx] = (fn, params, results[0] if results else None)
     mod, nm = module.encode(), name.encode()

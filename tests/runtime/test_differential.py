@@ -87,10 +87,11 @@ def test_kitchen_matches_the_sdk(built_plugin: Any, export: str, data: bytes) ->
     assert _outcome(ours.call, export, data) == _outcome(theirs.call, export, data)
 
 
-def test_int_host_function_result_is_the_raw_value(built_plugin: Any) -> None:
-    # Deliberate difference: the SDK returns an `int` result as a handle to 8 bytes, so the plugin's i64 is an address.
+def test_int_host_function_result_is_a_handle_as_in_the_sdk(built_plugin: Any) -> None:
+    # The SDK returns an `int` result as a handle to its 8 bytes, and so does edged now (issue 14): the plugin's
+    # i64 is an address in both (not the same one: the kernels lay memory out differently); test_compat.py reads it
     ours, theirs = pair(built_plugin("kitchen"))
-    assert ours.call("add_host", b"") == b"42"
+    assert ours.call("add_host", b"") != b"42"
     assert theirs.call("add_host", b"") != b"42"
 
 

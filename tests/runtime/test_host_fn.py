@@ -49,7 +49,9 @@ def test_json_in_and_out() -> None:
 
 
 def test_raw_ints_and_custom_namespace() -> None:
-    @host_fn(namespace="math")
+    # an annotated `-> int` returns a handle to 8 bytes, as in the SDK (test_compat.py); a raw i64 result is
+    # declared with kind names
+    @host_fn(namespace="math", signature=(["i64", "i64"], ["i64"]))
     def add(a: int, b: int) -> int:
         return a + b
 
@@ -65,7 +67,7 @@ def test_raw_ints_and_custom_namespace() -> None:
 def test_current_plugin_and_user_data() -> None:
     seen: list[str] = []
 
-    @host_fn(name="shout", user_data="ctx")
+    @host_fn(name="shout", user_data="ctx", signature=(["current", "i64"], ["i64"]))
     def echo_twice(current: CurrentPlugin, handle: int, extra: str) -> int:
         seen.append(extra)
         data = current.read(handle)
@@ -136,7 +138,7 @@ def test_keyboard_interrupt_propagates_as_itself() -> None:
 def test_missing_host_function_fails_at_load_naming_it() -> None:
     plugin = _with_import('(import "extism:host/user" "shout" (func $hf (param i64) (result i64)))', RUN_HANDLE)
     with pytest.raises(PluginLoadError, match="unknown function extism:host/user::shout"):
-        Plugin(plugin)
+        Plugin(plugin, functions=[])  # without functions=, every @host_fn function (a "shout" among them) links
 
 
 def test_host_function_type_mismatch_fails_at_load() -> None:
