@@ -123,6 +123,9 @@ class HostEnv:
         self.max_http = DEFAULT_MAX_HTTP_RESPONSE_BYTES if max_http_response_bytes is None else max_http_response_bytes
         self.http_status = 0
         self.http_headers: dict[str, str] | None = None
+        #: hand the last response's headers to the plugin (``http_headers``)? Off by default, as in Extism, where
+        #: the plugin then sees no headers (``{}`` from the PDKs)
+        self.http_response_headers = False
         self._k = kernel_ref
         #: ``time.monotonic()`` by which the current call must end (set by the plugin around each call), or None
         self.deadline: float | None = None
@@ -233,13 +236,13 @@ class HostEnv:
                     raise PluginError(f"HTTP redirect to {newurl} is not allowed")
                 return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-        return urllib.request.build_opener(CheckedRedirects)
+        return urllib.request.build_opener(CheckedRedirects, _NoDefaultContentType)
 
     def http_status_code(self) -> int:
         return self.http_status
 
     def http_headers_json(self) -> int:
-        if self.http_headers is None:
+        if self.http_headers is None or not self.http_response_headers:
             return 0
         return self._k().alloc_bytes(json.dumps(self.http_headers).encode())
 
@@ -259,6 +262,20 @@ class HostEnv:
         for name, level in levels.items():
             fns[f"log_{name}"] = (wasmtime.FuncType([_I64], []), self._log(level))
         return fns
+
+
+class _NoDefaultContentType(urllib.request.BaseHandler):
+    """urllib gives a request with a body ``Content-Type: application/x-www-form-urlencoded`` unless one is set;
+    Extism sends what the plugin asked for and nothing more. Runs after urllib's own request processing."""
+
+    handler_order = 1000
+
+    def http_request(self, request: urllib.request.Request) -> urllib.request.Request:
+        if "Content-type" not in request.headers:  # the plugin's own headers (urllib capitalizes the names)
+            request.unredirected_hdrs.pop("Content-type", None)
+        return request
+
+    https_request = http_request
 
 
 #: The longest an HTTP request may take when the call has no deadline of its own.

@@ -382,6 +382,7 @@ class Plugin:
         init_fuel: int | None = None,
         init_timeout_ms: int | None = None,
         kernel_memory_limit: int | None = None,
+        http_response_headers: bool = False,
     ) -> None:
         if isinstance(plugin, CompiledPlugin):
             given = [n for n, v in (("wasi", wasi), ("allow_urls", allow_urls)) if v]
@@ -442,6 +443,8 @@ class Plugin:
             m.memory.max_http_response_bytes,
             self._kernel_ref,
         )
+        #: give plugins the last HTTP response's headers (``http_headers``); off by default, as in Extism
+        self.env.http_response_headers = http_response_headers
         self.last_fuel_used: int | None = None
         #: fuel the last instance creation burnt (start functions and initialisation), when fuel was limited
         self.last_init_fuel_used: int | None = None
