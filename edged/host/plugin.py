@@ -191,6 +191,7 @@ class DevicePlugin:
             init_timeout_ms=init_timeout_ms,
             max_output_bytes=OTHER_OUTPUT_CAP,
             kernel_memory_limit=kernel_heap,
+            max_pages_caps_total=True,  # the device's budget bounds what the plugin holds, not only what it grows
         )
         self._setup_done = False
         self._budget: int | None = None

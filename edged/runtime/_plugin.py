@@ -33,7 +33,7 @@ from ._host_fn import HOST_CONTEXT, HOST_FN_REGISTRY, HostFunction
 from ._kernel import HOST_EXPORTS, KERNEL_EXPORTS, Kernel
 from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_manifest, read_module
 from ._rawcall import define_func, define_raw_func, export_indices, exports_at, no_arg_caller, value_kinds
-from ._sections import defined_memories_and_tables
+from ._sections import defined_memories_and_tables, memory_minimums
 from ._wasi import WasiOutput
 from ._wasi_guard import guard_wasi
 
@@ -223,10 +223,13 @@ class CompiledPlugin:
         self.modules: dict[str, wasmtime.Module] = {}
         #: memories and tables the plugin's modules define, all of which the store's limits must cover
         self.memories = self.tables = 0
+        #: the initial size (pages) of the largest memory the plugin's modules define
+        self.largest_initial_pages = 0
         for name, src in self.manifest.modules():
             wasm = _as_wasm(read_module(src, base_dir, allow_urls))
             self.modules[name] = cache.load(wasm, self.engine)
             memories, tables = defined_memories_and_tables(wasm)
+            self.largest_initial_pages = max([self.largest_initial_pages, *memory_minimums(wasm)])
             self.memories += memories
             self.tables += tables
         if self.tables > MAX_TABLES:
@@ -383,6 +386,7 @@ class Plugin:
         init_timeout_ms: int | None = None,
         kernel_memory_limit: int | None = None,
         http_response_headers: bool = False,
+        max_pages_caps_total: bool = False,
     ) -> None:
         if isinstance(plugin, CompiledPlugin):
             given = [n for n, v in (("wasi", wasi), ("allow_urls", allow_urls)) if v]
@@ -418,10 +422,7 @@ class Plugin:
         if init_timeout_ms is not None and init_timeout_ms <= 0:
             raise ValueError("init_timeout_ms must be positive")
         self.max_output_bytes = max_output_bytes
-        #: max_pages is a budget across every memory the plugin's modules define: each may grow to its share
-        self.memory_limit = (
-            m.memory.max_pages // max(self.compiled.memories, 1) * L.PAGE if m.memory.max_pages else None
-        )
+        self.memory_limit = self._memory_limit(m.memory.max_pages, max_pages_caps_total)
         #: bytes the kernel's block heap may use beyond a call's input (what the plugin allocates there, and the
         #: results host functions give it); by default as much as max_pages allows the plugin itself, else None
         self.kernel_memory_limit = (
@@ -450,6 +451,24 @@ class Plugin:
         self.last_init_fuel_used: int | None = None
         #: vars served by the kernel (in wasm) unless the budget is too big to reserve in kernel memory
         self._kernel_vars = self.env.max_var_bytes <= KERNEL_VARS_MAX_BYTES
+
+    def _memory_limit(self, max_pages: int | None, caps_total: bool) -> int | None:
+        """The store's per-memory byte limit for ``memory.max_pages``.
+
+        As in Extism, ``max_pages`` limits the pages a plugin *grows* after instantiation: a memory starts at its
+        declared size (which may not exceed ``max_pages``) and may grow by ``max_pages`` more. With several
+        memories the growth is split between them. ``caps_total`` (the device's budget) makes ``max_pages`` a
+        hard cap on the total instead, split between the memories.
+        """
+        if not max_pages:
+            return None
+        share = max_pages // max(self.compiled.memories, 1)
+        if caps_total:
+            return share * L.PAGE
+        initial = self.compiled.largest_initial_pages
+        if initial > max_pages:  # refused when the instance is created, as "oom"
+            return max_pages * L.PAGE
+        return min(initial + share, 65536) * L.PAGE
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 

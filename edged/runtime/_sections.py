@@ -57,3 +57,28 @@ def largest_function_body(wasm: bytes) -> int:
     except IndexError:
         pass
     return 0
+
+
+def memory_minimums(wasm: bytes) -> list[int]:
+    """The initial size (in pages) of each memory the module defines. Call only on a module wasmtime accepted."""
+    if wasm[:4] != b"\0asm":
+        return []
+    pos = 8
+    while pos < len(wasm):
+        section = wasm[pos]
+        size, pos = _uleb(wasm, pos + 1)
+        if section == _MEMORY_SECTION:
+            count, p = _uleb(wasm, pos)
+            minimums = []
+            for _ in range(count):
+                flags = wasm[p]
+                minimum, p = _uleb(wasm, p + 1)
+                if flags & 0x01:  # a maximum follows
+                    _, p = _uleb(wasm, p)
+                if flags & 0x08:  # custom page size (log2): count in 64 KiB pages all the same
+                    log2, p = _uleb(wasm, p)
+                    minimum = (minimum << log2) // 65536
+                minimums.append(minimum)
+            return minimums
+        pos += size
+    return []
