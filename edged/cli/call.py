@@ -1,18 +1,22 @@
-"""``edged call PLUGIN FUNCTION``: call one export of a plugin, modelled on ``extism call``.
+"""``edged call PLUGIN FUNCTION``: call one export of a plugin, modelled on ``extism call`` (it takes every
+``extism call`` flag, with the same meaning, plus ``--fuel`` and ``--input-file``).
 
 Output bytes go to stdout (with ``--loop N``, one line per call). Exit code 0 on success, 1 when the plugin
-fails (message on stderr), 2 for bad usage or a module that cannot load.
+fails (message on stderr), 2 for bad usage or a module that cannot load. The plugin's log is off unless
+``--log-level`` is given (then it goes to stderr), as with ``extism call``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError, PluginLoadError
-from ..runtime import Plugin
+from ..runtime import Plugin, set_log_file
 from ..runtime._manifest import Manifest, WasmPath, load_manifest_file
 
 
@@ -23,11 +27,37 @@ def register(sub: Any) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", "-i", metavar="TEXT", help="input text")
     src.add_argument("--input-file", metavar="F", help="read the input from file F ('-' for stdin)")
-    p.add_argument("--config", "-c", metavar="K=V", action="append", default=[], help="config key (repeatable)")
+    src.add_argument("--stdin", action="store_true", help="read the input from stdin")
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="K=V",
+        action="append",
+        default=[],
+        help="config value (repeatable); a KEY without '=' sets it to the empty string",
+    )
+    p.add_argument(
+        "--set-config", metavar="JSON", help="config as a JSON object of strings; --config values override it"
+    )
     p.add_argument("--wasi", action="store_true", help="enable WASI")
     p.add_argument("--fuel", type=int, metavar="N", help="fuel limit per call")
-    p.add_argument("--timeout-ms", type=int, metavar="N", help="wall-clock limit per call")
+    p.add_argument("--timeout-ms", "--timeout", type=int, metavar="N", help="wall-clock limit per call (ms)")
     p.add_argument("--allow-host", metavar="H", action="append", default=[], help="allow HTTP to host glob H")
+    p.add_argument(
+        "--allow-path",
+        metavar="HOST[:GUEST]",
+        action="append",
+        default=[],
+        help="pre-open a host directory for WASI, at GUEST (default: the same path); 'ro:' before it: read-only",
+    )
+    p.add_argument("--memory-max", type=int, metavar="PAGES", default=0, help="memory.max_pages (0: the manifest's)")
+    p.add_argument("--http-response-max", type=int, metavar="BYTES", default=-1, help="memory.max_http_response_bytes")
+    p.add_argument("--var-max", type=int, metavar="BYTES", default=-1, help="memory.max_var_bytes (0 disables vars)")
+    p.add_argument(
+        "--log-level",
+        choices=["trace", "debug", "info", "warn", "error"],
+        help="show the plugin's log at this level and above on stderr (default: off)",
+    )
     p.add_argument("--loop", type=int, metavar="N", default=1, help="call N times, one output line per call")
     p.add_argument("--manifest", "-m", action="store_true", help="PLUGIN is an Extism manifest JSON file")
     p.set_defaults(handler=run)
@@ -47,23 +77,66 @@ def _manifest(args: argparse.Namespace) -> Manifest:
             raise PluginLoadError(f"no such plugin file: {path}")
         manifest = Manifest(wasm=[WasmPath(path=str(path.resolve()))])
     config = dict(manifest.config)
-    for item in args.config:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--config expects K=V, got {item!r}")
+    if args.set_config is not None:
+        try:
+            doc = json.loads(args.set_config)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Invalid value for --set-config flag: {exc}") from None
+        if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+            raise ValueError("Invalid value for --set-config flag: expected a JSON object of strings")
+        config.update(doc)
+    for item in args.config:  # as extism call: KEY=VALUE, or a bare KEY for the empty string
+        key, _, value = item.partition("=")
         config[key] = value
     hosts = list(manifest.allowed_hosts or []) + args.allow_host
-    return manifest.model_copy(update={"config": config, "allowed_hosts": hosts or manifest.allowed_hosts})
+    paths = dict(manifest.allowed_paths or {})
+    for item in args.allow_path:
+        paths.update([_allow_path(item)])
+    limits: dict[str, int] = {}
+    if args.memory_max > 0:
+        limits["max_pages"] = args.memory_max
+    if args.http_response_max >= 0:
+        limits["max_http_response_bytes"] = args.http_response_max
+    if args.var_max >= 0:
+        limits["max_var_bytes"] = args.var_max
+    memory = manifest.memory.model_copy(update=limits)
+    return manifest.model_copy(
+        update={
+            "config": config,
+            "allowed_hosts": hosts or manifest.allowed_hosts,
+            "allowed_paths": paths or manifest.allowed_paths,
+            "memory": memory,
+        }
+    )
+
+
+def _allow_path(item: str) -> tuple[str, str]:
+    """``HOST`` or ``HOST:GUEST`` as ``extism call`` splits it (everything after the first ':' is the guest
+    path); edged's ``ro:`` prefix for a read-only directory is kept on the host path."""
+    ro = item.startswith("ro:")
+    host, sep, guest = item.removeprefix("ro:").partition(":")
+    if not host:
+        raise ValueError(f"--allow-path needs a directory, got {item!r}")
+    return ("ro:" if ro else "") + host, guest if sep else host
 
 
 def _input(args: argparse.Namespace) -> bytes:
     if args.input is not None:
         return args.input.encode()
-    if args.input_file == "-":
+    if args.stdin or args.input_file == "-":
         return sys.stdin.buffer.read()
     if args.input_file:
         return Path(args.input_file).read_bytes()
     return b""
+
+
+def _logging(level: str | None) -> None:
+    """Off by default, as ``extism call``; ``--log-level`` sends the plugin's lines to stderr (before the plugin
+    exists, so its ``get_log_level`` sees the level)."""
+    if level is None:
+        logging.getLogger("edged.plugin").setLevel(logging.CRITICAL + 1)
+    else:
+        set_log_file("stderr", level)  # type: ignore[arg-type]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         if args.loop < 1:
             raise ValueError("--loop must be at least 1")
         data = _input(args)
+        _logging(args.log_level)
         plugin = Plugin(_manifest(args), wasi=args.wasi, fuel=args.fuel, timeout_ms=args.timeout_ms)
     except (PluginLoadError, ValueError, OSError) as exc:
         print(f"edged call: {exc}", file=sys.stderr)
