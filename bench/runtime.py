@@ -14,7 +14,11 @@ floor is a no-argument export called through wasmtime-py's public API; a second 
 the same export through wasmtime's C call entry point (how edged itself calls wasm), so "edged / raw" there is the
 Extism protocol's own cost: reset, input, output and error.
 
-Usage: python bench/runtime.py [--quick] [--json FILE]
+A second table measures how late a ``timeout_ms`` deadline fires (the overshoot: time to the error minus the
+timeout) on an infinite loop, idle and while two busy Python threads keep the interpreter's lock (GIL) taken, for
+edged, for edged with its old Python ticker thread (``EDGED_EPOCH_TICKER=thread``), and for the SDK.
+
+Usage: python bench/runtime.py [--quick] [--json FILE] [--timeouts-only]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +68,88 @@ def measure(contenders: dict[str, Callable[[], object]], calls: int, rounds: int
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+LOOP = '(module (func (export "spin") (result i32) (loop $l (br $l)) (i32.const 0)))'
+TIMEOUT_MS = 100
+
+
+def _hog(stop: threading.Event) -> None:
+    n = 0
+    while not stop.is_set():
+        for _ in range(10_000):
+            n += 1
+
+
+def _overshoots(call: Callable[[], object], samples: int) -> list[float]:
+    """Seconds past TIMEOUT_MS at which each of ``samples`` calls of an infinite loop failed."""
+    out = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        try:
+            call()
+        except Exception:  # the timeout, as each host reports it
+            pass
+        else:
+            raise SystemExit("the infinite loop returned")
+        out.append(time.perf_counter() - start - TIMEOUT_MS / 1000)
+    return out
+
+
+def timeout_table(quick: bool) -> list[dict[str, object]]:
+    """Deadline overshoot, idle and with two GIL-hogging threads, for edged, its old ticker and the SDK."""
+    import edged.runtime._plugin as plugin_module
+    from edged.runtime._engine import ENGINE, UNMETERED_ENGINE, EpochTicker
+
+    os.environ["EDGED_EPOCH_TICKER"] = "thread"
+    try:
+        thread_ticker = EpochTicker([ENGINE, UNMETERED_ENGINE])
+    finally:
+        del os.environ["EDGED_EPOCH_TICKER"]
+    native_ticker = plugin_module.TICKER
+    manifest = {"wasm": [{"data": bytes(wasmtime.wat2wasm(LOOP))}], "timeout_ms": TIMEOUT_MS}
+    ours = Plugin(manifest, functions=[])
+    sdk = extism.Plugin(manifest, functions=[])
+
+    def old_ticker() -> object:
+        plugin_module.TICKER = thread_ticker  # type: ignore[attr-defined]
+        try:
+            return ours.call("spin")
+        finally:
+            plugin_module.TICKER = native_ticker  # type: ignore[attr-defined]
+
+    hosts: dict[str, tuple[Callable[[], object], int]] = {
+        f"edged ({native_ticker.kind} ticker)": (lambda: ours.call("spin"), 10 if quick else 40),
+        "edged (old Python ticker thread)": (old_ticker, 3 if quick else 10),
+        "extism SDK": (lambda: sdk.call("spin", b""), 10 if quick else 40),
+    }
+    rows: list[dict[str, object]] = []
+    for load in ("idle", "2 busy Python threads"):
+        stop = threading.Event()
+        hogs = [threading.Thread(target=_hog, args=(stop,), daemon=True) for _ in range(2 if load != "idle" else 0)]
+        for t in hogs:
+            t.start()
+        try:
+            for name, (call, samples) in hosts.items():
+                over = sorted(_overshoots(call, samples))
+                p99 = over[min(len(over) - 1, round(0.99 * (len(over) - 1)))]
+                rows.append({"load": load, "host": name, "median": statistics.median(over), "p99": p99, "n": samples})
+                print(f"  timeout overshoot, {load}, {name}: done", file=sys.stderr)
+        finally:
+            stop.set()
+            for t in hogs:
+                t.join()
+    return rows
+
+
+def print_timeout_table(rows: list[dict[str, object]]) -> None:
+    print()
+    print(f"Deadline overshoot: timeout_ms={TIMEOUT_MS} on an infinite loop (time to the error minus the timeout)")
+    print()
+    print("| load | host | median overshoot | p99 overshoot | calls |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['load']} | {r['host']} | {fmt(r['median'])} | {fmt(r['p99'])} | {r['n']} |")  # type: ignore[arg-type]
+
+
 def fmt(seconds: float) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.2f} ms"
@@ -73,7 +160,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds (for a smoke run)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--timeouts-only", action="store_true", help="only the deadline overshoot table")
     args = ap.parse_args()
+    if args.timeouts_only:
+        print_timeout_table(timeout_table(args.quick))
+        return 0
     for f in (WORKLOADS, COUNT_VOWELS):
         if not f.exists():
             print(f"missing {f}: run plugins/build first", file=sys.stderr)
@@ -251,8 +342,10 @@ def main() -> int:
             f"| {r['workload']} | {fmt(r['edged'])} | {fmt(r['extism SDK'])} | {raw} "  # type: ignore[arg-type]
             f"| {r['speedup_vs_sdk']:.2f}× | {vs_raw} |"
         )
+    timeouts = timeout_table(args.quick)
+    print_timeout_table(timeouts)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"calls": rows, "timeouts": timeouts}, indent=2))
     return 0
 
 
