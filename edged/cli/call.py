@@ -44,6 +44,18 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout-ms", "--timeout", type=int, metavar="N", help="wall-clock limit per call (ms)")
     p.add_argument("--allow-host", metavar="H", action="append", default=[], help="allow HTTP to host glob H")
     p.add_argument(
+        "--enable-http-response-headers",
+        action="store_true",
+        help="let the plugin read the headers of HTTP responses (http_headers)",
+    )
+    p.add_argument(
+        "--link",
+        metavar="[NAME=]PATH",
+        action="append",
+        default=[],
+        help="link another module, named NAME (default: its file name without extension)",
+    )
+    p.add_argument(
         "--allow-path",
         metavar="HOST[:GUEST]",
         action="append",
@@ -76,14 +88,16 @@ def _manifest(args: argparse.Namespace) -> Manifest:
         if not path.is_file():
             raise PluginLoadError(f"no such plugin file: {path}")
         manifest = Manifest(wasm=[WasmPath(path=str(path.resolve()))])
+    if args.link:  # as extism call: the linked modules first, the plugin's own after them
+        manifest = manifest.model_copy(update={"wasm": [_link(item) for item in args.link] + list(manifest.wasm)})
     config = dict(manifest.config)
     if args.set_config is not None:
         try:
             doc = json.loads(args.set_config)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"Invalid value for --set-config flag: {exc}") from None
+            raise ValueError(f"invalid value for --set-config flag: {exc}") from None
         if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
-            raise ValueError("Invalid value for --set-config flag: expected a JSON object of strings")
+            raise ValueError("invalid value for --set-config flag: expected a JSON object of strings")
         config.update(doc)
     for item in args.config:  # as extism call: KEY=VALUE, or a bare KEY for the empty string
         key, _, value = item.partition("=")
@@ -108,6 +122,18 @@ def _manifest(args: argparse.Namespace) -> Manifest:
             "memory": memory,
         }
     )
+
+
+def _link(item: str) -> WasmPath:
+    """``--link NAME=PATH`` or ``--link PATH`` (named after the file, without its extension)."""
+    name, sep, path = item.partition("=")
+    if not sep:
+        name, path = Path(item).stem, item
+    if not name or not path:
+        raise ValueError(f"--link expects NAME=PATH or PATH, got {item!r}")
+    if not Path(path).is_file():
+        raise PluginLoadError(f"no such module file: {path}")
+    return WasmPath(path=str(Path(path).resolve()), name=name)
 
 
 def _allow_path(item: str) -> tuple[str, str]:
@@ -145,7 +171,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--loop must be at least 1")
         data = _input(args)
         _logging(args.log_level)
-        plugin = Plugin(_manifest(args), wasi=args.wasi, fuel=args.fuel, timeout_ms=args.timeout_ms)
+        plugin = Plugin(
+            _manifest(args),
+            wasi=args.wasi,
+            functions=[],
+            fuel=args.fuel,
+            timeout_ms=args.timeout_ms,
+            http_response_headers=args.enable_http_response_headers,
+        )
     except (PluginLoadError, ValueError, OSError) as exc:
         print(f"edged call: {exc}", file=sys.stderr)
         return 2

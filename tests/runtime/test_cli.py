@@ -53,7 +53,7 @@ def test_load_errors_and_bad_usage_exit_2(kitchen: Path, tmp_path: Path, capsys:
     assert main(["call", str(tmp_path / "missing.wasm"), "echo"]) == 2
     capsys.readouterr()
     assert main(["call", str(kitchen), "echo", "--set-config", "{not json"]) == 2  # (a bare --config KEY is ""
-    assert "Invalid value for --set-config flag" in capsys.readouterr().err  # as in extism call: test_cli_flags)
+    assert "invalid value for --set-config flag" in capsys.readouterr().err  # as in extism call: test_cli_flags)
     assert main(["call", str(kitchen), "echo", "--set-config", '{"n": 5}']) == 2
     assert "expected a JSON object of strings" in capsys.readouterr().err
     with pytest.raises(SystemExit) as ei:

@@ -1,6 +1,6 @@
 """Issue 14, point 7: ``edged call`` takes the flags of ``extism call`` with the same meaning: ``--stdin``,
 ``--allow-path``, ``--memory-max``, ``--http-response-max``, ``--var-max``, ``--set-config``, ``--log-level``,
-``--timeout`` and the ``--config KEY`` forms."""
+``--timeout``, ``--enable-http-response-headers``, ``--link`` and the ``--config KEY`` forms."""
 
 from __future__ import annotations
 
@@ -85,6 +85,8 @@ class _Big(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"z" * 5000)
 
+    do_POST = do_GET
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -105,6 +107,46 @@ def test_http_response_max(kitchen: Path, server: str) -> None:
     assert r.returncode == 1 and b"HTTP response exceeds the limit of 1000 bytes" in r.stderr
     r = _call(*base, "--http-response-max", "10000")
     assert (r.returncode, r.stdout) == (0, b"z" * 5000)
+
+
+def test_enable_http_response_headers(tmp_path: Path, server: str) -> None:
+    from tests.runtime.test_http_compat import HTTP_WAT
+
+    wasm = tmp_path / "http.wasm"
+    wasm.write_bytes(HTTP_WAT)
+    doc = json.dumps({"url": server + "/big", "method": "POST", "headers": {}})
+    # the plugin POSTs, then reads the response's headers: none unless the flag is given
+    for flags, expect in (([], b""), (["--enable-http-response-headers"], b"content-length")):
+        r = _call(str(wasm), "post_then_headers", "--allow-host", "127.0.0.1", "--input", doc, *flags)
+        assert r.returncode == 0, r.stderr
+        assert (expect in r.stdout.lower()) if expect else r.stdout == b""
+
+
+def test_link(tmp_path: Path) -> None:
+    from tests.conftest import wat
+
+    lib = tmp_path / "answers.wasm"
+    lib.write_bytes(wat('(module (func (export "answer") (result i64) (i64.const 42)))'))
+    main_wasm = tmp_path / "main.wasm"
+    main_wasm.write_bytes(
+        wat(
+            """(module
+      (import "answers" "answer" (func $answer (result i64)))
+      (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+      (import "extism:host/env" "store_u64" (func $store_u64 (param i64 i64)))
+      (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+      (func (export "run") (result i32) (local $h i64)
+        (local.set $h (call $alloc (i64.const 8)))
+        (call $store_u64 (local.get $h) (call $answer))
+        (call $output_set (local.get $h) (i64.const 8)) (i32.const 0)))"""
+        )
+    )
+    for link in (str(lib), f"answers={lib}"):
+        r = _call(str(main_wasm), "run", "--link", link)
+        assert r.returncode == 0, r.stderr
+        assert int.from_bytes(r.stdout, "little") == 42
+    r = _call(str(main_wasm), "run")
+    assert r.returncode == 2 and b"answers::answer" in r.stderr
 
 
 def test_log_level(kitchen: Path) -> None:

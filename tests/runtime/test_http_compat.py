@@ -15,7 +15,8 @@ from edged.runtime import Plugin
 from tests.conftest import wat
 
 #: POSTs the fixed body "hello" with the request document given as input; outputs the response body
-#: ("http_post"), or the JSON of the last response's headers, "" when the host returns none ("headers")
+#: ("http_post"), or the JSON of the last response's headers, "" when the host returns none ("headers"), or both
+#: steps in one call ("post_then_headers": the headers)
 HTTP_WAT = bytes(
     wat(
         r"""(module
@@ -47,6 +48,12 @@ HTTP_WAT = bytes(
     (local.set $b (call $http_request (call $copy_input) (call $copy (i32.const 0) (i64.const 5))))
     (if (i64.ne (local.get $b) (i64.const 0))
       (then (call $output_set (local.get $b) (call $length (local.get $b)))))
+    (i32.const 0))
+  (func (export "post_then_headers") (result i32) (local $h i64)
+    (drop (call $http_request (call $copy_input) (call $copy (i32.const 0) (i64.const 5))))
+    (local.set $h (call $http_headers))
+    (if (i64.ne (local.get $h) (i64.const 0))
+      (then (call $output_set (local.get $h) (call $length (local.get $h)))))
     (i32.const 0))
   (func (export "headers") (result i32) (local $h i64)
     (local.set $h (call $http_headers))
