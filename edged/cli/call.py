@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError, PluginLoadError
-from ..runtime import Plugin, set_log_file
+from ..runtime import Plugin
 from ..runtime._manifest import Manifest, WasmPath, load_manifest_file
 
 
@@ -67,8 +67,10 @@ def register(sub: Any) -> None:
     p.add_argument("--var-max", type=int, metavar="BYTES", default=-1, help="memory.max_var_bytes (0 disables vars)")
     p.add_argument(
         "--log-level",
+        dest="plugin_log_level",
         choices=["trace", "debug", "info", "warn", "error"],
-        help="show the plugin's log at this level and above on stderr (default: off)",
+        help="show the plugin's log at this level and above on stderr (default: off, unless edged's own --log-level "
+        "is given before the command)",
     )
     p.add_argument("--loop", type=int, metavar="N", default=1, help="call N times, one output line per call")
     p.add_argument("--manifest", "-m", action="store_true", help="PLUGIN is an Extism manifest JSON file")
@@ -156,13 +158,20 @@ def _input(args: argparse.Namespace) -> bytes:
     return b""
 
 
-def _logging(level: str | None) -> None:
-    """Off by default, as ``extism call``; ``--log-level`` sends the plugin's lines to stderr (before the plugin
-    exists, so its ``get_log_level`` sees the level)."""
-    if level is None:
-        logging.getLogger("edged.plugin").setLevel(logging.CRITICAL + 1)
-    else:
-        set_log_file("stderr", level)  # type: ignore[arg-type]
+#: ``extism call``'s log levels as Python's (5 is edged's TRACE)
+_LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
+
+
+def _logging(args: argparse.Namespace) -> None:
+    """The plugin's log: off by default, as under ``extism call``; ``call --log-level`` shows it at that level on
+    stderr (through edged's own log handler), as does edged's global ``--log-level``. Set before the plugin
+    exists, so its ``get_log_level`` sees the level."""
+    plugin_logs = logging.getLogger("edged.plugin")
+    if args.plugin_log_level is not None:
+        plugin_logs.setLevel(_LEVELS[args.plugin_log_level])
+    elif not getattr(args, "log_level_explicit", False):
+        plugin_logs.setLevel(logging.CRITICAL + 1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         if args.loop < 1:
             raise ValueError("--loop must be at least 1")
         data = _input(args)
-        _logging(args.log_level)
+        _logging(args)
         plugin = Plugin(
             _manifest(args),
             wasi=args.wasi,
