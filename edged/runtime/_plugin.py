@@ -115,8 +115,8 @@ REGISTERED: Any = _Registered()
 
 
 def _functions(functions: Iterable[HostFunction] | None) -> list[HostFunction]:
-    if functions is REGISTERED:
-        return list(HOST_FN_REGISTRY)
+    if functions is REGISTERED:  # a name defined again replaces the earlier function of that name
+        return list({(f.namespace, f.name): f for f in HOST_FN_REGISTRY}.values())
     return list(functions or ())
 
 

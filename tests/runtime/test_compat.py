@@ -422,3 +422,18 @@ def test_set_log_file_receives_plugin_log_lines(tmp_path: Path) -> None:
     finally:
         runtime.set_log_file("stderr", "error")
     assert log.read_text().strip(), "nothing was logged"
+
+
+def test_without_functions_every_host_fn_links_and_a_redefined_name_replaces_the_old_one() -> None:
+    @runtime.host_fn(name="hello_world")
+    def first(inp: str) -> str:
+        return "first"
+
+    @runtime.host_fn(name="hello_world")
+    def second(inp: str) -> str:
+        return "second"
+
+    assert runtime.Plugin(RELAY_WAT).call("count_vowels", "x") == b"second"
+    assert runtime.Plugin(RELAY_WAT, functions=[first]).call("count_vowels", "x") == b"first"
+    with pytest.raises(runtime.PluginLoadError, match="no host function provides it"):
+        runtime.Plugin(RELAY_WAT, functions=[])
