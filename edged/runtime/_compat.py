@@ -145,10 +145,12 @@ _CALLBACK = ctypes.CFUNCTYPE(
     ctypes.POINTER(ctypes.c_uint64),
     ctypes.POINTER(ctypes.c_uint8),
 )
-_set_callback = _ffi.dll.wasmtime_store_epoch_deadline_callback
+#: the same library under a CDLL of our own, so the prototypes declared here never change wasmtime-py's
+_lib = ctypes.CDLL(_ffi.dll._name)
+_set_callback = _lib.wasmtime_store_epoch_deadline_callback
 _set_callback.restype = None
 _set_callback.argtypes = [ctypes.c_void_p, _CALLBACK, ctypes.c_void_p, ctypes.c_void_p]
-_error_new = _ffi.dll.wasmtime_error_new
+_error_new = _lib.wasmtime_error_new
 _error_new.restype = ctypes.c_void_p
 _error_new.argtypes = [ctypes.c_char_p]
 
