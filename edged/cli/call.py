@@ -2,8 +2,9 @@
 ``extism call`` flag, with the same meaning, plus ``--fuel`` and ``--input-file``).
 
 Output bytes go to stdout (with ``--loop N``, one line per call). Exit code 0 on success, 1 when the plugin
-fails (message on stderr), 2 for bad usage or a module that cannot load. The plugin's log is off unless
-``--log-level`` is given (then it goes to stderr), as with ``extism call``.
+fails (message on stderr), 2 for bad usage or a module that cannot load. The plugin's log goes to stderr at
+edged's log level (warnings and errors by default, where ``extism call`` shows nothing unless asked);
+``--log-level`` after the command sets the plugin's own level, as with ``extism call``.
 """
 
 from __future__ import annotations
@@ -69,8 +70,7 @@ def register(sub: Any) -> None:
         "--log-level",
         dest="plugin_log_level",
         choices=["trace", "debug", "info", "warn", "error"],
-        help="show the plugin's log at this level and above on stderr (default: off, unless edged's own --log-level "
-        "is given before the command)",
+        help="show the plugin's log at this level and above on stderr (default: edged's own log level, warning)",
     )
     p.add_argument("--loop", type=int, metavar="N", default=1, help="call N times, one output line per call")
     p.add_argument("--manifest", "-m", action="store_true", help="PLUGIN is an Extism manifest JSON file")
@@ -164,14 +164,12 @@ _LEVELS["error"] = logging.ERROR
 
 
 def _logging(args: argparse.Namespace) -> None:
-    """The plugin's log: off by default, as under ``extism call``; ``call --log-level`` shows it at that level on
-    stderr (through edged's own log handler), as does edged's global ``--log-level``. Set before the plugin
-    exists, so its ``get_log_level`` sees the level."""
-    plugin_logs = logging.getLogger("edged.plugin")
+    """``call --log-level`` sets the plugin's level (its lines go to stderr through edged's own log handler);
+    without it the plugin logs at edged's level. Deliberately not ``extism call``'s default, which shows nothing:
+    a plugin's warnings and errors are what explain a failed call. Set before the plugin exists, so its
+    ``get_log_level`` sees the level."""
     if args.plugin_log_level is not None:
-        plugin_logs.setLevel(_LEVELS[args.plugin_log_level])
-    elif not getattr(args, "log_level_explicit", False):
-        plugin_logs.setLevel(logging.CRITICAL + 1)
+        logging.getLogger("edged.plugin").setLevel(_LEVELS[args.plugin_log_level])
 
 
 def run(args: argparse.Namespace) -> int:
