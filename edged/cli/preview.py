@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..bundled import bundled_dir
 from ..daemon.plugins import plugin_in_folder
 from ..errors import ConfigError, PluginError, PluginLoadError
 from ..hardware.backends import EmulatedBackend
@@ -53,7 +54,10 @@ class UsageError(ValueError):
 
 def register(sub: Any) -> None:
     p = sub.add_parser("preview", help="render a plugin in emulation (GIF, PNG or terminal)", description=__doc__)
-    p.add_argument("plugin", help="a .wasm file, a manifest .json or a plugin folder")
+    p.add_argument(
+        "plugin",
+        help="a .wasm file, a manifest .json, a plugin folder or a shipped demo plugin's name (fire, plasma, ...)",
+    )
     p.add_argument("--frames", "-n", type=int, default=60, metavar="N", help="frames to render (default 60)")
     p.add_argument("--fps", type=float, default=30.0, metavar="F", help="frame rate (default 30)")
     out = p.add_mutually_exclusive_group()
@@ -137,8 +141,11 @@ def _config(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _source(plugin: str) -> str:
-    """The plugin to load: the path given, or for a plugin folder the manifest or wasm the daemon would pick."""
+    """The plugin to load: the path given, or for a plugin folder the manifest or wasm the daemon would pick; a bare
+    name that is no file (``fire``) is one of the demo plugins edged ships."""
     path = Path(plugin)
+    if not path.exists() and len(path.parts) == 1 and (bundled_dir("plugins") / plugin).is_dir():
+        path = bundled_dir("plugins") / plugin
     if not path.is_dir():
         return plugin
     found = plugin_in_folder(path.resolve())

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..bundled import bundled_dir
 from ..deploy.agent import DEFAULT_CHUNK_SIZE, BrokerConfig
 from ..deploy.messages import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from ..engine.playlist import PlaylistItem
@@ -22,8 +23,8 @@ from ..tomlconfig import load_toml
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-#: The repository's plugin folder, used by the embedded default (present in a source checkout / editable install).
-BUNDLED_PLUGINS = Path(__file__).resolve().parents[2] / "plugins" / "gallery"
+#: The demo plugins the embedded default plays (shipped in the wheel; ``plugins/gallery`` in a checkout).
+BUNDLED_PLUGINS = bundled_dir("plugins")
 
 
 def default_state_dir() -> Path:

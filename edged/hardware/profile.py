@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..bundled import bundled_dir
 from ..errors import ConfigError
 from ..tomlconfig import load_toml
 from .backends import BackendConfig, EmulatedBackendConfig, SpiBackendConfig, Ws281xBackendConfig
@@ -106,7 +107,7 @@ def profile_dirs() -> list[Path]:
     if env := os.environ.get("EDGED_HARDWARE_DIR"):
         dirs.append(Path(env))
     dirs.append(Path("/etc/edged/hardware"))
-    dirs.append(Path(__file__).resolve().parents[2] / "hardware")
+    dirs.append(bundled_dir("hardware"))
     return dirs
 
 
@@ -131,8 +132,8 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
             hint = (
                 ""
                 if available
-                else "; profiles are looked up in $EDGED_HARDWARE_DIR, /etc/edged/hardware and a source checkout's "
-                "hardware/ folder: copy the repository's hardware/*.toml to one of them"
+                else "; profiles are looked up in $EDGED_HARDWARE_DIR, /etc/edged/hardware and the ones edged ships "
+                f"({bundled_dir('hardware')}, missing: reinstall edged)"
             )
             raise ConfigError(f"no hardware profile {str(name_or_path)!r} (available: {names}){hint}")
         path = available[str(name_or_path)]

@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from ..bundled import bundled_dir
 from ..errors import ConfigError, HardwareError
 from ..tomlconfig import key_lines, load_toml
 from .gpio import ButtonConfig, DigitalInConfig, GpioBoard, GpioConfig
@@ -209,11 +210,26 @@ def _range(
     return []
 
 
+def _shipped(path: str | Path) -> str | Path:
+    """``path`` itself, or the shipped scenario a bare name (no folder) stands for when no such file exists."""
+    p = Path(path)
+    if p.exists() or len(p.parts) != 1:
+        return path
+    for candidate in (p, p.with_name(p.name + ".toml")):
+        shipped = bundled_dir("scenarios") / candidate
+        if shipped.is_file():
+            return shipped
+    return path
+
+
 def load_scenario(
     path: str | Path | None = None, *, text: str | None = None, config: GpioConfig | None = None
 ) -> Scenario:
     """Load a scenario TOML file (or text); with ``config``, also check its names and values against it. Every
-    problem raises :class:`ConfigError` naming the key and its line."""
+    problem raises :class:`ConfigError` naming the key and its line. A bare name that is not a file (``doorbell-loop``)
+    names one of the scenarios edged ships."""
+    if path is not None and text is None:
+        path = _shipped(path)
     scenario = load_toml(Scenario, path, text)
     if text is None and path is not None:
         text = Path(path).read_text(encoding="utf-8")
