@@ -10,20 +10,22 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..daemon.logs import TextFormatter
-from . import call as call_cmd
-from . import completion as completion_cmd
-from . import ctl as ctl_cmd
-from . import market as market_cmd
-from . import plugin as plugin_cmd
-from . import preview as preview_cmd
-from . import run as run_cmd
+from ..platformcheck import unsupported_reason
 
 #: Exit codes shared by every subcommand.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # the subcommands import wasmtime: only after the platform check (see main)
+    from . import call as call_cmd
+    from . import completion as completion_cmd
+    from . import ctl as ctl_cmd
+    from . import market as market_cmd
+    from . import plugin as plugin_cmd
+    from . import preview as preview_cmd
+    from . import run as run_cmd
+
     parser = argparse.ArgumentParser(prog="edged", description="IoT edge daemon for WebAssembly device plugins")
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
     parser.add_argument(
@@ -63,6 +65,8 @@ def _plain_help(parser: argparse.ArgumentParser) -> None:
 
 
 def _setup_logging(level: str) -> None:
+    from ..daemon.logs import TextFormatter  # edged.daemon imports wasmtime: after the platform check
+
     lvl = 5 if level == "trace" else getattr(logging, level.upper())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter())
@@ -75,6 +79,9 @@ EXIT_BROKEN_PIPE = 141
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edged`` console script; returns the exit code."""
+    if reason := unsupported_reason():
+        print(f"edged: {reason}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser()
     args = parser.parse_args(argv)
     args.log_level_explicit = args.log_level is not None
