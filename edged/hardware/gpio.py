@@ -15,14 +15,16 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from gpiozero import Button, Device, DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
-from gpiozero.exc import BadPinFactory, GPIOZeroError
+from gpiozero.exc import GPIOZeroError
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import BackendUnavailable, HardwareError
+from .access import device_problem
 from .sensors import EmulatedMcp3008, Mcp3008Config, MotionConfig, SensorConfig, SensorHandle
 
 log = logging.getLogger(__name__)
@@ -491,6 +493,16 @@ def _naming(what: str) -> Iterator[None]:
         raise GpioError(f"{what}: {exc}") from exc
 
 
+def _gpiochip_problem() -> str | None:
+    """Why the GPIO character devices cannot be used, when they exist but none may be opened (lgpio only says
+    "can not open gpiochip")."""
+    chips = sorted(Path("/dev").glob("gpiochip*"))
+    problems = [device_problem(c) for c in chips]
+    if chips and all(problems):
+        return problems[0]
+    return None
+
+
 def _real_factory(name: str | None) -> Any:
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -501,8 +513,10 @@ def _real_factory(name: str | None) -> Any:
                 from importlib.metadata import entry_points
 
                 factory = entry_points(group="gpiozero_pin_factories")[name].load()()
-    except (BadPinFactory, ImportError, KeyError, OSError, RuntimeError) as exc:
+    except Exception as exc:  # lgpio raises its own lgpio.error (an Exception) for a chip it cannot open
         tried = "; ".join(str(w.message) for w in caught) if "caught" in locals() else ""
+        if problem := _gpiochip_problem():
+            raise BackendUnavailable(f"no GPIO: {problem}") from exc
         raise BackendUnavailable(
             f"no GPIO pin factory could be loaded ({exc}{'; ' + tried if tried else ''}); "
             "on a machine that is not a Pi use the emulated board"

@@ -25,12 +25,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import BackendUnavailable
+from ..access import device_problem
 
 log = logging.getLogger("edged.hardware")
 
 #: SPI clock for each encoding, in Hz
 SPI_CLOCK = {3: 2_400_000, 4: 3_200_000}
 _PATTERN = {3: (0b100, 0b110), 4: (0b1000, 0b1110)}
+
+
+_ENABLE_LEDS0 = "add dtoverlay=ws2812-pio,gpio=N,num_leds=N to /boot/firmware/config.txt on a Pi 5 and reboot"
 
 
 class SpiBackendConfig(BaseModel):
@@ -98,16 +102,18 @@ class SpiBackend:
             try:
                 import spidev  # only here: Pi-only, in the `pi` extra
             except ImportError:
-                raise BackendUnavailable("the spi backend needs spidev: pip install 'edged[pi]'") from None
+                raise BackendUnavailable(
+                    "the spi backend needs spidev, from the [pi] extra: pip install 'edged[pi]' (it builds from "
+                    "source: sudo apt install gcc python3-dev first)"
+                ) from None
             factory = spidev.SpiDev
         spi = factory()
         try:
             spi.open(self.cfg.bus, self.cfg.device)
         except OSError as exc:
-            raise BackendUnavailable(
-                f"cannot open /dev/spidev{self.cfg.bus}.{self.cfg.device}: {exc.strerror or exc} (enable SPI with "
-                "dtparam=spi=on and add the user to the spi group)"
-            ) from None
+            node = f"/dev/spidev{self.cfg.bus}.{self.cfg.device}"
+            problem = device_problem(node) or f"{node}: {exc.strerror or exc}"
+            raise BackendUnavailable(f"cannot open the SPI LED output: {problem}") from None
         spi.max_speed_hz = self.cfg.speed_hz
         spi.mode = 0
         self._spi = spi
@@ -117,10 +123,8 @@ class SpiBackend:
         try:
             fd = os.open(self.cfg.path, os.O_WRONLY)
         except OSError as exc:
-            raise BackendUnavailable(
-                f"cannot open {self.cfg.path}: {exc.strerror} (add dtoverlay=ws2812-pio,gpio=N,num_leds=N to "
-                "config.txt on a Pi 5)"
-            ) from None
+            problem = device_problem(self.cfg.path, enable=_ENABLE_LEDS0) or f"{self.cfg.path}: {exc.strerror}"
+            raise BackendUnavailable(f"cannot open the LED device: {problem}") from None
         self._seekable = stat.S_ISREG(os.fstat(fd).st_mode)
         self._fd = fd
 

@@ -8,7 +8,14 @@ not supported".
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...errors import BackendUnavailable
+from ..access import device_problem
 
 log = logging.getLogger("edged.hardware")
 
@@ -46,6 +54,31 @@ class Ws281xBackendConfig(BaseModel):
     @property
     def channel(self) -> int:
         return _PIN_CHANNEL[self.gpio]
+
+
+_SPI_ROUTE = 'type = "spi", mode = "spidev" (GPIO 10, /dev/spidev0.0; the user in the spi group)'
+_ROUTES = f'on a Pi 5 use the spi backend: {_SPI_ROUTE}, or mode = "leds0" (the ws2812-pio overlay)'
+
+
+class _Captured:
+    text = ""
+
+
+@contextmanager
+def _c_stderr() -> Iterator[_Captured]:
+    """Capture what C code writes to file descriptor 2 while the block runs."""
+    captured = _Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.text = tmp.read(4096).decode("utf-8", "replace")
 
 
 def read_pi_model(path: Path = PI_MODEL_PATH) -> str | None:
@@ -83,16 +116,61 @@ class Ws281xBackend:
         self._channels = 3
 
     def open(self, leds: int, channels: int) -> None:
-        import rpi_ws281x  # only here: constructing PixelStrip off a Pi segfaults at exit
+        try:
+            import rpi_ws281x  # only here: constructing PixelStrip off a Pi segfaults at exit
+        except ImportError:
+            raise BackendUnavailable(
+                "the ws281x backend needs rpi_ws281x, from the [pi] extra: pip install 'edged[pi]' (it builds from "
+                "source: sudo apt install gcc python3-dev first; see README, Supported platforms)"
+            ) from None
 
         strip_type = rpi_ws281x.SK6812_STRIP_RGBW if channels == 4 else rpi_ws281x.WS2811_STRIP_RGB
         self._channels = channels
         strip = rpi_ws281x.PixelStrip(
             leds, self.cfg.gpio, self.cfg.frequency, self.cfg.dma, self.cfg.invert, 255, self.cfg.channel, strip_type
         )
-        strip.begin()
+        try:
+            with _c_stderr() as said:  # the C driver perror()s its own lines: they join the one message instead
+                strip.begin()
+        except RuntimeError as exc:
+            # PixelStrip registered an exit handler that runs ws2811_fini on the half-initialised driver: that
+            # segfaults the interpreter at exit (rc 139, and systemd restarts it forever). Drop the handler and free
+            # only the struct, so the failure stays an ordinary error.
+            atexit.unregister(strip._cleanup)
+            leds_t, strip._leds = strip._leds, None
+            if leds_t is not None:
+                rpi_ws281x.rpi_ws281x.ws.delete_ws2811_t(leds_t)
+            detail = " ".join(said.text.split())
+            raise BackendUnavailable(self._explain(str(exc)) + (f" [driver: {detail}]" if detail else "")) from None
         self._strip = strip
         log.info("ws281x open", extra={"leds": leds, "gpio": self.cfg.gpio, "model": self.model})
+
+    def _explain(self, error: str) -> str:
+        """rpi_ws281x's ``begin()`` error, with what to do about it."""
+        m = re.search(r"code (-?\d+)", error)
+        code = int(m.group(1)) if m else None
+        m2 = re.search(r"\((.*)\)$", error)
+        said = f"rpi_ws281x could not start on GPIO {self.cfg.gpio}: {m2.group(1) if m2 else error}"
+        if code is not None:
+            said += f" (code {code})"
+        if code == -3:
+            return f"{said}: it does not support this board ({self.model}); {_ROUTES}"
+        if code in (-4, -5, -6, -9, -10) or (code == -7 and os.geteuid() != 0):
+            if os.geteuid() != 0:
+                return (
+                    f"{said}: PWM/PCM output needs root (/dev/mem and the VideoCore mailbox): install the root "
+                    "drop-in (deploy/pi/install --ws281x-root, see docs/install-pi.md) or run edged with sudo; or "
+                    f"wire the strip to GPIO 10 and use SPI (no root): {_SPI_ROUTE}"
+                )
+            return f"{said}: the driver could not map the hardware; is another LED driver or audio using it?"
+        if code == -8:
+            return f"{said}: PWM is taken by the onboard audio: blacklist snd_bcm2835 (or dtparam=audio=off)"
+        if code in (-13, -14):
+            problem = device_problem("/dev/spidev0.0")
+            return f"{said}: {problem or 'SPI failed'}; raise spidev.bufsiz for long strips (docs/hardware.md)"
+        if code == -11:
+            return f"{said}: use GPIO 18/12 (PWM0), 13/19 (PWM1), 21 (PCM) or 10 (SPI)"
+        return said
 
     def write(self, buffer: np.ndarray) -> None:
         if self._strip is None:
