@@ -38,6 +38,7 @@ from .config import (
     PluginConfig,
     SensorSection,
 )
+from .memory import machine_memory_mb, memory_problem
 from .plugins import discover, fingerprint
 
 log = logging.getLogger("edged.daemon")
@@ -405,6 +406,7 @@ class Daemon:
             self._reserve_led_pins()
             self._refresh_catalog()
             built = [self._build(section) for section in self.config.displays]
+            self._check_memory(built)
             for rd in built:
                 self.displays[rd.section.name] = rd
             if self.displays:
@@ -414,6 +416,21 @@ class Daemon:
             if not self.config.displays and self.config.sensors:
                 self._start_sensor_runner()
         log.info("edged running", extra={"displays": list(self.displays)})
+
+    def _check_memory(self, built: list[RunningDisplay]) -> None:
+        """Refuse to start (closing what was built) when every plugin at its memory cap would not fit the machine."""
+        caps: dict[str, float] = {}
+        for rd in built:
+            slots = [(f"{layer.name}/{k}", s) for layer in rd.runner.layers for k, s in layer.player.slots.items()]
+            slots += [(f"sensor/{t.slot.name}", t.slot) for t in rd.runner.sensors]
+            for key, slot in slots:
+                limit = slot.plugin.plugin.memory_limit
+                caps[f"{rd.section.name}/{key}"] = (limit or 0) / 2**20
+        problem = memory_problem(caps, machine_memory_mb())
+        if problem is not None:
+            for rd in built:
+                self._stop_display(rd)
+            raise ConfigError(problem)
 
     def _start_sensor_runner(self) -> None:
         tasks = []
