@@ -21,6 +21,7 @@ from ..daemon.control import ControlServer
 from ..daemon.daemon import Daemon
 from ..daemon.deploy import DaemonTarget
 from ..daemon.hardware import DeviceHardware
+from ..daemon.systemd import JournalFormatter, SdNotify, ServiceHealth, under_journal, watchdog_interval
 from ..deploy.agent import DeviceAgent
 from ..deploy.store import PluginStore
 from ..deploy.trust import TrustStore, atomic_write
@@ -61,6 +62,9 @@ def _configure_logging(cfg: DaemonConfig, explicit: bool) -> None:
 
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
+    elif under_journal(sys.stderr):  # a systemd service: priorities and context the journal keeps
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JournalFormatter())
     if explicit:  # --log-level on the command line wins over the config's levels
         return
     logging.getLogger("edged").setLevel(cfg.logging.level.upper())
@@ -161,6 +165,17 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None:
         cfg = _fit_default(cfg, hardware)
     daemon = Daemon(cfg, hardware, config_path=Path(args.config) if args.config else None, frames=args.frames)
+    agent: DeviceAgent | None = None
+    health: ServiceHealth | None = None
+    notify = SdNotify()
+    if notify.enabled:  # a Type=notify service: READY after the first frame, watchdog pings from the frame path
+        health = ServiceHealth(
+            daemon,
+            notify,
+            mqtt_connected=(lambda: agent is not None and agent.connected.is_set()) if cfg.mqtt else None,
+            watchdog_s=watchdog_interval(),
+        )
+        daemon.on_frame = health.frame
 
     stop = threading.Event()
     reload_requested = threading.Event()
@@ -176,12 +191,13 @@ def run(args: argparse.Namespace) -> int:
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
 
     def poll() -> None:
+        if health is not None:
+            health.poll()
         if reload_requested.is_set():
             reload_requested.clear()
             log.warning("SIGHUP: reloading", extra={"report": daemon.reload()})
 
     control: ControlServer | None = None
-    agent: DeviceAgent | None = None
     face: Face | None = None
     reported = 0
     failed_output: str | None = None
@@ -227,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:  # the folder went away while running, or the disk is full
                 failed_output = f"--snapshot {args.snapshot}: {exc.strerror or exc}"
     finally:
+        if health is not None:
+            health.stopping()
         if face is not None:
             face.close()
         if agent is not None:

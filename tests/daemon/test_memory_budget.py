@@ -18,7 +18,18 @@ from edged.daemon.hardware import DeviceHardware
 from edged.daemon.memory import DEVICE_CLASSES, EDGED_BASE_MB, machine_memory_mb
 from edged.errors import ConfigError
 
-TEN = ["rainbow", "plasma", "fire", "life", "matrix_rain", "matricks_pulse", "scroll_text", "sprite", "bar_graph", "plasma#2"]
+TEN = [
+    "rainbow",
+    "plasma",
+    "fire",
+    "life",
+    "matrix_rain",
+    "matricks_pulse",
+    "scroll_text",
+    "sprite",
+    "bar_graph",
+    "plasma#2",
+]
 #: MemTotal of a Pi Zero 2 W (512 MB, less the GPU's share and the kernel's)
 ZERO_2_W_MB = 427
 
