@@ -118,8 +118,9 @@ class DaemonSection(BaseModel):
     gil_switch_ms: float = Field(default=1.0, ge=0.1, le=10.0)
     #: each call's wall-clock deadline as a multiple of its budget (the backstop behind fuel)
     deadline_factor: float = Field(default=2.0, ge=1.0, le=20.0)
-    #: memory cap (MiB) for a plugin whose manifest sets no ``memory.max_pages``: 16 lets ten plugins fit a Pi Zero 2 W
-    #: (512 MB); edged refuses to start when the caps together exceed the machine's memory (docs/daemon.md, Sizing)
+    #: everything one plugin may hold (MiB): its memories, its kernel blocks and vars; a manifest can only lower it.
+    #: 16 lets ten plugins fit a Pi Zero 2 W (512 MB); edged refuses to start when the caps together exceed the
+    #: machine's memory (docs/daemon.md, Sizing)
     plugin_memory_mb: int = Field(default=16, ge=1, le=4096)
 
 

@@ -418,14 +418,13 @@ class Daemon:
         log.info("edged running", extra={"displays": list(self.displays)})
 
     def _check_memory(self, built: list[RunningDisplay]) -> None:
-        """Refuse to start (closing what was built) when every plugin at its memory cap would not fit the machine."""
+        """Refuse to start (closing what was built) when every plugin at its memory budget would not fit the machine."""
         caps: dict[str, float] = {}
         for rd in built:
             slots = [(f"{layer.name}/{k}", s) for layer in rd.runner.layers for k, s in layer.player.slots.items()]
             slots += [(f"sensor/{t.slot.name}", t.slot) for t in rd.runner.sensors]
-            for key, slot in slots:
-                limit = slot.plugin.plugin.memory_limit
-                caps[f"{rd.section.name}/{key}"] = (limit or 0) / 2**20
+            for key, _slot in slots:  # each may hold up to the device's budget (a manifest can only lower it)
+                caps[f"{rd.section.name}/{key}"] = self.config.daemon.plugin_memory_mb
         problem = memory_problem(caps, machine_memory_mb())
         if problem is not None:
             for rd in built:

@@ -1,8 +1,9 @@
 """The memory plan: what the configured plugins may use together, against what the machine has.
 
-Each plugin's linear memory is capped (its manifest's ``memory.max_pages``, else ``daemon.plugin_memory_mb``). The
-caps are what a misbehaving plugin can reach, so their sum plus edged itself must fit the machine, or a memory bomb
-takes the whole Pi down through the OOM killer instead of one plugin trapping.
+Everything one plugin can make the host hold (its memories, the kernel's blocks and vars) is capped by
+``daemon.plugin_memory_mb`` (a manifest can only ask for less). The caps are what misbehaving plugins can reach, so
+their sum plus edged itself must fit the machine, or a memory bomb takes the whole Pi down through the OOM killer
+instead of one plugin trapping.
 """
 
 from __future__ import annotations
@@ -46,5 +47,5 @@ def memory_problem(caps_mb: dict[str, float], machine_mb: int | None) -> str | N
         f"the configured memory does not fit this machine: {len(caps_mb)} plugins capped at up to {biggest:g} MiB "
         f"each ({sum(caps_mb.values()):g} MiB) plus edged (~{EDGED_BASE_MB} MiB) is {total:g} MiB, and this "
         f"machine has {machine_mb} MiB; lower daemon.plugin_memory_mb (at most {fit} for {len(caps_mb)} plugins "
-        "here; 16 fits ten on a Pi Zero 2 W) or the manifests' memory.max_pages (docs/daemon.md, Sizing)"
+        "here; 16 fits ten on a Pi Zero 2 W) or run fewer plugins (docs/daemon.md, Sizing)"
     )

@@ -60,6 +60,8 @@ class ShippedMosquitto(Mosquitto):
         text = re.sub(r"^listener 8884$", f"listener {self.market_port} {self.host}", text, flags=re.M)
         text = text.replace("/etc/mosquitto/edged/", f"{etc}/").replace("/var/lib/mosquitto/", f"{self.workdir}/")
         text = text.replace("log_dest syslog", f"log_dest file {self.workdir / 'mosquitto.log'}")
+        # the file is a drop-in: Debian's main mosquitto.conf turns persistence on (tests/deploy/test_broker_dropin.py)
+        text += f"\npersistence true\npersistence_location {self.workdir}/\n"
         if os.geteuid() == 0:
             text += "\nuser root\n"
         self.config.write_text(text)

@@ -44,7 +44,10 @@ def _layout(tmp: Path, port: int) -> Path:
     (edged / "acl").write_text(acl_text())
     dropin = (ROOT / "deploy" / "mosquitto.conf").read_text().replace("/etc/mosquitto/edged/", f"{edged}/")
     dropin, n = re.subn(r"(?m)^listener 8883$", f"listener {port} 127.0.0.1", dropin)
-    assert n == 1
+    dropin, m = re.subn(r"(?m)^listener 8884$", f"listener {free_port()} 127.0.0.1", dropin)
+    assert n == 1 and m == 1
+    (edged / "passwd-market").write_text("")
+    subprocess.run(["mosquitto_passwd", "-b", str(edged / "passwd-market"), "market", PASSWORDS["market"]], check=True)
     (etc / "conf.d" / "edged.conf").write_text(dropin)
     return etc / "mosquitto.conf"
 
