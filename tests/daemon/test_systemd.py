@@ -73,7 +73,9 @@ def test_edged_run_emulate_notifies_ready_watchdog_status_stopping(notify_socket
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
-    time.sleep(0.3)
+    deadline = time.monotonic() + 20  # the receiving thread may still be reading on a loaded machine
+    while "STATUS=stopping" not in notify_socket.lines() and time.monotonic() < deadline:
+        time.sleep(0.05)
     lines = notify_socket.lines()
     # status lines may come first ("main starting"); the first other message is READY, before any ping
     assert next(line for line in lines if not line.startswith("STATUS=")) == "READY=1", lines[:3]
