@@ -32,6 +32,10 @@ edged preview fire --frames 10 --png "$work/fire.png"
 
 step "the platform and hardware-failure checks, and the tests that need no npm/zig toolchain"
 # tests run against the installed wheel: /root/check has no edged/ package of its own
+if [ $# -gt 0 ]; then  # tests/arm64/run PYTEST-ARGS...: only those (to look into one failure)
+  python -m pytest -p no:cacheprovider "$@"
+  exit
+fi
 python -m pytest -q -p no:cacheprovider \
   tests/packaging/test_platform.py \
   tests/hardware \
