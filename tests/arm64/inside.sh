@@ -47,11 +47,14 @@ python -m pytest -q -p no:cacheprovider \
   --ignore tests/runtime/test_pdk_plugins.py \
   --ignore tests/hardware/test_display.py \
   --deselect tests/daemon/test_run_cli.py::test_frames_and_stats_file \
-  --deselect tests/runtime/test_limits.py::test_timeout_from_argument_and_manifest_then_recovers
+  --deselect tests/runtime/test_limits.py::test_timeout_from_argument_and_manifest_then_recovers \
+  --deselect tests/runtime/test_plugin.py::test_vars_disabled_and_full
 # Two tests assume a fast CPU, which emulated aarch64 is not (timing assumptions, not platform differences):
 # test_frames_and_stats_file: the first frame's instance is created on the background thread and its quick try counts
 # one call more than frames (31 calls for 30 frames); test_timeout_from_argument_and_manifest_then_recovers: the
-# plugin's initialisation alone passes the 30 ms deadline under qemu.
+# plugin's initialisation alone passes the 30 ms deadline under qemu. test_vars_disabled_and_full fills the kernel's
+# vars until they are full: under qemu-user the memory it frees is not given back and the process grew past 3 GiB
+# (23 GiB without the cgroup cap in tests/arm64/run).
 
 step "the installer (deploy/pi/install) as far as it runs without a booted systemd"
 # the checkout layout the installer expects, with the wheel instead of building from source
