@@ -143,10 +143,10 @@ class ServiceHealth:
 
     def _ready(self) -> None:
         # on a frame thread: no status line here (it takes the daemon's lock, which a reload may hold while it waits
-        # for this very thread); the main loop's next poll sends it
+        # for this very thread); the main loop's poll sends one a second later, when the fps can be measured
         self.ready = True
         self._last_ping = self.clock()
-        self._last_status = float("-inf")
+        self._last_status = self._last_ping - self.status_every_s + 1.0  # a status with measured fps 1 s later
         self.notify.send("READY=1")
         log.info("ready: first frame drawn", extra={"displays": sorted(self._ticks)})
 
