@@ -36,17 +36,13 @@ if [ $# -gt 0 ]; then  # tests/arm64/run PYTEST-ARGS...: only those (to look int
   python -m pytest -p no:cacheprovider "$@"
   exit
 fi
-python -m pytest -q -p no:cacheprovider \
-  tests/packaging/test_platform.py \
-  tests/hardware \
-  tests/engine \
-  tests/daemon \
-  tests/host/test_frames.py \
-  tests/runtime \
-  --ignore tests/runtime/test_differential.py \
-  --ignore tests/runtime/test_pdk_plugins.py \
-  --ignore tests/hardware/test_display.py \
-  --deselect tests/daemon/test_run_cli.py::test_frames_and_stats_file \
+# one pytest process per folder: under qemu-user memory that wasmtime gives back is not returned to the system, so
+# a single process for everything grows by gigabytes; separate processes start afresh
+t() { python -m pytest -q -p no:cacheprovider "$@"; }
+t tests/packaging/test_platform.py tests/hardware --ignore tests/hardware/test_display.py
+t tests/engine tests/host/test_frames.py
+t tests/daemon --deselect tests/daemon/test_run_cli.py::test_frames_and_stats_file
+t tests/runtime --ignore tests/runtime/test_differential.py --ignore tests/runtime/test_pdk_plugins.py \
   --deselect tests/runtime/test_limits.py::test_timeout_from_argument_and_manifest_then_recovers \
   --deselect tests/runtime/test_plugin.py::test_vars_disabled_and_full
 # Two tests assume a fast CPU, which emulated aarch64 is not (timing assumptions, not platform differences):
