@@ -21,7 +21,7 @@ work=$(mktemp -d)
 export EDGED_STATE_DIR=$work/state
 
 step "edged run --emulate (the embedded default from the wheel)"
-edged run --emulate --frames 30 --render headless --no-control --stats "$work/stats.json"
+edged run --emulate --frames 30 --render headless --no-control --no-http --stats "$work/stats.json"
 grep -q '"frames": 30' "$work/stats.json" || fail "edged run did not draw 30 frames"
 
 step "edged call and edged preview (shipped demo plugins)"
@@ -71,7 +71,7 @@ sum=$(sha256sum /etc/edged/edged.toml)
 [ "$sum" = "$(sha256sum /etc/edged/edged.toml)" ] || fail "a second install rewrote the config"
 # the service's own command line, as its user (systemd would start it so), emulated: the installed config works
 runuser -u edged -- env EDGED_STATE_DIR=/var/lib/edged EDGED_CACHE_DIR=/var/cache/edged/modules \
-  /opt/edged/venv/bin/edged run --config /etc/edged/edged.toml --emulate --frames 10 --render headless --no-control
+  /opt/edged/venv/bin/edged run --config /etc/edged/edged.toml --emulate --frames 10 --render headless --no-control --no-http
 # a PWM profile gets the root drop-in, and it verifies
 rm /etc/edged/edged.toml
 /root/repo/deploy/pi/install --profile pi4-ws2812b-16x16 --wheel "$wheel" --no-apt

@@ -100,7 +100,19 @@ def test_run_refuses_caps_beyond_this_machines_memory(tmp_path: Path) -> None:
     per_plugin = min(4096, machine // 10 + 64)  # ten of these exceed the real machine
     path = ten_plugin_config(tmp_path, f"plugin_memory_mb = {per_plugin}")
     r = subprocess.run(
-        [sys.executable, "-m", "edged", "run", "--emulate", "--config", str(path), "--frames", "2", "--no-control"],
+        [
+            sys.executable,
+            "-m",
+            "edged",
+            "run",
+            "--emulate",
+            "--config",
+            str(path),
+            "--frames",
+            "2",
+            "--no-control",
+            "--no-http",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

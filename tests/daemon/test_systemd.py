@@ -66,7 +66,19 @@ def test_edged_run_emulate_notifies_ready_watchdog_status_stopping(notify_socket
         "EDGED_STATE_DIR": str(tmp_path / "state"),
     }
     r = subprocess.run(
-        [sys.executable, "-m", "edged", "run", "--emulate", "--frames", "90", "--render", "headless", "--no-control"],
+        [
+            sys.executable,
+            "-m",
+            "edged",
+            "run",
+            "--emulate",
+            "--frames",
+            "90",
+            "--render",
+            "headless",
+            "--no-control",
+            "--no-http",
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -89,7 +89,7 @@ def edged_run(
     state: Path, profile: str, *, block: str = "", as_nobody: bool = False, devices: str = ""
 ) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-c", WRAPPER, PI4_MODEL, block, "run", "--profile", profile, "--frames", "3"]
-    cmd += ["--no-control"]
+    cmd += ["--no-control", "--no-http"]
     env = {**os.environ, "EDGED_STATE_DIR": str(state / "state"), "EDGED_CACHE_DIR": str(state / "cache")}
     env["HOME"] = str(state)
     if as_nobody:

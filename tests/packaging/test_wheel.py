@@ -54,7 +54,9 @@ def test_installed_edged_is_not_the_checkout(installed: Path, tmp_path: Path) ->
 
 def test_run_emulate_from_the_wheel(installed: Path, tmp_path: Path) -> None:
     stats = tmp_path / "stats.json"
-    r = _run(installed, tmp_path, "run", "--emulate", "--frames", "10", "--no-control", "--stats", str(stats))
+    r = _run(
+        installed, tmp_path, "run", "--emulate", "--frames", "10", "--no-control", "--no-http", "--stats", str(stats)
+    )
     assert r.returncode == 0, r.stderr
     assert "no hardware profile" not in r.stderr
     assert '"frames"' in stats.read_text()
@@ -73,6 +75,7 @@ def test_run_a_pi_profile_with_a_shipped_scenario_from_the_wheel(installed: Path
         "--frames",
         "5",
         "--no-control",
+        "--no-http",
     )
     assert r.returncode == 0, r.stderr
 
