@@ -42,6 +42,8 @@ def _layout(tmp: Path, port: int) -> Path:
     for user, password in PASSWORDS.items():
         subprocess.run(["mosquitto_passwd", "-b", str(edged / "passwd"), user, password], check=True)
     (edged / "acl").write_text(acl_text())
+    for shipped in sorted((ROOT / "deploy").glob("acl-*")):  # the marketplace listener's ACL, and any other
+        (edged / shipped.name).write_text(shipped.read_text())
     dropin = (ROOT / "deploy" / "mosquitto.conf").read_text().replace("/etc/mosquitto/edged/", f"{edged}/")
     dropin, n = re.subn(r"(?m)^listener 8883$", f"listener {port} 127.0.0.1", dropin)
     dropin, m = re.subn(r"(?m)^listener 8884$", f"listener {free_port()} 127.0.0.1", dropin)
