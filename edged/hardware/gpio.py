@@ -9,6 +9,7 @@ change, so pressing a pulled-up button (wired to GND) is a *falling* edge. See d
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -458,12 +459,18 @@ class GpioBoard:
         with self._lock:
             self._watchers.clear()
         self._pin_handlers.clear()
+        spi = bool(self._chips) or any(h.config.type == "mcp3008" for h in self.sensors.values())
         for device in self._devices.values():
             device.close()
         for handle in self.sensors.values():
             handle.close()
         for chip in self._chips.values():
             chip.close()
+        if spi:
+            # gpiozero keys its shared software SPI buses by pin names only, across factories, and a closed bus
+            # leaves that key when the bus object is finalized: collect it now, or a later collection would drop
+            # the key of the next board's bus on the same pins (and its second device then finds the pins taken)
+            gc.collect()
         if self.emulated:
             # forget our mock pins (some have special classes), so the next board on this factory can make them
             # again with whatever class it needs

@@ -140,3 +140,27 @@ def test_closing_during_a_distance_read_prints_no_traceback(monkeypatch: pytest.
     closer.join(timeout=10)
     time.sleep(0.1)
     assert not closer.is_alive() and errors == []
+
+
+def test_a_closed_boards_spi_bus_cannot_drop_the_next_boards_bus() -> None:
+    """gpiozero keys shared software SPI buses by pin names across factories, and a closed bus, finalized later by
+    the garbage collector, closes again and deletes whatever bus holds that key then: the next board's. A board
+    built in between then found its SPI pins taken (seen as a flaky setup error in the full suite)."""
+    import gc
+
+    from gpiozero.pins.spi import SPISoftwareBus
+
+    cfg = GpioConfig.model_validate({"sensors": {k: SENSORS["sensors"][k] for k in ("pot", "remote")}})
+    gc.disable()  # a collection at a time of our choosing, as the automatic one may choose it
+    try:
+        first = GpioBoard(cfg, emulated=True)
+        first.close()
+        del first
+        second = GpioBoard(cfg, emulated=True)
+        gc.collect()
+        assert any(ref() is not None for ref in SPISoftwareBus._instances.values())  # the second board's bus
+        third_cfg = GpioConfig.model_validate({"sensors": {"pot": SENSORS["sensors"]["pot"]}})
+        second.close()
+        GpioBoard(third_cfg, emulated=True).close()
+    finally:
+        gc.enable()
