@@ -29,6 +29,9 @@ TICK_MS = 1.0
 UNLIMITED_FUEL = 2**62
 UNLIMITED_TICKS = 2**60
 
+#: Python's thread switch interval while a call with a deadline runs (Python's default is 5 ms; see EpochTicker).
+DEADLINE_SWITCH_INTERVAL_S = 0.0005
+
 
 def _config(metered: bool) -> wasmtime.Config:
     cfg = wasmtime.Config()
@@ -143,6 +146,13 @@ class EpochTicker:
     500 ms deadline by a median 324 ms while other threads kept the interpreter busy). Elsewhere, or when the
     timer cannot be created, one Python thread ticks instead. Calls wrap themselves in :meth:`arm`/:meth:`disarm`;
     when nothing is armed no timer runs and the thread sleeps, so an idle daemon costs nothing.
+
+    The epoch stops the wasm on time, but the Python call returns only when its thread gets the GIL back, and each
+    FFI call on the way out (the trap, its code, dropping the instance) gives the GIL up again. Behind busy Python
+    threads every hand-back waits up to Python's switch interval (5 ms by default), which made a 100 ms deadline
+    fail a median 62 ms late with two busy threads. So while any deadline is armed the switch interval is lowered to
+    :data:`DEADLINE_SWITCH_INTERVAL_S` (never raised), and restored when the last armed call ends unless someone
+    else changed it meanwhile. Other threads switch more often only while such a call runs.
     """
 
     def __init__(self, engines: list[wasmtime.Engine], tick_ms: float = TICK_MS) -> None:
@@ -155,6 +165,8 @@ class EpochTicker:
         self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._timers: dict[int, _NativeTimer] | None = None
+        self._saved_interval: float | None = None  # the switch interval to restore when the last call disarms
+        self._lowered_to = 0.0
         libc = _libc_timers()
         if libc is not None:
             try:
@@ -171,6 +183,8 @@ class EpochTicker:
         """Start ticking for a call on ``engine`` (None: every engine)."""
         with self._lock:
             self._armed += 1
+            if self._armed == 1:
+                self._lower_switch_interval()
             for e in self._engines if engine is None else (engine,):
                 key = id(e)
                 self._armed_by[key] += 1
@@ -187,11 +201,25 @@ class EpochTicker:
         """The call armed with the same ``engine`` ended."""
         with self._lock:
             self._armed -= 1
+            if self._armed == 0:
+                self._restore_switch_interval()
             for e in self._engines if engine is None else (engine,):
                 key = id(e)
                 self._armed_by[key] -= 1
                 if self._timers is not None and self._armed_by[key] == 0:
                     self._timers[key].stop()
+
+    def _lower_switch_interval(self) -> None:
+        current = sys.getswitchinterval()
+        if current > DEADLINE_SWITCH_INTERVAL_S:
+            self._saved_interval = current
+            sys.setswitchinterval(DEADLINE_SWITCH_INTERVAL_S)
+            self._lowered_to = sys.getswitchinterval()  # as Python rounds it
+
+    def _restore_switch_interval(self) -> None:
+        saved, self._saved_interval = self._saved_interval, None
+        if saved is not None and sys.getswitchinterval() == self._lowered_to:
+            sys.setswitchinterval(saved)
 
     def _run(self) -> None:
         wait = threading.Event().wait
@@ -218,6 +246,7 @@ class EpochTicker:
         self._thread = None
         self._armed = 0
         self._armed_by = {id(e): 0 for e in self._engines}
+        self._saved_interval = None
         try:
             self._timers = {id(e): _NativeTimer(libc, e, self._tick_ms) for e in self._engines} if libc else None
         except OSError:

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from edged.runtime import Plugin, PluginTimeout
-from edged.runtime._engine import TICKER
+from edged.runtime import Plugin, PluginTimeout, host_fn
+from edged.runtime._engine import DEADLINE_SWITCH_INTERVAL_S, TICKER
+from tests.conftest import wat
 from tests.runtime.wats import KITCHEN
 
 
@@ -85,3 +87,63 @@ def test_a_forked_child_gets_its_own_timers() -> None:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# A plugin that asks the host for the interpreter's switch interval during the call (a raw i64 result).
+_PROBE = wat(
+    """(module
+  (import "extism:host/user" "probe" (func $probe (result i64)))
+  (func (export "run") (result i32) (drop (call $probe)) (i32.const 0)))"""
+)
+
+
+def _probe_plugin(seen: list[float], timeout_ms: int | None, set_to: float | None = None) -> Plugin:
+    @host_fn(name="probe", signature=([], ["i64"]))
+    def probe() -> int:
+        seen.append(sys.getswitchinterval())
+        if set_to is not None:
+            sys.setswitchinterval(set_to)
+        return 0
+
+    return Plugin(_PROBE, functions=[probe], timeout_ms=timeout_ms)
+
+
+@pytest.fixture
+def default_switch_interval() -> Iterator[None]:
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(saved)
+
+
+def test_a_call_with_a_deadline_lowers_the_switch_interval_while_it_runs(default_switch_interval: None) -> None:
+    """The trap reaches Python only when the calling thread gets the GIL back: behind two busy threads each FFI call
+    on the way out waited up to 5 ms (a 100 ms deadline failed a median 62 ms late), so the interval is lowered."""
+    seen: list[float] = []
+    _probe_plugin(seen, timeout_ms=1000).call("run")
+    assert seen == [pytest.approx(DEADLINE_SWITCH_INTERVAL_S)]
+    assert sys.getswitchinterval() == pytest.approx(0.005)  # restored afterwards
+
+    _probe_plugin(seen, timeout_ms=None).call("run")  # no deadline: nothing to hurry for
+    assert seen[-1] == pytest.approx(0.005)
+
+
+def test_the_switch_interval_is_never_raised_nor_restored_over_a_change(default_switch_interval: None) -> None:
+    seen: list[float] = []
+    sys.setswitchinterval(0.0002)  # already lower (as a daemon may set it): left alone
+    _probe_plugin(seen, timeout_ms=1000).call("run")
+    assert seen == [pytest.approx(0.0002)]
+    assert sys.getswitchinterval() == pytest.approx(0.0002)
+
+    sys.setswitchinterval(0.005)
+    _probe_plugin(seen, timeout_ms=1000, set_to=0.002).call("run")  # someone changes it during the call
+    assert sys.getswitchinterval() == pytest.approx(0.002)  # theirs stays
+
+
+def test_the_switch_interval_comes_back_after_a_timeout(default_switch_interval: None) -> None:
+    plugin = Plugin(KITCHEN, timeout_ms=50)
+    with pytest.raises(PluginTimeout):
+        plugin.call("spin")
+    assert sys.getswitchinterval() == pytest.approx(0.005)
