@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigError
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic loads with the first model validated: reading a file (edged ctl) does without it
+    from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound="BaseModel")
 
 _TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 _ARRAY_TABLE = re.compile(r"^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$")
@@ -88,22 +89,37 @@ def format_errors(exc: ValidationError, text: str, source: str) -> str:
     return "\n".join(out)
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file, unvalidated; a file that cannot be read or parsed raises :class:`ConfigError`."""
+    return _parse(_read(path), str(path))
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+
+
 def load_toml(model: type[M], path: str | Path | None = None, text: str | None = None) -> M:
     """Parse and validate a TOML file (or text) into ``model``; every problem raises :class:`ConfigError`."""
+    from pydantic import ValidationError
+
     source = str(path) if path is not None else "<config>"
     if text is None:
         if path is None:
             raise ValueError("give a path or text")
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {source}: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{source}: not UTF-8 text ({exc.reason})") from None
-    try:
-        data: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+        text = _read(path)
+    data = _parse(text, source)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -7,7 +7,6 @@ plugins on an emulated 16×16 matrix, with no broker.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -20,20 +19,12 @@ from ..engine.playlist import PlaylistItem
 from ..engine.supervisor import StrikePolicy
 from ..host.capabilities import DevicePolicy
 from ..tomlconfig import load_toml
+from .paths import default_state_dir
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 #: The demo plugins the embedded default plays (shipped in the wheel; ``plugins/gallery`` in a checkout).
 BUNDLED_PLUGINS = bundled_dir("plugins")
-
-
-def default_state_dir() -> Path:
-    """``$EDGED_STATE_DIR``, else ``/var/lib/edged`` for root, else ``~/.local/state/edged``."""
-    if env := os.environ.get("EDGED_STATE_DIR"):
-        return Path(env)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return Path("/var/lib/edged")
-    return Path.home() / ".local" / "state" / "edged"
 
 
 class LoggingConfig(BaseModel):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from edged.daemon import Daemon, load_config
-from edged.daemon.control import ControlServer, handle, request
+from edged.daemon.client import request
+from edged.daemon.control import ControlServer, handle
 from edged.daemon.hardware import DeviceHardware
 from edged.engine.clock import FakeClock
 from edged.errors import ConfigError

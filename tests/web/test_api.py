@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from edged.daemon.control import ControlServer, request
+from edged.daemon.client import request
+from edged.daemon.control import ControlServer
 
 from .conftest import TOKEN, Face
 
