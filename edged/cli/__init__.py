@@ -1,31 +1,47 @@
-"""The ``edged`` command line: a thin consumer of the library. Each subcommand lives in its own module."""
+"""The ``edged`` command line: a thin consumer of the library. Each subcommand lives in its own module.
+
+Only the subcommand a command line names is imported (``edged --version``, ``--help`` and ``edged ctl`` load no
+wasmtime, pydantic or daemon): :data:`COMMANDS` names each one's module and help, which ``edged --help`` lists.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from .. import __version__
 from ..platformcheck import unsupported_reason
-
-#: Exit codes shared by every subcommand.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from .exitcodes import ExitCode
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # the subcommands import wasmtime: only after the platform check (see main)
-    from . import call as call_cmd
-    from . import completion as completion_cmd
-    from . import ctl as ctl_cmd
-    from . import market as market_cmd
-    from . import plugin as plugin_cmd
-    from . import preview as preview_cmd
-    from . import run as run_cmd
+class Command(NamedTuple):
+    """A subcommand: the module (in this package) whose ``register(sub)`` adds its parser, and its one-line help."""
 
+    module: str
+    help: str
+
+
+#: every subcommand, in the order ``edged --help`` lists them, with the help its module's ``register`` gives it
+COMMANDS: dict[str, Command] = {
+    "call": Command("call", "call a function of a plugin"),
+    "plugin": Command("plugin", "scaffold and check plugins"),
+    "preview": Command("preview", "render a plugin in emulation (GIF, PNG or terminal)"),
+    "run": Command("run", "run the daemon"),
+    "ctl": Command("ctl", "control a running daemon"),
+    "market": Command("market", "publish and deploy plugins over MQTT"),
+    "completion": Command("completion", "print a shell completion script (bash, zsh, tcsh)"),
+}
+
+
+def build_parser(load: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``load`` only those subcommands in full (the others by name and help)."""
+    wanted = set(COMMANDS) if load is None else set(load)
     parser = argparse.ArgumentParser(prog="edged", description="IoT edge daemon for WebAssembly device plugins")
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
     parser.add_argument(
@@ -35,13 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level for edged and plugin logs (default: warning; `edged run` takes it from its config)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    call_cmd.register(sub)
-    plugin_cmd.register(sub)
-    preview_cmd.register(sub)
-    run_cmd.register(sub)
-    ctl_cmd.register(sub)
-    market_cmd.register(sub)
-    completion_cmd.register(sub)
+    for name, command in COMMANDS.items():
+        if name in wanted:
+            importlib.import_module(f"{__name__}.{command.module}").register(sub)
+        else:  # a placeholder: enough for `edged --help` and to tell which subcommand a command line names
+            sub.add_parser(name, help=command.help, add_help=False)
     _plain_help(parser)
     return parser
 
@@ -65,7 +79,7 @@ def _plain_help(parser: argparse.ArgumentParser) -> None:
 
 
 def _setup_logging(level: str) -> None:
-    from ..daemon.logs import TextFormatter  # edged.daemon imports wasmtime: after the platform check
+    from ..daemon.logs import TextFormatter
 
     lvl = 5 if level == "trace" else getattr(logging, level.upper())
     handler = logging.StreamHandler(sys.stderr)
@@ -73,17 +87,19 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=lvl, handlers=[handler])
 
 
-#: the exit code of a command whose reader went away (``edged ctl stats | head``): 128 + SIGPIPE, as a shell says
-EXIT_BROKEN_PIPE = 141
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse in two steps: with placeholders (``--version``, ``--help`` and an unknown command end here), then with
+    the named subcommand's module imported. Subcommands may import wasmtime: only after the platform check."""
+    named, _ = build_parser(load=()).parse_known_args(argv)
+    return build_parser(load=[named.command]).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edged`` console script; returns the exit code."""
     if reason := unsupported_reason():
         print(f"edged: {reason}", file=sys.stderr)
-        return EXIT_USAGE
-    parser = build_parser()
-    args = parser.parse_args(argv)
+        return ExitCode.USAGE
+    args = _parse(sys.argv[1:] if argv is None else argv)
     args.log_level_explicit = args.log_level is not None
     _setup_logging(args.log_level or "warning")
     try:
@@ -97,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.close(devnull)
         except (OSError, ValueError):  # not a real file (a test's capture): nothing to silence
             pass
-        return EXIT_BROKEN_PIPE
+        return ExitCode.BROKEN_PIPE
     return code
 
 

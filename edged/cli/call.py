@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import PluginError, PluginLoadError
 from ..runtime import Plugin
 from ..runtime._manifest import Manifest, WasmPath, load_manifest_file
+from .exitcodes import ExitCode
 
 
 def register(sub: Any) -> None:
@@ -150,7 +151,8 @@ def _allow_path(item: str) -> tuple[str, str]:
 
 def _input(args: argparse.Namespace) -> bytes:
     if args.input is not None:
-        return args.input.encode()
+        text: str = args.input
+        return text.encode()
     if args.stdin or args.input_file == "-":
         return sys.stdin.buffer.read()
     if args.input_file:
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except (PluginLoadError, ValueError, OSError) as exc:
         print(f"edged call: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     paths = plugin.compiled.manifest.allowed_paths
     if args.wasi and paths:  # like extism call, the manifest is trusted here (a device decides for itself): say so
         opened = ", ".join(
@@ -204,13 +206,13 @@ def run(args: argparse.Namespace) -> int:
             except PluginLoadError as exc:  # found while instantiating, on the first call: the module cannot load
                 out.flush()
                 print(f"edged call: {exc}", file=sys.stderr)
-                return 2
+                return ExitCode.USAGE
             except PluginError as exc:
                 out.flush()
                 print(f"edged call: {exc}", file=sys.stderr)
-                return 1
+                return ExitCode.FAILED
             out.write(result)
             if args.loop > 1 or i < args.loop - 1:
                 out.write(b"\n")
     out.flush()
-    return 0
+    return ExitCode.OK

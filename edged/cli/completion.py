@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .exitcodes import ExitCode
+
 SHELLS = ("bash", "zsh", "tcsh")
 
 
@@ -25,4 +27,4 @@ def run(args: argparse.Namespace) -> int:
     from . import build_parser
 
     print(shtab.complete(build_parser(), shell=args.shell), end="")
-    return 0
+    return ExitCode.OK

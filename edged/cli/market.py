@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..daemon.config import default_state_dir
+from ..daemon.paths import default_state_dir
 from ..deploy import topics
 from ..deploy.agent import BrokerConfig
 from ..deploy.bundle import build_bundle
@@ -49,10 +49,9 @@ from ..market import (
 )
 from ..market import rollout as rollouts
 from ..market.catalog import PostgresCatalog, RolloutRecord, SQLiteCatalog
+from .exitcodes import ExitCode
 
 log = logging.getLogger("edged.cli.market")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _default_dir() -> Path:
@@ -237,16 +236,16 @@ def run(args: argparse.Namespace) -> int:
         return _ACTIONS[args.market_command](args)
     except FileNotFoundError as exc:
         print(f"edged market: no such file: {exc.filename}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (NoChunkService, UnknownTarget, RolloutConflict, CatalogUnavailable, ValueError, ConfigError) as exc:
         print(f"edged market: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (TimeoutError, OSError) as exc:
         print(f"edged market: cannot reach the broker at {args.broker}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (EdgedError, LookupError) as exc:
         print(f"edged market: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -264,7 +263,7 @@ def _keygen(args: argparse.Namespace) -> int:
     print(f"public key: {public_key_b64(key)}")
     print(f"key file:   {key_path}")
     print(f"trust file: {trust_out} (copy to each device)")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _load_key(path: Path) -> Any:
@@ -320,7 +319,8 @@ def _publish(args: argparse.Namespace) -> int:
     _, key_path = _paths(args)
     key = _load_key(key_path)
     wasm, manifest_path, manifest = _publish_source(args)
-    edged = manifest.get("edged") if isinstance(manifest.get("edged"), dict) else {}
+    section = manifest.get("edged")
+    edged: dict[str, Any] = section if isinstance(section, dict) else {}
     name, version = args.name or edged.get("name"), args.version or edged.get("version")
     if not name or not version:
         missing = [w for w, v in (("name", name), ("version", version)) if not v]
@@ -332,7 +332,7 @@ def _publish(args: argparse.Namespace) -> int:
         bundle = build_bundle(name, version, data, manifest, key, rollback=args.rollback)  # its own checks first
     except BundleRejected as exc:
         print(f"edged market: refused ({exc.reason}): {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     problems = _check_before_publish(wasm, bundle.manifest)  # the manifest as devices get it
     if problems and not args.force:
         print(
@@ -341,7 +341,7 @@ def _publish(args: argparse.Namespace) -> int:
             + "; fix it, or pass --force to publish anyway",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return ExitCode.FAILED
     for problem in problems:
         print(f"edged market: publishing despite a failed check (--force): {problem}", file=sys.stderr)
     catalog = _catalog(args)
@@ -349,11 +349,11 @@ def _publish(args: argparse.Namespace) -> int:
         meta = publish(catalog, data, manifest, name, version, key, args.rollback)
     except BundleRejected as exc:
         print(f"edged market: refused ({exc.reason}): {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     finally:
         catalog.close()
     print(f"published {meta.ref}  sha256 {meta.wasm_sha256}  {meta.wasm_size} bytes")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -366,7 +366,7 @@ def _list(args: argparse.Namespace) -> int:
         catalog.close()
     rows = [{"name": n, "latest": vs[-1], "versions": ", ".join(vs)} for n, vs in sorted(by_name.items())]
     print(_table(rows, ["name", "latest", "versions"]))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -375,7 +375,7 @@ def _show(args: argparse.Namespace) -> int:
         metas = catalog.bundles(args.name)
         if not metas:
             print(f"edged market: no plugin named {args.name!r}", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitCode.FAILED
         out = []
         for m, manifest in catalog.manifests(args.name):  # metadata and manifests only: no wasm is read
             edged = manifest.get("edged") or {}
@@ -383,7 +383,7 @@ def _show(args: argparse.Namespace) -> int:
     finally:
         catalog.close()
     print(json.dumps(out, indent=2))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _market(
@@ -470,7 +470,7 @@ def _deploy(args: argparse.Namespace) -> int:
         print(f"rollout {rid}: {name}@{version} to {target} ({size} device{'s' if size != 1 else ''})", flush=True)
         if not (args.wait or args.serve_chunks):
             print(f"`serve` runs it; follow it with `edged market rollout show {rid}`")
-            return EXIT_OK
+            return ExitCode.OK
         bar = None if args.no_progress else _Bar(f"{name}@{version}", size)
         try:
             result = rollouts.follow(
@@ -500,7 +500,7 @@ def _deploy(args: argparse.Namespace) -> int:
           f"{result.failure_rate:.0%}")  # fmt: skip
     if not result.outcomes:
         print("no devices in the target (record members with `edged market group add`)")
-    return EXIT_OK if result.state == "done" else EXIT_FAILED
+    return ExitCode.OK if result.state == "done" else ExitCode.FAILED
 
 
 class _Bar:
@@ -550,7 +550,7 @@ def _rollouts(args: argparse.Namespace) -> int:
     finally:
         catalog.close()
     print(_table(rows, ["id", "plugin", "target", "state", "devices", "counts", "created"]))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -562,7 +562,7 @@ def _rollout(args: argparse.Namespace) -> int:
             market.stop()
             catalog.close()
         print(f"rollout {args.id} reverted: " + (f"back to {version}" if version else "plugin removed from the target"))
-        return EXIT_OK
+        return ExitCode.OK
     catalog = _catalog(args)
     try:
         if args.action == "pause":
@@ -579,7 +579,7 @@ def _rollout(args: argparse.Namespace) -> int:
         catalog.close()
     if args.action != "show":
         print(f"rollout {r.id}: {r.state}" + (" (serve carries it out)" if r.state == "aborting" else ""))
-        return EXIT_OK
+        return ExitCode.OK
     p = r.policy
     print(f"rollout {r.id}: {r.name}@{r.version} to {r.target}: {r.state}")
     print(f"  created {_ago(r.created_at)}, updated {_ago(r.updated_at)}" + (f", run by {r.owner}" if r.owner else ""))
@@ -601,7 +601,7 @@ def _rollout(args: argparse.Namespace) -> int:
         for d in devs
     ]
     print(_table(rows, ["device", "stage", "state", "percent", "reason", "seq", "started"]))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _group(args: argparse.Namespace) -> int:
@@ -613,7 +613,7 @@ def _group(args: argparse.Namespace) -> int:
                 groups = {args.group: groups.get(args.group, [])}
             rows = [{"group": g, "devices": ", ".join(ds)} for g, ds in sorted(groups.items())]
             print(_table(rows, ["group", "devices"]))
-            return EXIT_OK
+            return ExitCode.OK
         if not args.group or not args.devices:
             raise ValueError(f"group {args.action} needs GROUP and at least one DEVICE")
         topics.check_id(args.group, "group id")
@@ -627,7 +627,7 @@ def _group(args: argparse.Namespace) -> int:
     finally:
         catalog.close()
     print(f"group {args.group}: {', '.join(members) or 'no members'}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -639,7 +639,7 @@ def _rollback(args: argparse.Namespace) -> int:
         market.stop()
         catalog.close()
     print(f"{target}: {args.name} rolled back to {version}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -663,9 +663,9 @@ def _command(args: argparse.Namespace) -> int:
         catalog.close()
     if reply is None:
         print(f"edged market: no reply from {args.device} within {args.timeout:g} s (command {cid})", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     print(reply.model_dump_json(indent=2))
-    return EXIT_OK if reply.ok else EXIT_FAILED
+    return ExitCode.OK if reply.ok else ExitCode.FAILED
 
 
 def _unpin(args: argparse.Namespace) -> int:
@@ -678,7 +678,7 @@ def _unpin(args: argparse.Namespace) -> int:
         catalog.close()
     now = f"its groups' {follows}" if follows else "none of its groups names it: removed"
     print(f"device:{args.device}: own entry for {args.name} ended; it follows its groups for {args.name} again ({now})")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _playlist(args: argparse.Namespace) -> int:
@@ -695,7 +695,7 @@ def _playlist(args: argparse.Namespace) -> int:
         market.stop()
         catalog.close()
     print(f"{target}: playlist " + (", ".join(items) if items else "cleared (devices keep their own)"))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -732,7 +732,7 @@ def _status(args: argparse.Namespace) -> int:
             )
     cols = ["device", "groups", "presence", "plugin", "version", "state", "reason", "pin", "last seen"]
     print(_table(rows, cols))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _claims(groups: list[str]) -> str:
@@ -773,7 +773,7 @@ def _serve(args: argparse.Namespace) -> int:
         market.stop()
         catalog.close()
     print(f"served {market.chunks_served} chunks ({market.bytes_served} bytes)")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _ago(ts: float | None) -> str:

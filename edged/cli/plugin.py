@@ -17,8 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..tooling import LANGUAGES, CheckOptions, ScaffoldError, build_hint, check_plugin, new_plugin, source_build_script
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from .exitcodes import ExitCode
 
 
 def register(sub: Any) -> None:
@@ -52,11 +51,11 @@ def run_new(args: argparse.Namespace) -> int:
         folder = new_plugin(args.name, args.lang, args.dir, templates=args.templates)
     except (ScaffoldError, OSError) as exc:
         print(f"edged plugin new: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     for path in sorted(folder.iterdir()):
         print(path)
     print(build_hint(folder, source_build_script()), file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -81,6 +80,6 @@ def run_check(args: argparse.Namespace) -> int:
         report = check_plugin(args.plugin, manifest=args.manifest, options=options)
     except (ValueError, ValidationError, FileNotFoundError) as exc:
         print(f"edged plugin check: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     print("\n".join(report.lines()))
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return ExitCode.OK if report.ok else ExitCode.FAILED

@@ -38,6 +38,7 @@ from ..host.capabilities import DevicePolicy
 from ..host.frames import Tick
 from ..host.functions import DisplayInfo
 from ..host.plugin import DevicePlugin
+from .exitcodes import ExitCode
 
 #: A frame that takes longer than this in a preview has hung: the preview stops with an error instead of waiting.
 DEFAULT_FRAME_TIMEOUT_MS = 1000
@@ -198,12 +199,12 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except (UsageError, ConfigError, OSError, ValueError) as exc:
         print(f"edged preview: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         return serve(server, sys.stderr, threading.Event())
     except OSError as exc:
         print(f"edged preview: cannot serve on port {args.port}: {exc.strerror or exc} (try --port)", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,13 +237,13 @@ def run(args: argparse.Namespace) -> int:
             )
         except (UsageError, ConfigError, PluginLoadError, OSError) as exc:
             print(f"edged preview: {exc}", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         except PluginError as exc:  # a capability the preview cannot grant
             print(f"edged preview: {exc}", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         if plugin.kind not in ("animation", "matricks"):
             print(f"edged preview: {plugin.name} is a {plugin.kind} plugin; it does not draw frames", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         # scripted edges are stamped on the plugin's own time line, so on_gpio sees the scenario's times
         player = ScenarioPlayer(scenario, board, start=plugin.ctx.started) if scenario and board else None
         backend = EmulatedBackend(history=2)
@@ -253,8 +254,8 @@ def run(args: argparse.Namespace) -> int:
             return _render(args, plugin, output, backend, player)
         except PluginError as exc:
             print(f"edged preview: {plugin.name}: {exc}", file=sys.stderr)
-            return 1
-    return 1  # unreachable: the block always returns
+            return ExitCode.FAILED
+    return ExitCode.FAILED  # unreachable: the block always returns
 
 
 def _frames(
@@ -302,7 +303,7 @@ def _render(
             bar.update()
     if not images:
         print(f"edged preview: {plugin.name} drew no frames", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     out = Path(args.gif or args.png)
     try:
         if args.gif:
@@ -311,8 +312,8 @@ def _render(
             save_png(images[-1], out, scale, args.dots)
     except OSError as exc:
         print(f"edged preview: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def _play(
@@ -338,5 +339,5 @@ def _play(
         renderer.close()
     if renderer.frames == 0:
         print(f"edged preview: {plugin.name} drew no frames", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.FAILED
+    return ExitCode.OK
