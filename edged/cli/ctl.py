@@ -18,49 +18,74 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..daemon.config import load_config
-from ..daemon.control import request
+from ..daemon.client import request
+from ..daemon.paths import control_socket
 from ..errors import EdgedError
+from .exitcodes import ExitCode
 
-ACTIONS = [
-    "list",
-    "stats",
-    "health",
-    "problems",
-    "reload",
-    "switch",
-    "next",
-    "identify",
-    "displays",
-    "sensors",
-    "token",
-    "decommission",
-]
-#: actions whose second argument is a value, and the request field it goes into
-_VALUE = {"play": "plugin", "power": "on", "brightness": "brightness"}
+#: every action, in the order ``edged ctl --help`` lists them, with its help
+ACTIONS = {
+    "list": "a table of the loaded plugins",
+    "stats": "frame and plugin statistics (JSON)",
+    "health": "whether the daemon is ready (exit 1 with the reasons when not)",
+    "problems": "what the daemon refused",
+    "reload": "re-read the config, as SIGHUP does",
+    "switch": "play another playlist on a display's layer, now",
+    "next": "cut to the next item of a layer's playlist",
+    "play": "cut to a plugin of a layer's playlist",
+    "power": "switch a display's LEDs on or off (the plugins keep running)",
+    "brightness": "set a display's brightness",
+    "identify": "blink a border on every display",
+    "displays": "each display's state",
+    "sensors": "the sensor plugins' values",
+    "token": "print the web page's credential",
+    "decommission": "remove the device from Home Assistant",
+}
 
 
-def _value(action: str, text: str) -> Any:
-    if action == "power":
-        if text not in ("on", "off"):
-            raise ValueError("power takes on or off")
-        return text == "on"
-    if action == "brightness":
-        if not text.isdigit() or not 0 <= int(text) <= 255:
-            raise ValueError(f"brightness takes 0-255, got {text!r}")
-        return int(text)
-    return text
+def _power(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"power takes on or off, got {text!r}")
+    return text == "on"
+
+
+def _brightness(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 255:
+        raise argparse.ArgumentTypeError(f"brightness takes 0-255, got {text!r}")
+    return int(text)
+
+
+def _where(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("--socket", metavar="PATH", default=default, help="control socket (default: from --config)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="the daemon's config, to find its socket (default: the embedded default's)",
+    )
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("ctl", help="control a running daemon", description=__doc__)
-    p.add_argument("--socket", metavar="PATH", help="control socket (default: from --config or the default)")
-    p.add_argument("--config", metavar="FILE", help="the daemon's config, to find its socket")
-    p.add_argument("action", choices=[*ACTIONS, *_VALUE], help="what to do")
-    p.add_argument("display", nargs="?", help="display name (switch, next, play, power, brightness)")
-    p.add_argument("playlist", nargs="?", help="playlist (switch), plugin (play), on|off (power), 0-255 (brightness)")
-    p.add_argument("--layer", help="layer name (default: the display's first layer)")
-    p.set_defaults(handler=run)
+    _where(p, None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    layer = "layer name (default: the display's first layer)"
+    for name, text in ACTIONS.items():
+        a = actions.add_parser(name, help=text, description=text)
+        _where(a, argparse.SUPPRESS)  # after the action too (`edged ctl stats --socket S`), keeping one given before
+        a.set_defaults(handler=run)
+        if name in ("switch", "next", "play", "power", "brightness"):
+            a.add_argument("display", metavar="DISPLAY", help="display name")
+        if name == "switch":
+            a.add_argument("playlist", metavar="PLAYLIST", help="playlist name")
+        elif name == "play":
+            a.add_argument("plugin", metavar="PLUGIN", help="plugin name (an item of the layer's playlist)")
+        elif name == "power":
+            a.add_argument("on", type=_power, metavar="on|off", help="on or off")
+        elif name == "brightness":
+            a.add_argument("brightness", type=_brightness, metavar="0-255", help="the brightness")
+        if name in ("switch", "next", "play"):
+            a.add_argument("--layer", help=layer)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -72,47 +97,44 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _payload(args: argparse.Namespace) -> dict[str, Any]:
+    """The request for ``args.action`` (the wire format of docs/daemon.md)."""
+    payload: dict[str, Any] = {
+        "cmd": args.action,
+        "display": getattr(args, "display", None),
+        "playlist": getattr(args, "playlist", None),
+        "layer": getattr(args, "layer", None),
+    }
+    for field in ("plugin", "on", "brightness"):
+        if hasattr(args, field):
+            payload[field] = getattr(args, field)
+    return payload
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.action in ("switch", "next", *_VALUE) and not args.display:
-        print(f"edged ctl: {args.action} needs a DISPLAY", file=sys.stderr)
-        return 2
-    extra: dict[str, Any] = {}
-    if args.action in _VALUE:
-        try:
-            if args.playlist is None:
-                raise ValueError(f"{args.action} needs a DISPLAY and a {_VALUE[args.action].upper()}")
-            extra[_VALUE[args.action]] = _value(args.action, args.playlist)
-        except ValueError as exc:
-            print(f"edged ctl: {exc}", file=sys.stderr)
-            return 2
-        args.playlist = None
-    if args.action == "switch" and not args.playlist:
-        print("edged ctl: switch needs a DISPLAY and a PLAYLIST", file=sys.stderr)
-        return 2
     try:
-        path = Path(args.socket) if args.socket else load_config(args.config).control_socket
+        path = Path(args.socket) if args.socket else control_socket(args.config)
     except EdgedError as exc:
         print(f"edged ctl: {exc}", file=sys.stderr)
-        return 2
-    payload = {"cmd": args.action, "display": args.display, "playlist": args.playlist, "layer": args.layer, **extra}
+        return ExitCode.USAGE
     try:
-        reply = request(path, payload)
+        reply = request(path, _payload(args))
     except OSError as exc:
         print(f"edged ctl: cannot reach the daemon at {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     if not reply.get("ok"):
         print(f"edged ctl: {reply.get('error')}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     result = reply["result"]
     if args.action == "health":
         print(json.dumps(result, indent=2))
         for reason in result.get("reasons", []):
             print(f"edged ctl: not ready: {reason}", file=sys.stderr)
-        return 0 if result.get("ready") else 1
+        return ExitCode.OK if result.get("ready") else ExitCode.FAILED
     if args.action == "list":
         print(_table(result))
     elif args.action == "token":
         print(result)
     else:
         print(json.dumps(result, indent=2))
-    return 0
+    return ExitCode.OK

@@ -284,6 +284,8 @@ def test_bash_completion_completes_commands_and_options(tmp_path: Path) -> None:
     assert complete("edged", "mar") == ["market"]
     assert "publish" in complete("edged", "market", "pu")
     assert "--recalibrate" in complete("edged", "plugin", "check", "--re")
+    assert complete("edged", "ctl", "bri") == ["brightness"]
+    assert "--layer" in complete("edged", "ctl", "switch", "--la")
 
 
 def test_zsh_completion_is_generated() -> None:
