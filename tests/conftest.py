@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,13 @@ import wasmtime
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_BUILD = ROOT / "tests" / "plugins" / "build"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Subprocesses (``python -m edged …``) import this checkout's ``edged``, not whatever the venv installed:
+    an editable install made from another worktree, or a wheel, would otherwise be what they test."""
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
 
 
 @pytest.fixture(autouse=True)
