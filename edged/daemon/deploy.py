@@ -22,6 +22,7 @@ from typing import Any
 from ..deploy.target import PluginHealth, manifest_for
 from ..engine.supervisor import Supervised
 from ..errors import PluginError
+from ..fsutil import atomic_write
 from ..host.frames import Tick
 from .config import PluginConfig
 from .daemon import Daemon
@@ -91,9 +92,7 @@ class DaemonTarget:
 
     def activate(self, name: str, version: str, wasm_path: Path, manifest: dict[str, Any]) -> None:
         path = self.folder / f"{name}.manifest.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest_for(wasm_path, manifest)))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(manifest_for(wasm_path, manifest)))
         with self._lock:
             problems = len(self.daemon.problems)
             self.daemon.deploy(name, PluginConfig(path=path))

@@ -22,12 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import BadSignature, BundleRejected, CapabilityDenied, PluginLoadError, UntrustedKey
+from ..fsutil import atomic_write
 from ..host.capabilities import Capabilities, DevicePolicy
 from ..host.functions import check_imports
 from ..host.plugin import drawing_kind
-from ..runtime import Manifest, ModuleCache, default_cache, parse_manifest
-from ..runtime._cache import compile_module
-from .trust import TrustStore, atomic_write, canonical_json, decode_signature, key_id, parse_json, sign
+from ..runtime import Manifest, ModuleCache, compile_module, default_cache, parse_manifest
+from .trust import TrustStore, canonical_json, decode_signature, key_id, parse_json, sign
 
 log = logging.getLogger("edged.deploy.bundle")
 

@@ -33,8 +33,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import BundleRejected, DiskFull, StoreError
+from ..fsutil import atomic_write, fsync_dir
 from .bundle import NAME_RE, WASM_ENTRY, BundleMeta, SemVer, manifest_digest, parse_meta
-from .trust import fsync_dir
 
 log = logging.getLogger("edged.deploy.store")
 
@@ -184,21 +184,22 @@ class PluginStore:
             self._checkpoint(name)
 
     def _write(self, final: Path, data: bytes, kind: str, mode: int = 0o644) -> None:
-        """temp write + fsync, rename, fsync the directory; ``kind`` names the checkpoints passed.
+        """:func:`~edged.fsutil.atomic_write` through ``tmp/``; ``kind`` names the checkpoints passed.
 
         An OS error (disk full, I/O error) raises :class:`StoreError` and leaves the previous file in place.
         """
-        tmp = self.tmp / f"{final.name}.{secrets.token_hex(6)}.tmp"
+        written = f"after_{kind}_temp_write" if kind != "blob" else "after_temp_write"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            self._point(f"after_{kind}_temp_write" if kind != "blob" else "after_temp_write")
-            os.replace(tmp, final)
+            atomic_write(
+                final,
+                data,
+                mode,
+                tmp_dir=self.tmp,
+                before_replace=lambda: self._point(written),
+                sync_dir=False,
+                parents=False,
+            )
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise self.write_error(f"cannot write {final.relative_to(self.root)}", exc, len(data)) from exc
         try:
             fsync_dir(final.parent)

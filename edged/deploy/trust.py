@@ -42,6 +42,7 @@ from ..errors import (
     NonceCacheFull,
     UntrustedKey,
 )
+from ..fsutil import atomic_write, fsync_dir
 from ..tomlconfig import load_toml
 
 log = logging.getLogger("edged.deploy.trust")
@@ -315,32 +316,6 @@ class TrustStore:
         else:
             text = json.dumps(model.model_dump(mode="json"), indent=2) + "\n"
         atomic_write(p, text.encode())
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory: fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename or unlink in it is durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- signed messages ---------------------------------------------------------------------------------------------

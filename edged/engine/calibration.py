@@ -21,7 +21,6 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 import wasmtime
 
 from ..errors import OutOfFuel
+from ..fsutil import atomic_write
 from ..runtime import Plugin, default_cache_dir
 
 log = logging.getLogger("edged.engine")
@@ -141,11 +141,7 @@ def _write(path: Path, key: str, entry: dict[str, object]) -> None:
         except (OSError, ValueError, AttributeError):
             entries = {}
         entries[key] = entry
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"entries": entries}, f, indent=2)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({"entries": entries}, indent=2))
     except OSError as exc:  # a read-only disk only costs a measurement per process
         log.warning("cannot save the fuel calibration", extra={"path": str(path), "error": str(exc)})
 

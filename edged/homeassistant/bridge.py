@@ -32,6 +32,7 @@ from ..daemon.config import DaemonConfig
 from ..daemon.control import ControlRequest, execute
 from ..deploy import topics
 from ..deploy.agent import BrokerConfig, make_client
+from ..fsutil import atomic_write
 
 log = logging.getLogger("edged.homeassistant")
 
@@ -362,10 +363,7 @@ class HomeAssistantBridge:
         if text == self._saved:
             return
         try:
-            self._state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._state_file.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(self._state_file)
+            atomic_write(self._state_file, text)
             self._saved = text
         except OSError as exc:
             log.warning("cannot save Home Assistant state: %s", exc)

@@ -11,12 +11,12 @@ import hashlib
 import logging
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import wasmtime
 
 from ..errors import PluginLoadError
+from ..fsutil import atomic_write
 from ._engine import ENGINE, fingerprint
 from ._sections import largest_function_body
 
@@ -106,11 +106,7 @@ class ModuleCache:
 
     def _store(self, path: Path, module: wasmtime.Module) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")
-            with os.fdopen(fd, "wb") as f:
-                f.write(module.serialize())
-            os.replace(tmp, path)
+            atomic_write(path, module.serialize())
         except OSError as exc:  # a read-only or full disk only costs speed
             log.warning("cannot write module cache entry", extra={"path": str(path), "error": str(exc)})
 
