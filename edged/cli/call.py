@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError, PluginLoadError
-from ..runtime import Plugin
-from ..runtime._manifest import Manifest, WasmPath, load_manifest_file
+from ..runtime import Manifest, Plugin, WasmPath, load_manifest_file
 from .exitcodes import ExitCode
 
 

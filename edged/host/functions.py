@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import CapabilityDenied, HardwareError, PluginError
-from ..runtime import HostFunction, LogLimiter
-from ..runtime._host_fn import CurrentPlugin
+from ..runtime import CurrentPlugin, HostFunction, LogLimiter
 from .capabilities import Capabilities
 
 USER = "extism:host/user"

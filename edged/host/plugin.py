@@ -23,14 +23,16 @@ from ..runtime import (
     DEFAULT_MAX_VAR_BYTES,
     PAGE,
     CompiledPlugin,
+    EdgedBlock,
     Manifest,
     MemoryOptions,
     ModuleCache,
     Plugin,
+    WasmPath,
     default_cache,
+    read_module,
+    resolve_source,
 )
-from ..runtime._manifest import EdgedBlock, WasmPath, read_module
-from ..runtime._plugin import _resolve
 from .capabilities import Capabilities, DevicePolicy
 from .frames import Tick, decode_frame, decode_matricks, max_output_bytes
 from .functions import (
@@ -139,7 +141,7 @@ class DevicePlugin:
         init_fuel: int | None = None,
         init_timeout_ms: int = DEFAULT_INIT_TIMEOUT_MS,
     ) -> None:
-        manifest, base_dir = _resolve(source)
+        manifest, base_dir = resolve_source(source)
         policy = policy or DevicePolicy()
         edged = manifest.edged
         self.name = name or (edged.name if edged else _default_name(manifest))
@@ -214,10 +216,7 @@ class DevicePlugin:
         """Start over with a fresh instance, no Extism vars and no queued GPIO events (the next frame runs ``setup``
         again for Matricks plugins): each playlist play and each restart after quarantine starts clean, so bad state
         a plugin kept in a var cannot outlive it."""
-        self.plugin.close()
-        # after close() the host's copy of the vars is the only one (the kernel's went with the instance)
-        self.plugin.env.vars.clear()
-        self.plugin.env.var_bytes = 0
+        self.plugin.reset()
         self._setup_done = False
         # edges queued for the old instance are stale for the new one (its pin subscriptions stay: the board has
         # no way to drop a callback, and a plugin re-subscribing is a no-op)

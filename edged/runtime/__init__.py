@@ -22,7 +22,7 @@ from ..errors import (
     PluginTimeout,
     PluginTrap,
 )
-from ._cache import ModuleCache, default_cache, default_cache_dir
+from ._cache import ModuleCache, compile_module, default_cache, default_cache_dir
 from ._compat import (
     EXTISM_RUNTIME_VERSION,
     CancelHandle,
@@ -47,7 +47,19 @@ from ._host_fn import (
     host_fn,
 )
 from ._layout import PAGE
-from ._manifest import EdgedBlock, Manifest, MemoryOptions, WasmData, WasmPath, WasmUrl, parse_manifest
+from ._manifest import (
+    EdgedBlock,
+    Manifest,
+    MemoryOptions,
+    WasmData,
+    WasmPath,
+    WasmSource,
+    WasmUrl,
+    load_manifest_file,
+    parse_manifest,
+    read_module,
+    resolve_source,
+)
 from ._plugin import CompiledPlugin, Plugin
 
 __all__ = [
@@ -88,13 +100,18 @@ __all__ = [
     "ValType",
     "WasmData",
     "WasmPath",
+    "WasmSource",
     "WasmUrl",
+    "compile_module",
     "default_cache",
     "default_cache_dir",
     "extism_version",
     "host_fn",
+    "load_manifest_file",
     "log_text",
     "parse_manifest",
+    "read_module",
+    "resolve_source",
     "set_log_custom",
     "set_log_file",
 ]

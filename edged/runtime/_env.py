@@ -132,6 +132,13 @@ class HostEnv:
         #: every log line of the plugin (env log functions, WASI stdout/stderr) passes through this
         self.log_limiter = LogLimiter(logger)
 
+    def forget_state(self) -> None:
+        """Forget what a plugin kept between calls here: its vars and the last HTTP response."""
+        self.vars.clear()
+        self.var_bytes = 0
+        self.http_status = 0
+        self.http_headers = None
+
     # --- vars --------------------------------------------------------------------------------------------------
 
     def var_get(self, key: int) -> int:

@@ -233,6 +233,37 @@ def load_manifest_file(path: str | Path) -> tuple[Manifest, Path]:
     return parse_manifest(text), p.resolve().parent
 
 
+def resolve_source(source: Any) -> tuple[Manifest, Path | None]:
+    """Turn anything :class:`~edged.runtime.Plugin` accepts into a manifest and the directory its relative wasm
+    paths are resolved against (None when there is none).
+
+    ``source`` is a :class:`Manifest`, a dict or JSON text (a manifest), ``.wasm`` bytes, WebAssembly text, or a
+    path to a ``.wasm`` file or a manifest ``.json`` file. A missing file raises :class:`PluginLoadError`, a bad
+    manifest :class:`ManifestError`, any other type :class:`TypeError`.
+    """
+    if isinstance(source, Manifest):
+        return source, None
+    if isinstance(source, dict):
+        return parse_manifest(source), None
+    if isinstance(source, bytes | bytearray | memoryview):
+        raw = bytes(source)
+        if raw.lstrip()[:1] == b"{":
+            return parse_manifest(raw), None
+        return Manifest(wasm=[WasmData(data=raw)]), None
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        return parse_manifest(source), None
+    if isinstance(source, str) and source.lstrip().startswith("("):  # WebAssembly text
+        return Manifest(wasm=[WasmData(data=source.encode())]), None
+    if isinstance(source, str | Path):
+        p = Path(source)
+        if p.suffix == ".json":
+            return load_manifest_file(p)
+        if not p.exists():
+            raise PluginLoadError(f"no such plugin file: {p}")
+        return Manifest(wasm=[WasmPath(path=str(p.resolve()))]), None
+    raise TypeError(f"cannot load a plugin from {type(source).__name__}")
+
+
 def read_module(src: WasmSource, base_dir: Path | None, allow_urls: bool) -> bytes:
     """Fetch a module's bytes and verify its ``hash`` if one is given."""
     if isinstance(src, WasmData):

@@ -31,7 +31,7 @@ from ._engine import ENGINE, TICK_MS, TICKER, UNLIMITED_FUEL, UNLIMITED_TICKS, U
 from ._env import ENV_HOST_FUNCTIONS, HostEnv, extism_log_level, log_text
 from ._host_fn import HOST_CONTEXT, HOST_FN_REGISTRY, HostFunction
 from ._kernel import HOST_EXPORTS, KERNEL_EXPORTS, Kernel
-from ._manifest import Manifest, WasmData, WasmPath, load_manifest_file, parse_manifest, read_module
+from ._manifest import WasmPath, read_module, resolve_source
 from ._rawcall import define_func, define_raw_func, export_indices, exports_at, no_arg_caller, value_kinds
 from ._sections import defined_memories_and_tables, memory_minimums
 from ._wasi import WasiOutput
@@ -157,31 +157,6 @@ def _config(config: Any) -> dict[str, str]:
     return out
 
 
-def _resolve(plugin: Any) -> tuple[Manifest, Path | None]:
-    """Turn a path, bytes, JSON text, WAT text, dict or :class:`Manifest` into a manifest and its base directory."""
-    if isinstance(plugin, Manifest):
-        return plugin, None
-    if isinstance(plugin, dict):
-        return parse_manifest(plugin), None
-    if isinstance(plugin, bytes | bytearray | memoryview):
-        raw = bytes(plugin)
-        if raw.lstrip()[:1] == b"{":
-            return parse_manifest(raw), None
-        return Manifest(wasm=[WasmData(data=raw)]), None
-    if isinstance(plugin, str) and plugin.lstrip().startswith("{"):
-        return parse_manifest(plugin), None
-    if isinstance(plugin, str) and plugin.lstrip().startswith("("):  # WebAssembly text
-        return Manifest(wasm=[WasmData(data=plugin.encode())]), None
-    if isinstance(plugin, str | Path):
-        p = Path(plugin)
-        if p.suffix == ".json":
-            return load_manifest_file(p)
-        if not p.exists():
-            raise PluginLoadError(f"no such plugin file: {p}")
-        return Manifest(wasm=[WasmPath(path=str(p.resolve()))]), None
-    raise TypeError(f"cannot load a plugin from {type(plugin).__name__}")
-
-
 def _init_steps(all_exports: set[str], callable_exports: dict[str, bool]) -> list[tuple[str, tuple[int, ...]]]:
     """Run-time initialisation in Extism's order: Haskell's ``hs_init`` (after ``_initialize``), else C++
     constructors, else a WASI reactor's ``_initialize``."""
@@ -216,7 +191,7 @@ class CompiledPlugin:
     ) -> None:
         self.metered = metered
         self.engine = ENGINE if metered else UNMETERED_ENGINE
-        self.manifest, base_dir = _resolve(plugin)
+        self.manifest, base_dir = resolve_source(plugin)
         self.wasi = wasi
         self.functions = _functions(functions)
         cache = cache if cache is not None else default_cache()
@@ -481,6 +456,14 @@ class Plugin:
     def close(self) -> None:
         """Drop the instance; safe to call twice. A later call instantiates again (vars survive)."""
         self._drop_instance()
+
+    def reset(self) -> None:
+        """Start over as a newly created plugin would: drop the instance and forget every var and the last HTTP
+        response. The compiled module, config and limits stay; the next call instantiates (and initialises) again.
+        Use it where state a plugin kept must not outlive a restart; :meth:`close` keeps the vars."""
+        self._drop_instance()
+        # after the drop the host's copy of the vars is the only one (kernel-served vars went with the instance)
+        self.env.forget_state()
 
     def _drop_instance(self) -> None:
         """Discard the instance (after a trap, or on close); kernel-served vars move back to the host first, so

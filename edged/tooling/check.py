@@ -29,8 +29,7 @@ from ..host.capabilities import Capabilities, DevicePolicy
 from ..host.frames import Tick
 from ..host.functions import LEGACY, SPECS_BY_NAME, USER, DisplayInfo, GpioEvent, SharedValues, has_capability
 from ..host.plugin import DevicePlugin, detect_kind, drawing_kind
-from ..runtime import Manifest, WasmPath, default_cache
-from ..runtime._manifest import load_manifest_file, read_module
+from ..runtime import Manifest, WasmPath, default_cache, load_manifest_file, read_module
 
 log = logging.getLogger("edged.tooling")
 

@@ -433,8 +433,7 @@ def test_every_shipped_manifest_passes_the_led_gate(path: Path) -> None:
     """Gallery and test manifests: a drawing plugin asks for 'led' (checked without instantiating; the templates
     are checked by `edged plugin new` + `check` in tests/cli)."""
     from edged.host.plugin import drawing_kind
-    from edged.runtime import Manifest, default_cache
-    from edged.runtime._manifest import read_module
+    from edged.runtime import Manifest, default_cache, read_module
 
     manifest = Manifest.model_validate(json.loads(path.read_text()))
     caps = Capabilities.from_manifest_block(manifest.edged.capabilities if manifest.edged else None)
