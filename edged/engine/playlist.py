@@ -11,7 +11,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..host.frames import Tick, to_rgb
+from ..hardware.pipeline import to_rgb
+from ..host.frames import Tick
 from .compose import crossfade
 from .supervisor import DONE, Supervised
 

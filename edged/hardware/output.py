@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from ..host.frames import to_rgb
 from .backends import (
     BackendConfig,
     EmulatedBackend,
@@ -20,7 +19,7 @@ from .backends import (
     create_backend,
 )
 from .geometry import DisplayConfig
-from .pipeline import PixelPipeline
+from .pipeline import PixelPipeline, to_rgb
 
 log = logging.getLogger("edged.hardware")
 

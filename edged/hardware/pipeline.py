@@ -16,6 +16,14 @@ from .geometry import DisplayConfig, index_map
 _CHANNEL = {"R": 0, "G": 1, "B": 2, "W": 3}
 
 
+def to_rgb(frame: np.ndarray) -> np.ndarray:
+    """An RGB view of a frame: RGBA is composited over black by its alpha."""
+    if frame.shape[2] == 3:
+        return frame
+    alpha = frame[..., 3:4].astype(np.uint16)
+    return ((frame[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+
+
 def brightness_gamma_lut(brightness: int, gamma: float, table: list[int] | None = None) -> np.ndarray:
     """The 256-entry table that applies ``brightness`` (0-255) and then ``gamma`` (or a measured ``table``) to one
     channel value."""

@@ -130,11 +130,3 @@ class _NotAnInteger(ValueError):
 
 def _not_an_integer(token: str) -> None:
     raise _NotAnInteger(token)
-
-
-def to_rgb(frame: np.ndarray) -> np.ndarray:
-    """An RGB view of a frame: RGBA is composited over black by its alpha."""
-    if frame.shape[2] == 3:
-        return frame
-    alpha = frame[..., 3:4].astype(np.uint16)
-    return ((frame[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)

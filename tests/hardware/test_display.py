@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edged.hardware.geometry import DisplayConfig, index_map
-from edged.hardware.pipeline import PixelPipeline, brightness_gamma_lut, inverse_gamma_lut
+from edged.hardware.pipeline import PixelPipeline, brightness_gamma_lut, inverse_gamma_lut, to_rgb
 
 wiring_cfgs = st.builds(
     DisplayConfig,
@@ -259,3 +259,8 @@ def test_a_measured_gamma_table_replaces_the_exponent() -> None:
     for bad in ([1] * 255, [300] * 256, list(range(255, -1, -1))):
         with pytest.raises(ValidationError, match="gamma_table"):
             DisplayConfig(width=2, height=1, gamma_table=bad)
+
+
+def test_rgba_composites_over_black() -> None:
+    f = np.array([[[200, 100, 50, 255], [200, 100, 50, 0], [200, 100, 50, 128]]], dtype=np.uint8)
+    assert to_rgb(f).tolist() == [[[200, 100, 50], [0, 0, 0], [100, 50, 25]]]

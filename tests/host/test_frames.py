@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edged.host.frames import TICK_SIZE, FrameError, Tick, decode_frame, decode_matricks, to_rgb
+from edged.host.frames import TICK_SIZE, FrameError, Tick, decode_frame, decode_matricks
 
 
 def test_tick_record_is_32_bytes_and_round_trips() -> None:
@@ -84,11 +84,6 @@ def test_arbitrary_bytes_never_crash_the_decoders(data: bytes) -> None:
         with contextlib.suppress(FrameError):  # the only failure allowed
             out = decode(data, 4, 3)
             assert out is None or (out.shape[:2] == (3, 4) and out.dtype == np.uint8)
-
-
-def test_rgba_composites_over_black() -> None:
-    f = np.array([[[200, 100, 50, 255], [200, 100, 50, 0], [200, 100, 50, 128]]], dtype=np.uint8)
-    assert to_rgb(f).tolist() == [[[200, 100, 50], [0, 0, 0], [100, 50, 25]]]
 
 
 # --- hostile Matricks output (issue 10, points 4 and 6) -------------------------------------------------------
