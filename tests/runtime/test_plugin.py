@@ -89,6 +89,25 @@ def test_vars_persist_across_calls_and_instances() -> None:
     assert p.vars[b"count"] == b"3"
 
 
+@pytest.mark.parametrize("max_var_bytes", [1024, 64 * 1024 * 1024], ids=["kernel", "host"])
+def test_reset_starts_over_without_vars(max_var_bytes: int) -> None:
+    """reset() is a fresh start (new instance, init runs again, no vars), where close() keeps the vars."""
+    p = Plugin({"wasm": [{"data": KITCHEN}], "memory": {"max_var_bytes": max_var_bytes}})
+    assert p._kernel_vars == (max_var_bytes == 1024)
+    assert [p.call("var_count"), p.call("var_count"), p.call("inits")] == [b"1", b"2", b"1"]
+    p.call("var_set_input", b"abc")
+    p.close()
+    assert p.call("var_count") == b"3"  # close keeps the vars
+    p.reset()
+    assert not p.ready and p.vars == {}
+    assert p.call("var_get_input", b"abc") == b""
+    assert [p.call("var_count"), p.call("inits")] == [b"1", b"1"]
+    p.call("var_set_input", b"k" * 200)  # what the reset freed counts as free: the budget starts from zero
+    p.reset()
+    p.reset()  # twice in a row, with no instance in between
+    assert p.vars == {} and p.call("var_count") == b"1"
+
+
 def test_vars_disabled_and_full() -> None:
     manifest = {"wasm": [{"data": KITCHEN}], "memory": {"max_var_bytes": 0}}
     with pytest.raises(PluginError, match="^Vars are disabled by this host$"):
