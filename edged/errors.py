@@ -1,7 +1,20 @@
 """All of edged's exceptions and warnings, in one place.
 
 One root, :class:`EdgedError`, with a family per layer. Leaves also inherit a builtin where one fits, so callers
-may catch by family (``except PluginError``) or by builtin (``except ValueError``).
+may catch by family (``except PluginError``) or by builtin (``except ValueError``)::
+
+    EdgedError
+    ├── PluginError            a plugin failed to load or a call into it failed (runtime, host, engine)
+    ├── HardwareError          a backend, GPIO pin or sensor (hardware)
+    ├── ConfigError            a configuration file or value (everywhere), BrokerRefused
+    ├── DeployError            bundles, signatures, messages, the store, the marketplace catalog (deploy, market)
+    ├── ScaffoldError          ``edged plugin new`` (tooling)
+    └── UsageError             bad command-line arguments (cli)
+    EdgedWarning               a degraded state that still works
+
+The modules that raise an error also export its name (``from edged.hardware.gpio import PinNotConfigured`` works),
+but every class is defined here and nowhere else; tests/test_errors.py checks that. This module imports nothing, so
+every layer (the runtime too) may import it.
 """
 
 from __future__ import annotations
@@ -70,6 +83,15 @@ class CapabilityDenied(PluginError, PermissionError):
     """A plugin asked for something its granted capabilities do not allow."""
 
 
+class FrameError(PluginError):
+    """A plugin produced a frame the host cannot use (wrong size, malformed JSON, values out of range)."""
+
+
+class InternalFailure(PluginError):
+    """Something other than a plugin error escaped a plugin's frame (a bug in the host, say): a strike all the
+    same, so one plugin never takes its display thread down."""
+
+
 # --- hardware ----------------------------------------------------------------------------------------------------
 
 
@@ -81,8 +103,43 @@ class BackendUnavailable(HardwareError, RuntimeError):
     """The requested backend cannot run on this machine (for example ws281x on a Pi 5 or off a Pi)."""
 
 
+class GpioError(HardwareError):
+    """A GPIO or sensor operation cannot be done on this board."""
+
+
+class PinNotConfigured(GpioError, LookupError):
+    """The pin is not declared by the hardware profile."""
+
+
+class WrongPinUse(GpioError, ValueError):
+    """The pin is declared, but as something else (a write to an input, a read of a PWM output, ...)."""
+
+
+class UnknownSensor(GpioError, LookupError):
+    """No sensor of that name is declared."""
+
+
+class InvalidValue(GpioError, ValueError):
+    """A value outside what the device takes (a PWM duty outside 0..1)."""
+
+
+class NotEmulated(GpioError, RuntimeError):
+    """An emulation-only operation (driving a mock pin, setting a sensor value) on a real board."""
+
+
+class SensorReadError(HardwareError, OSError):
+    """A sensor could not be read (for example its sensor file is missing)."""
+
+
+# --- configuration -----------------------------------------------------------------------------------------------
+
+
 class ConfigError(EdgedError, ValueError):
     """A configuration file or value is invalid; the message names the key (and line where known)."""
+
+
+class BrokerRefused(ConfigError):
+    """The broker answered and refused the connection (bad credentials, not authorized): retrying cannot help."""
 
 
 # --- deploy ------------------------------------------------------------------------------------------------------
@@ -192,6 +249,40 @@ class DiskFull(StoreError):
 
     def __reduce__(self) -> tuple[type, tuple[str, int, int]]:
         return (type(self), (str(self), self.free, self.needed))
+
+
+# --- marketplace -------------------------------------------------------------------------------------------------
+
+
+class CatalogError(DeployError, LookupError):
+    """A bundle, device or rollout the catalog does not know."""
+
+
+class CatalogUnavailable(DeployError):
+    """The catalog cannot be opened (no such database, a server that does not answer, a file that is not one)."""
+
+
+class RolloutConflict(CatalogError):
+    """Another rollout is active on the same target (one writer per target)."""
+
+
+class NoChunkService(DeployError):
+    """No marketplace service answers chunk requests on the broker."""
+
+
+class UnknownTarget(DeployError):
+    """A deploy target the marketplace has never heard from (a typo, or a device not provisioned yet)."""
+
+
+# --- tooling and command line ------------------------------------------------------------------------------------
+
+
+class ScaffoldError(EdgedError, ValueError):
+    """A plugin cannot be scaffolded (bad name or language, folder already there, no templates)."""
+
+
+class UsageError(EdgedError, ValueError):
+    """Bad command-line arguments (exit code 2)."""
 
 
 # --- warnings ----------------------------------------------------------------------------------------------------

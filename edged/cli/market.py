@@ -37,7 +37,7 @@ from ..deploy import topics
 from ..deploy.agent import BrokerConfig
 from ..deploy.bundle import build_bundle
 from ..deploy.trust import TrustStore, generate_key, key_id, load_private_key, public_key_b64, save_private_key
-from ..errors import BundleRejected, ConfigError, EdgedError
+from ..errors import BundleRejected, ConfigError, EdgedError, NoChunkService, UnknownTarget
 from ..market import (
     CatalogUnavailable,
     Marketplace,
@@ -404,10 +404,6 @@ def _market(
     return market, catalog
 
 
-class NoChunkService(EdgedError):
-    """No marketplace service answers chunk requests on the broker."""
-
-
 def _require_chunk_service(market: Marketplace, args: argparse.Namespace) -> None:
     if args.serve_chunks:
         return
@@ -418,10 +414,6 @@ def _require_chunk_service(market: Marketplace, args: argparse.Namespace) -> Non
             f"edged/v1/market/service/+), so devices would wait for chunks: start `edged market serve`, or pass "
             f"--serve-chunks"
         )
-
-
-class UnknownTarget(EdgedError):
-    """A deploy target the marketplace has never heard from (a typo, or a device not provisioned yet)."""
 
 
 def _require_known_target(market: Marketplace, args: argparse.Namespace) -> None:

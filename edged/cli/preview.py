@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..bundled import bundled_dir
 from ..daemon.plugins import plugin_in_folder
-from ..errors import ConfigError, PluginError, PluginLoadError
+from ..errors import ConfigError, PluginError, PluginLoadError, UsageError
 from ..hardware.backends import EmulatedBackend
 from ..hardware.geometry import DisplayConfig
 from ..hardware.gpio import GpioBoard
@@ -47,10 +47,6 @@ log = logging.getLogger("edged.cli")
 
 #: show a progress bar for --gif/--png from this many frames on
 PROGRESS_FROM = 200
-
-
-class UsageError(ValueError):
-    """Bad command-line arguments (exit code 2)."""
 
 
 def register(sub: Any) -> None:

@@ -16,8 +16,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from ..errors import ConfigError
-
 State = Literal["connecting", "connected", "disconnected", "unreachable", "refused", "stopped"]
 
 _LEVEL = {
@@ -130,7 +128,3 @@ class ConnectionTracker:
                 return "the connection failed, then succeeded on a retry"
         except OSError as exc:
             return exc.strerror or str(exc) or type(exc).__name__
-
-
-class BrokerRefused(ConfigError):
-    """The broker answered and refused the connection (bad credentials, not authorized): retrying cannot help."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import OutOfFuel, PluginError, PluginTimeout
+from ..errors import InternalFailure, OutOfFuel, PluginError, PluginTimeout
 from ..host.frames import Tick
 from ..host.plugin import DevicePlugin
 from .clock import Clock
@@ -91,11 +91,6 @@ def _background(fn: Any) -> Future[None]:
         if _init_pool is None:
             _init_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edged-plugin-init")
         return _init_pool.submit(fn)
-
-
-class InternalFailure(PluginError):
-    """Something other than a plugin error escaped a plugin's frame (a bug in the host, say): a strike all the
-    same, so one plugin never takes its display thread down."""
 
 
 #: Returned by :meth:`Supervised.frame` when the plugin says it is done (the playlist moves on).

@@ -24,7 +24,15 @@ from gpiozero.exc import GPIOZeroError
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import BackendUnavailable, HardwareError
+from ..errors import (
+    BackendUnavailable,
+    GpioError,
+    InvalidValue,
+    NotEmulated,
+    PinNotConfigured,
+    UnknownSensor,
+    WrongPinUse,
+)
 from .access import device_problem
 from .sensors import EmulatedMcp3008, Mcp3008Config, MotionConfig, SensorConfig, SensorHandle
 
@@ -136,33 +144,6 @@ class GpioConfig(BaseModel):
     def pins(self) -> set[int]:
         """Every BCM pin the config uses (for checks against the LED data pin and the device policy)."""
         return {pin for pin, _ in self.pin_users()}
-
-
-# --- errors ------------------------------------------------------------------------------------------------------
-
-
-class GpioError(HardwareError):
-    """A GPIO or sensor operation cannot be done on this board."""
-
-
-class PinNotConfigured(GpioError, LookupError):
-    """The pin is not declared by the hardware profile."""
-
-
-class WrongPinUse(GpioError, ValueError):
-    """The pin is declared, but as something else (a write to an input, a read of a PWM output, ...)."""
-
-
-class UnknownSensor(GpioError, LookupError):
-    """No sensor of that name is declared."""
-
-
-class InvalidValue(GpioError, ValueError):
-    """A value outside what the device takes (a PWM duty outside 0..1)."""
-
-
-class NotEmulated(GpioError, RuntimeError):
-    """An emulation-only operation (driving a mock pin, setting a sensor value) on a real board."""
 
 
 # --- the board ---------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from gpiozero import MCP3008, CPUTemperature, DistanceSensor, LightSensor, Motio
 from gpiozero.pins.mock import MockChargingPin, MockSPIDevice, MockTriggerPin
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import HardwareError
+from ..errors import HardwareError, SensorReadError
 
 _MODEL = ConfigDict(extra="forbid", frozen=True)
 Pin = Annotated[int, Field(ge=0, le=27, description="BCM GPIO number")]
@@ -277,7 +277,3 @@ class SensorHandle:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
-
-
-class SensorReadError(HardwareError, OSError):
-    """A sensor could not be read (for example its sensor file is missing)."""

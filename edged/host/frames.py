@@ -15,17 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import PluginError
+from ..errors import FrameError
 
 #: u64 frame number, u64 time in µs since the plugin started, u32 dt in µs since its previous frame,
 #: u16 width, u16 height, u32 flags (bit 0: first frame after (re)start), u32 reserved.
 TICK = struct.Struct("<QQIHHII")
 TICK_SIZE = TICK.size  # 32
 FLAG_FIRST = 1
-
-
-class FrameError(PluginError):
-    """A plugin produced a frame the host cannot use (wrong size, malformed JSON, values out of range)."""
 
 
 @dataclass(frozen=True, slots=True)

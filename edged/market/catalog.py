@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..deploy.bundle import Bundle, BundleMeta, compare_versions, parse_meta
-from ..errors import DeployError
+from ..errors import CatalogError, CatalogUnavailable, RolloutConflict
 
 log = logging.getLogger("edged.market.catalog")
 
@@ -34,18 +34,6 @@ _STRICT = ConfigDict(extra="forbid")
 ACTIVE_ROLLOUT_STATES = ("running", "paused", "aborting")
 #: most plugin-status rows one device may have (a device's desired state names at most 64 plugins)
 MAX_STATUS_ROWS = 64
-
-
-class CatalogError(DeployError, LookupError):
-    """A bundle, device or rollout the catalog does not know."""
-
-
-class CatalogUnavailable(DeployError):
-    """The catalog cannot be opened (no such database, a server that does not answer, a file that is not one)."""
-
-
-class RolloutConflict(CatalogError):
-    """Another rollout is active on the same target (one writer per target)."""
 
 
 class DesiredEntry(BaseModel):

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ..deploy import topics
 from ..deploy.agent import BrokerConfig, make_client
 from ..deploy.bundle import BundleMeta, compare_versions
-from ..deploy.connection import BrokerRefused, ConnectionTracker, refusal
+from ..deploy.connection import ConnectionTracker, refusal
 from ..deploy.messages import (
     ChunkRequest,
     Command,
@@ -35,7 +35,8 @@ from ..deploy.messages import (
     Status,
 )
 from ..deploy.trust import sign_envelope
-from .catalog import Catalog, CatalogError, DesiredEntry, latest_before
+from ..errors import BrokerRefused, CatalogError
+from .catalog import Catalog, DesiredEntry, latest_before
 from .chunks import ChunkServer
 
 log = logging.getLogger("edged.market")

@@ -16,7 +16,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from ..errors import EdgedError
+from ..errors import ScaffoldError
 
 log = logging.getLogger("edged.tooling")
 
@@ -25,10 +25,6 @@ LANGUAGES: dict[str, str] = {"as": ".ts", "c": ".c", "zig": ".zig"}
 PLACEHOLDER = "__NAME__"
 # the manifest's rule for edged.name, minus '-': the name is also a C/Zig/AssemblyScript identifier in templates
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-
-
-class ScaffoldError(EdgedError, ValueError):
-    """A plugin cannot be scaffolded (bad name or language, folder already there, no templates)."""
 
 
 def default_templates_dir() -> Traversable:
