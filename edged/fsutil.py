@@ -23,7 +23,7 @@ def temp_name(path: Path) -> str:
 
 def atomic_write(
     path: str | os.PathLike[str],
-    data: bytes | str,
+    data: bytes | bytearray | memoryview | str,
     mode: int = 0o644,
     *,
     tmp_dir: str | os.PathLike[str] | None = None,

@@ -3,14 +3,12 @@ service that publishes desired state, serves chunks within bounds and tracks dev
 :mod:`.chunks`), and rollouts that the service runs, persists and resumes (:mod:`.rollout`). See
 docs/marketplace.md."""
 
+from ..errors import CatalogError, CatalogUnavailable, RolloutConflict
 from .catalog import (
     Catalog,
-    CatalogError,
-    CatalogUnavailable,
     DesiredEntry,
     DeviceRecord,
     PostgresCatalog,
-    RolloutConflict,
     RolloutDevice,
     RolloutPolicy,
     RolloutRecord,

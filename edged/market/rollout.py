@@ -28,13 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..deploy.bundle import BundleMeta, build_bundle
 from ..deploy.trust import TrustStore
+from ..errors import CatalogError, RolloutConflict
 from .catalog import (
     ACTIVE_ROLLOUT_STATES,
     Catalog,
-    CatalogError,
     DesiredEntry,
     DeviceRecord,
-    RolloutConflict,
     RolloutDevice,
     RolloutPolicy,
     RolloutRecord,

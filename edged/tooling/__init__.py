@@ -6,8 +6,9 @@ The ``edged plugin new`` and ``edged plugin check`` commands are thin wrappers o
 
 from __future__ import annotations
 
+from ..errors import ScaffoldError
 from .check import CheckOptions, CheckReport, FrameStats, check_plugin
-from .scaffold import LANGUAGES, ScaffoldError, build_hint, default_templates_dir, new_plugin, source_build_script
+from .scaffold import LANGUAGES, build_hint, default_templates_dir, new_plugin, source_build_script
 
 __all__ = [
     "LANGUAGES",

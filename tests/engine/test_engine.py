@@ -16,6 +16,7 @@ from edged.engine.supervisor import DONE, Budget, StrikePolicy, Supervised
 from edged.engine.timing import FrameGrid
 from edged.errors import (
     CapabilityDenied,
+    FrameError,
     HostFunctionError,
     OutOfFuel,
     OutOfMemory,
@@ -23,7 +24,7 @@ from edged.errors import (
     PluginTimeout,
     PluginTrap,
 )
-from edged.host.frames import FrameError, Tick
+from edged.host.frames import Tick
 from edged.host.functions import DisplayInfo
 from edged.host.plugin import DevicePlugin
 from tests.engine import anims

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edged.host.frames import FrameError
+from edged.errors import FrameError
 
 from .helpers import GALLERY, load, manifest, render
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockChargingPin, MockTriggerPin
 
+from edged.errors import SensorReadError
 from edged.hardware.gpio import GpioBoard, GpioConfig
-from edged.hardware.sensors import SPEED_OF_SOUND, SensorReadError
+from edged.hardware.sensors import SPEED_OF_SOUND
 
 SENSORS = {
     "sensors": {

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edged.host.frames import TICK_SIZE, FrameError, Tick, decode_frame, decode_matricks
+from edged.errors import FrameError
+from edged.host.frames import TICK_SIZE, Tick, decode_frame, decode_matricks
 
 
 def test_tick_record_is_32_bytes_and_round_trips() -> None:
