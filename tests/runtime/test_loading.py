@@ -16,10 +16,39 @@ from edged.runtime import (
     PluginError,
     PluginLoadError,
     PluginTrap,
+    WasmData,
+    WasmPath,
+    compile_module,
     parse_manifest,
+    read_module,
+    resolve_source,
 )
 from tests.conftest import wat
 from tests.runtime.wats import KITCHEN
+
+
+def test_resolve_source_gives_the_manifest_and_its_base_directory(tmp_path: Path) -> None:
+    """The public resolver the device layer loads through (``DevicePlugin`` reads the manifest before compiling)."""
+    wasm = tmp_path / "kitchen.wasm"
+    wasm.write_bytes(KITCHEN)
+    (tmp_path / "m.json").write_text(json.dumps({"wasm": [{"path": "kitchen.wasm"}]}))
+    manifest, base = resolve_source(tmp_path / "m.json")
+    assert base == tmp_path.resolve() and manifest.wasm == [WasmPath(path="kitchen.wasm")]
+    assert read_module(manifest.wasm[0], base, allow_urls=False) == KITCHEN
+    manifest, base = resolve_source(str(wasm))
+    assert base is None and manifest.wasm == [WasmPath(path=str(wasm.resolve()))]
+    assert resolve_source(KITCHEN) == (parse_manifest({"wasm": [{"data": KITCHEN}]}), None)
+    assert isinstance(resolve_source("(module)")[0].wasm[0], WasmData)
+    assert resolve_source(b' {"wasm": [{"path": "a.wasm"}]}')[0].wasm == [WasmPath(path="a.wasm")]  # JSON bytes
+    with pytest.raises(PluginLoadError, match="no such plugin file"):
+        resolve_source(tmp_path / "missing.wasm")
+    with pytest.raises(ManifestError):
+        resolve_source({"wasm": [], "nope": 1})
+    with pytest.raises(TypeError, match="cannot load a plugin from int"):
+        resolve_source(3)
+    assert {e.name for e in compile_module(KITCHEN).exports} >= {"echo"}
+    with pytest.raises(PluginLoadError, match="not a WebAssembly module"):
+        compile_module(b"nope")
 
 
 def test_sources_path_bytes_dict_json_and_manifest_file(tmp_path: Path) -> None:
