@@ -2,165 +2,62 @@
 live reload, a control interface, and a clean stop that blanks the LEDs.
 
 Everything slow (reading config, compiling and instantiating plugins) happens off the frame threads: a reload or a
-playlist switch builds the new display state on the caller's thread, then swaps it in between two frames.
+playlist switch builds the new display state on the caller's thread, then swaps it in between two frames. The parts:
+:mod:`.assembly` builds displays from the config, :mod:`.overlay` places deployed plugins, :mod:`.gc_pacer` paces
+the collector, :mod:`.reporting` lists what runs; this module runs, reloads and controls them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import gc
-import json
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-
-from ..engine.calibration import Calibration, calibration
 from ..engine.clock import Clock, RealClock
-from ..engine.display import DisplayRunner, Layer, SensorRunner, SensorTask
-from ..engine.playlist import PlaylistItem, PlaylistPlayer
-from ..engine.supervisor import Budget, Supervised
+from ..engine.display import DisplayRunner, SensorRunner
+from ..engine.supervisor import Supervised
 from ..errors import ConfigError, EdgedError
-from ..host.functions import DeviceIO, DisplayInfo, SharedValues
-from ..host.plugin import DevicePlugin
-from .config import (
-    OVERLAY_LAYER,
-    DaemonConfig,
-    DisplaySection,
-    LayerConfig,
-    PlaylistConfig,
-    PluginConfig,
-    SensorSection,
-)
-from .memory import machine_memory_mb, memory_problem
-from .plugins import discover, fingerprint
+from ..host.functions import SharedValues
+from ..host.plugin import DevicePlugin, Kind
+from .assembly import DisplayAssembler, DisplayGeometry, Hardware, RunningDisplay, Sink
+from .config import DaemonConfig, PluginConfig
+from .gc_pacer import GcPacer
+from .levels import LEVELS_FILE, led_output, save_levels
+from .overlay import DeployedPlugin, deploy_display, overlay
+from .reporting import PluginRow, Problem, plugin_rows
 
 log = logging.getLogger("edged.daemon")
 
-#: the displays' brightness and power as last set (``edged ctl brightness``, the web page, Home Assistant)
-LEVELS_FILE = "levels.json"
-
-
-class Sink(Protocol):
-    """A display's output: the hardware pipeline and backend (or its emulation)."""
-
-    def show(self, frame: np.ndarray) -> None: ...
-    def blank(self) -> None: ...
-    def close(self) -> None: ...
+__all__ = [
+    "LEVELS_FILE",
+    "Activation",
+    "Daemon",
+    "DisplayGeometry",
+    "GcPacer",
+    "Hardware",
+    "PluginRow",
+    "Problem",
+    "RunningDisplay",
+    "Sink",
+]
 
 
 @dataclass(frozen=True)
-class DisplayGeometry:
-    """What the daemon needs to know of a display from the hardware profile."""
+class Activation:
+    """What :meth:`Daemon.deploy` did: the reload report, and the problems of the deployed plugin itself (it did
+    not load, as a whole or in some slot). Problems of other plugins are never counted as its failures."""
 
-    width: int
-    height: int
-    serpentine: bool = False
-    brightness: int = 255
+    report: dict[str, list[str]]
+    failures: list[Problem] = field(default_factory=list)
 
-
-class Hardware(Protocol):
-    """The device's hardware as the daemon uses it (see :mod:`edged.daemon.hardware`)."""
-
-    io: DeviceIO | None
-
-    def geometry(self, display: str) -> DisplayGeometry: ...
-    def fps(self, display: str) -> float: ...
-    def open_sink(self, display: str) -> Sink: ...
-    def advance(self, t: float) -> None: ...
-    def close(self) -> None: ...
-
-
-@dataclass
-class Problem:
-    """Something the daemon refused (a plugin that would not load, a bad reload), kept for ``edged ctl``."""
-
-    where: str
-    message: str
-    t: float = field(default_factory=time.time)
-
-
-@dataclass
-class RunningDisplay:
-    section: DisplaySection
-    runner: DisplayRunner
-    sink: Sink
-    geometry: DisplayGeometry
-    key: str
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-    #: the playlist each layer plays (the config's, until ``switch_playlist``)
-    playlists: dict[str, str] = field(default_factory=dict)
-
-
-class GcPacer:
-    """Python's garbage collector, run in the frame threads' slack instead of whenever allocation counts say.
-
-    A full collection of a daemon's heap takes tens of milliseconds (measured: a 50-60 ms stall every few seconds
-    with faulty plugins failing on every frame), far more than a frame period. So once the displays run, automatic
-    collection is off, everything loaded so far is frozen out of the collector's way, and :meth:`idle` (called after
-    each frame is rendered ahead) collects the young generations, and now and then the old one, when the next
-    deadline leaves room.
-    """
-
-    #: collect generation 1 every this many frames, generation 2 every this many
-    GEN1_EVERY, GEN2_EVERY = 16, 1800
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._frames = 0
-        self._active = False
-        self.collections = [0, 0, 0]
-
-    def take_over(self) -> None:
-        self.settle()
-        gc.disable()
-        self._active = True
-
-    def settle(self) -> None:
-        """Move what exists now (plugins, modules, config) to the permanent generation."""
-        gc.collect()
-        gc.freeze()
-
-    def freeze_new(self) -> None:
-        """After a reload, while frames run: freeze what exists without a full collection (that would stall the
-        untouched displays); the pacer collects the young generations as usual."""
-        if self._active:
-            gc.freeze()
-
-    def release(self) -> None:
-        """Give collection back to Python (on stop): unfreeze, so that what the daemon held can be collected."""
-        if self._active:
-            self._active = False
-            gc.unfreeze()
-            gc.enable()
-
-    def idle(self, deadline: float) -> None:
-        if not self._active or not self._lock.acquire(blocking=False):
-            return  # another display thread is collecting
-        try:
-            self._frames += 1
-            slack = deadline - self.clock.now()
-            generation = 0
-            if self._frames % self.GEN2_EVERY == 0 or gc.get_count()[2] > 10 * gc.get_threshold()[2]:
-                generation = 2
-            elif self._frames % self.GEN1_EVERY == 0:
-                generation = 1
-            if generation and slack < 0.004:
-                generation = 0  # no room this frame: the young generation only
-            if slack > 0.0005 or gc.get_count()[0] > 10 * gc.get_threshold()[0]:
-                gc.collect(generation)
-                self.collections[generation] += 1
-        finally:
-            self._lock.release()
+    @property
+    def ok(self) -> bool:
+        return not self.failures
 
 
 class Daemon:
@@ -192,188 +89,44 @@ class Daemon:
         self.started_at = time.monotonic()
         self._lock = threading.RLock()  # guards self.displays and reconfiguration
         self._stopped = threading.Event()
-        self._fuel_per_ms: float | None = None
-        self._calibration: Calibration | None = None
-        self._catalog: dict[str, PluginConfig] = {}
-        self._prints: dict[str, str] = {}
         self.reloads = 0
         self._t0 = 0.0
         self.gc = GcPacer(self.clock)
+        self.assembler = DisplayAssembler(config, hardware, self.values, self.clock, self._problem, self.gc.idle)
         #: sensor plugins of a device without displays, on a thread of their own
         self.sensor_runner: SensorRunner | None = None
         self._sensor_stop = threading.Event()
         self._sensor_thread: threading.Thread | None = None
         self._sensor_done = threading.Event()
-        #: plugins installed over MQTT (name -> entry), overriding plugins_dir, kept across reloads
-        self._deployed: dict[str, PluginConfig] = {}
+        #: plugins installed over MQTT (name -> entry and kind), overriding plugins_dir, kept across reloads
+        self._deployed: dict[str, DeployedPlugin] = {}
         #: a playlist the marketplace set for this device (plugin names), played where ``[deploy]`` puts plugins
         self._remote_playlist: list[str] | None = None
         #: the config as read from the file, before deployed plugins are overlaid
         self._base_config = config
+        #: the problems of one plugin collected while it is being deployed (see :meth:`deploy`)
+        self._collecting: tuple[str, list[Problem]] | None = None
         #: the MQTT connection's state (``edged run`` sets it when the config has ``[mqtt]``): in stats and health
         self.mqtt_state: Callable[[], dict[str, Any]] | None = None
 
-    # --- building --------------------------------------------------------------------------------------------
-
-    def _problem(self, where: str, message: str) -> None:
+    def _problem(self, where: str, message: str, plugin: str | None = None) -> None:
         log.error("%s: %s", where, message, extra={"where": where})
-        self.problems.append(Problem(where, message))
+        problem = Problem(where, message, plugin=plugin)
+        self.problems.append(problem)
         del self.problems[:-100]
+        if self._collecting is not None and plugin == self._collecting[0]:
+            self._collecting[1].append(problem)
 
-    def _rate(self) -> float | None:
-        if self._fuel_per_ms is None and self.config.daemon.calibrate_fuel:
-            self._calibration = calibration()  # this machine's, cached across runs: budgets mean the same each time
-            self._fuel_per_ms = self._calibration.fuel_per_ms
-        return self._fuel_per_ms
-
-    def _load(
-        self, name: str, info: DisplayInfo | None, extra: dict[str, str], budget_ms: float, where: str
-    ) -> Supervised | None:
-        entry = self._catalog.get(name)
-        if entry is None:
-            self._problem(where, f"unknown plugin '{name}' (known: {sorted(self._catalog)})")
-            return None
-        try:
-            plugin = DevicePlugin(
-                entry.path,
-                policy=self.config.policy,
-                io=self.hardware.io,
-                values=self.values,
-                display=info,
-                config={**entry.config, **extra},
-                name=name,
-                memory_budget=self.config.daemon.plugin_memory_mb << 20,
-            )
-        except (EdgedError, OSError, ValueError) as exc:
-            self._problem(where, f"plugin '{name}' not loaded: {exc}")
-            return None
-        edged = plugin.compiled.manifest.edged
-        hints = edged.budget if edged is not None else {}
-        # the config wins; a manifest's own hint can only lower the display's share of the frame period (a plugin
-        # does not get to grant itself more time than the device gives it)
-        hint = hints.get("frame_ms")
-        budget = Budget.from_ms(
-            entry.budget_ms or (min(hint, budget_ms) if hint else budget_ms),
-            self._rate(),
-            self.config.daemon.deadline_factor,
-            entry.deadline_ms,
-        )
-        if hints.get("fuel") and (budget.fuel is None or hints["fuel"] < budget.fuel):
-            # a plugin that says it never needs more fuel is held to that: a deterministic cap, machine-independent
-            budget = dataclasses.replace(budget, fuel=int(hints["fuel"]))
-        fallback = None
-        if entry.fallback.startswith("#") and info is not None:
-            rgb = [int(entry.fallback[i : i + 2], 16) for i in (1, 3, 5)]
-            fallback = np.full((info.height, info.width, 3), rgb, np.uint8)
-        try:
-            return Supervised(
-                plugin,
-                budget,
-                self.clock,
-                self.config.daemon.strikes,
-                fallback=fallback,
-                hold_last=entry.fallback == "last",
-                background_init=True,
-            )
-        except (EdgedError, ValueError) as exc:
-            plugin.close()
-            self._problem(where, f"plugin '{name}' not loaded: {exc}")
-            return None
-
-    def _player(self, playlist: str, info: DisplayInfo, budget_ms: float, where: str) -> PlaylistPlayer | None:
-        pl = self.config.playlists[playlist]
-        slots: dict[str, Supervised] = {}
-        items: list[PlaylistItem] = []
-        for i, item in enumerate(pl.items):
-            key = item.plugin if not item.config else f"{item.plugin}#{i}"
-            if key not in slots:
-                slot = self._load(item.plugin, info, dict(item.config), budget_ms, f"{where} item {i}")
-                if slot is None:
-                    continue
-                slot.name = key
-                slots[key] = slot
-            items.append(item.model_copy(update={"plugin": key}))
-        if not items:
-            self._problem(where, f"playlist '{playlist}' has no plugin that loads; the layer stays dark")
-            return None
-        return PlaylistPlayer(items, slots, loop=pl.loop)
-
-    def _display_key(self, section: DisplaySection) -> str:
-        """Everything a display's state depends on, to tell on reload whether it must be rebuilt."""
-        used = {i.plugin for layer in section.layers for i in self.config.playlists[layer.playlist].items}
-        used |= {s.plugin for s in self._sensors_for(section.name)}
-        doc = {
-            "section": section.model_dump(mode="json"),
-            "playlists": {
-                layer.playlist: self.config.playlists[layer.playlist].model_dump(mode="json")
-                for layer in section.layers
-            },
-            "sensors": [s.model_dump(mode="json") for s in self._sensors_for(section.name)],
-            "plugins": {
-                n: [self._catalog[n].model_dump(mode="json"), self._prints.get(n)]
-                for n in sorted(used & set(self._catalog))
-            },
-            "policy": self.config.policy.model_dump(mode="json"),
-            "strikes": self.config.daemon.strikes.model_dump(mode="json"),
-            "hardware": self.config.daemon.hardware,
-        }
-        return json.dumps(doc, sort_keys=True)
-
-    def _sensors_for(self, display: str) -> list[SensorSection]:
-        first = self.config.displays[0].name if self.config.displays else None
-        return [s for s in self.config.sensors if (s.display or first) == display]
-
-    def _build(self, section: DisplaySection, sink: Sink | None = None) -> RunningDisplay:
-        geo = self.hardware.geometry(section.name)
-        fps = section.fps or self.hardware.fps(section.name)
-        period_ms = 1000.0 / fps
-        sensors = self._sensors_for(section.name)
-        share = period_ms * section.budget_fraction / max(1, len(section.layers))
-        layers: list[Layer] = []
-        for j, layer in enumerate(section.layers):
-            w = layer.width or max(0, geo.width - layer.x)
-            h = layer.height or max(0, geo.height - layer.y)
-            if w <= 0 or h <= 0 or layer.x + w > geo.width or layer.y + h > geo.height:
-                i = next(k for k, d in enumerate(self.config.displays) if d.name == section.name)
-                raise ConfigError(
-                    f"displays.{i}.layers.{j}: layer '{layer.name}' at x={layer.x}, y={layer.y}, {w}x{h} does not "
-                    f"fit display '{section.name}' ({geo.width}x{geo.height}, from hardware profile "
-                    f"'{self.config.daemon.hardware}')"
-                )
-            info = DisplayInfo(w, h, fps, geo.serpentine, geo.brightness)
-            where = f"display '{section.name}' layer '{layer.name}'"
-            player = self._player(layer.playlist, info, share, where)
-            if player is not None:
-                layers.append(Layer(layer.name, player, layer.x, layer.y, w, h, layer.opacity))
-        tasks = []
-        for s in sensors:
-            slot = self._load(s.plugin, None, {}, s.budget_ms, f"sensor '{s.plugin}'")
-            if slot is not None:
-                tasks.append(SensorTask(slot, s.interval_s))
-        reopened = sink is None
-        sink = sink if sink is not None else self.hardware.open_sink(section.name)
-        runner = DisplayRunner(
-            section.name, geo.width, geo.height, fps, layers, sink, self.clock, tasks, idle=self.gc.idle
-        )
-        rd = RunningDisplay(section, runner, sink, geo, self._display_key(section))
-        rd.playlists = {layer.name: layer.playlist for layer in section.layers}
-        if reopened:
-            self._restore_levels(rd)
-        return rd
-
-    def _reserve_led_pins(self) -> None:
-        """The LED data pins of the hardware profile are reserved in the device policy, whatever it says."""
+    def _set_config(self, config: DaemonConfig) -> None:
+        """Run ``config`` from now on, with the hardware profile's LED data pins reserved in its device policy
+        (whatever it says), and find its plugins again."""
         reserved = getattr(self.hardware, "reserved_pins", None)
         pins = set(reserved()) if callable(reserved) else set()
-        if pins - set(self.config.policy.reserved_pins):
-            policy = self.config.policy.model_copy(
-                update={"reserved_pins": sorted(pins | set(self.config.policy.reserved_pins))}
-            )
-            self.config = self.config.model_copy(update={"policy": policy})
-
-    def _refresh_catalog(self) -> None:
-        self._catalog = {**discover(self.config), **self._deployed}
-        self._prints = {name: fingerprint(entry.path) for name, entry in self._catalog.items()}
+        if pins - set(config.policy.reserved_pins):
+            policy = config.policy.model_copy(update={"reserved_pins": sorted(pins | set(config.policy.reserved_pins))})
+            config = config.model_copy(update={"policy": policy})
+        self.config = self.assembler.config = config
+        self.assembler.refresh_catalog({name: d.entry for name, d in self._deployed.items()})
 
     # --- running ---------------------------------------------------------------------------------------------
 
@@ -403,9 +156,8 @@ class Daemon:
         sys.setswitchinterval(self.config.daemon.gil_switch_ms / 1000.0)
         with self._lock:
             self._t0 = self.clock.now()
-            self._reserve_led_pins()
-            self._refresh_catalog()
-            built = [self._build(section) for section in self.config.displays]
+            self._set_config(self.config)
+            built = [self.assembler.build(section) for section in self.config.displays]
             self._check_memory(built)
             for rd in built:
                 self.displays[rd.section.name] = rd
@@ -419,34 +171,22 @@ class Daemon:
 
     def _check_memory(self, built: list[RunningDisplay]) -> None:
         """Refuse to start (closing what was built) when every plugin at its memory budget would not fit the machine."""
-        caps: dict[str, float] = {}
-        for rd in built:
-            slots = [(f"{layer.name}/{k}", s) for layer in rd.runner.layers for k, s in layer.player.slots.items()]
-            slots += [(f"sensor/{t.slot.name}", t.slot) for t in rd.runner.sensors]
-            for key, _slot in slots:  # each may hold up to the device's budget (a manifest can only lower it)
-                caps[f"{rd.section.name}/{key}"] = self.config.daemon.plugin_memory_mb
-        problem = memory_problem(caps, machine_memory_mb())
+        problem = self.assembler.memory_problem(built)
         if problem is not None:
             for rd in built:
                 self._stop_display(rd)
             raise ConfigError(problem)
 
     def _start_sensor_runner(self) -> None:
-        tasks = []
-        for s in self.config.sensors:
-            slot = self._load(s.plugin, None, {}, s.budget_ms, f"sensor '{s.plugin}'")
-            if slot is not None:
-                tasks.append(SensorTask(slot, s.interval_s))
-        self.sensor_runner = SensorRunner(tasks, self.clock)
+        self.sensor_runner = SensorRunner(self.assembler.sensor_tasks(self.config.sensors), self.clock)
         self._sensor_stop.clear()
         self._sensor_done.clear()
 
+        runner = self.sensor_runner
+
         def run() -> None:
             try:
-                assert self.sensor_runner is not None
-                self.sensor_runner.run(
-                    self._sensor_stop, self.frames, lambda now: self.hardware.advance(now - self._t0)
-                )
+                runner.run(self._sensor_stop, self.frames, lambda now: self.hardware.advance(now - self._t0))
             except Exception:
                 log.exception("sensor thread crashed")
                 self._problem("sensors", "sensor thread crashed; see the log")
@@ -524,24 +264,22 @@ class Daemon:
         report: dict[str, list[str]] = {"kept": [], "rebuilt": [], "added": [], "removed": []}
         with self._lock:
             self._base_config = config
-            config = self._overlay(config)
             old_config = self.config
-            self.config = config
-            self._reserve_led_pins()
-            self._refresh_catalog()
+            self._set_config(self._overlay(config))
+            config = self.config
             new_names = {d.name for d in config.displays}
             for name in [n for n in self.displays if n not in new_names]:
                 self._stop_display(self.displays.pop(name))
                 report["removed"].append(name)
             for section in config.displays:
                 current = self.displays.get(section.name)
-                key = self._display_key(section)
+                key = self.assembler.display_key(section)
                 if current is not None and current.key == key:
                     report["kept"].append(section.name)
                     continue
                 hardware_same = old_config.daemon.hardware == config.daemon.hardware
                 try:
-                    rd = self._build(section, sink=current.sink if current and hardware_same else None)
+                    rd = self.assembler.build(section, sink=current.sink if current and hardware_same else None)
                 except EdgedError as exc:
                     self._problem(f"reload display '{section.name}'", str(exc))
                     continue
@@ -570,10 +308,8 @@ class Daemon:
                 raise KeyError(f"unknown playlist '{playlist}' (known: {sorted(self.config.playlists)})")
             idx = self._layer_index(rd, layer)
             target = rd.runner.layers[idx]
-            fps = rd.runner.fps
-            info = DisplayInfo(target.width, target.height, fps, rd.geometry.serpentine, rd.geometry.brightness)
-            share = 1000.0 / fps * rd.section.budget_fraction / max(1, len(rd.runner.layers))
-            player = self._player(playlist, info, share, f"display '{display}' layer '{target.name}'")
+            info, share = self.assembler.layer_info(rd, target.width, target.height, len(rd.runner.layers))
+            player = self.assembler.player(playlist, info, share, f"display '{display}' layer '{target.name}'")
             if player is None:
                 raise ValueError(f"no plugin of playlist '{playlist}' loads")
             with rd.runner.lock:
@@ -614,9 +350,7 @@ class Daemon:
     def led_output(self, display: str) -> Any:
         """The LED output (:class:`~edged.hardware.output.LedOutput`: pipeline and backend) behind ``display``, or
         None for a sink that is not one."""
-        rd = self._display(display)
-        out = getattr(rd.sink, "output", rd.sink)
-        return out if hasattr(out, "pipeline") else None
+        return led_output(self._display(display).sink)
 
     def _dimmable(self, display: str) -> Any:
         out = self.led_output(display)
@@ -629,7 +363,7 @@ class Daemon:
         across restarts (``<state_dir>/levels.json``)."""
         with self._lock:
             self._dimmable(display).set_level(power=on)
-            self._save_levels()
+            save_levels(self.config.state_dir, {name: rd.sink for name, rd in self.displays.items()})
             return self.display_state(display)
 
     def set_brightness(self, display: str, brightness: int) -> dict[str, Any]:
@@ -637,38 +371,8 @@ class Daemon:
         restarts."""
         with self._lock:
             self._dimmable(display).set_level(brightness=brightness)
-            self._save_levels()
+            save_levels(self.config.state_dir, {name: rd.sink for name, rd in self.displays.items()})
             return self.display_state(display)
-
-    def _save_levels(self) -> None:
-        levels = {}
-        for name in self.displays:
-            out = self.led_output(name)
-            if out is not None:
-                levels[name] = {"brightness": out.pipeline.brightness, "power": out.pipeline.power}
-        try:
-            from ..deploy.trust import atomic_write
-
-            atomic_write(self.config.state_dir / LEVELS_FILE, json.dumps(levels).encode())
-        except OSError as exc:
-            log.warning("could not save the displays' brightness and power: %s", exc)
-
-    def _restore_levels(self, rd: RunningDisplay) -> None:
-        """A display's brightness and power as they were set before the last stop."""
-        try:
-            doc = json.loads((self.config.state_dir / LEVELS_FILE).read_text()).get(rd.section.name)
-        except (OSError, ValueError, AttributeError):
-            return
-        out = getattr(rd.sink, "output", rd.sink)
-        if not isinstance(doc, dict) or not hasattr(out, "pipeline"):
-            return
-        brightness, power = doc.get("brightness"), doc.get("power")
-        try:
-            out.pipeline.set_level(
-                brightness if isinstance(brightness, int) else None, power if isinstance(power, bool) else None
-            )
-        except ValueError:
-            log.warning("ignoring a bad saved brightness", extra={"display": rd.section.name})
 
     def display_state(self, display: str) -> dict[str, Any]:
         """A display as the web page and Home Assistant show it: size, rate, power, brightness, layers and what
@@ -706,9 +410,7 @@ class Daemon:
         """The values each running sensor plugin published (plugin -> key -> value as text; bytes that are not
         UTF-8 text as hex)."""
         with self._lock:
-            slots = [t.slot for rd in self.displays.values() for t in rd.runner.sensors]
-            if self.sensor_runner is not None:
-                slots += [t.slot for t in self.sensor_runner.tasks]
+            slots = [row.slot for row in self.plugin_rows() if row.layer is None]
         out: dict[str, dict[str, str]] = {}
         for slot in slots:
             keys = out.setdefault(slot.name, {})
@@ -740,94 +442,60 @@ class Daemon:
 
     # --- deployed plugins (the MQTT agent's target) ------------------------------------------------------------
 
-    @staticmethod
-    def _deploy_display(config: DaemonConfig) -> int | None:
-        """The index of the display deployed plugins play on (``[deploy] display``, else the first), or None."""
-        if not config.displays:
-            return None
-        want = config.deploy.display
-        return next((i for i, d in enumerate(config.displays) if d.name == want), 0) if want else 0
-
     def _overlay(self, config: DaemonConfig) -> DaemonConfig:
-        """``config`` with the deployed plugins that no playlist or sensor names, placed as ``[deploy]`` says (see
-        :class:`~edged.daemon.config.DeploySection`): animations on the deploy display's layer (replacing its
-        playlist, appended to it, or on a layer of their own on top), sensor plugins as its sensors. The
-        marketplace's playlist for this device plays in the same place."""
-        place = config.deploy
-        playlists = dict(config.playlists)
-        sensors = list(config.sensors)
-        displays = list(config.displays)
-        t = self._deploy_display(config)
-        remote: list[PlaylistItem] | None = None
-        if self._remote_playlist and t is not None:
-            remote = [PlaylistItem(plugin=n, transition="crossfade") for n in self._remote_playlist]
-        named = {i.plugin for pl in playlists.values() for i in pl.items} | {s.plugin for s in config.sensors}
-        named |= {i.plugin for i in remote or []}
-        adhoc = [n for n in self._deployed if n not in named]
-        drawing: list[str] = []
-        for name in adhoc:
-            if _kind(self._deployed[name].path) == "sensor":
-                sensors.append(SensorSection(plugin=name, display=displays[t].name if t is not None else None))
-            elif t is None:
-                self._problem(f"deployed plugin '{name}'", "draws frames, but this device has no display")
-            elif remote is None:  # the marketplace said what plays: installed extras wait until it names them
-                drawing.append(name)
-        if remote is None and not drawing:
-            return config if sensors == config.sensors else config.model_copy(update={"sensors": sensors})
-        assert t is not None
-        section = displays[t]
-        pl_name = "remote" if remote is not None else "deployed"
-        if remote is not None:
-            items = remote
-        else:
-            each = None if len(drawing) == 1 and place.mode != "append" else place.duration_s
-            items = [PlaylistItem(plugin=n, duration_s=each) for n in drawing]
-        if place.mode == "overlay":
-            playlists[pl_name] = PlaylistConfig(items=items)
-            layer = LayerConfig(
-                name=OVERLAY_LAYER,
-                playlist=pl_name,
-                x=place.x,
-                y=place.y,
-                width=place.width,
-                height=place.height,
-                opacity=place.opacity,
+        """``config`` with the deployed plugins and the marketplace's playlist placed (see :mod:`.overlay`)."""
+        placed = overlay(config, self._deployed, self._remote_playlist)
+        for name in placed.undrawable:
+            self._problem(f"deployed plugin '{name}'", "draws frames, but this device has no display", name)
+        if placed.replaced is not None:
+            r = placed.replaced
+            log.warning(
+                "deployed plugins replace the configured playlist until they are removed ([deploy] mode = "
+                '"append" or "overlay" keeps it playing)',
+                extra={"display": r.display, "layer": r.layer, "playlist": r.playlist, "plugins": r.plugins},
             )
-            displays[t] = section.model_copy(update={"layers": [*section.layers, layer]})
-        else:
-            j = next((k for k, layer in enumerate(section.layers) if layer.name == place.layer), 0)
-            base = section.layers[j]
-            if place.mode == "append" and remote is None:
-                own = [
-                    i if i.duration_s else i.model_copy(update={"duration_s": place.duration_s})
-                    for i in config.playlists[base.playlist].items
-                ]
-                items = [*own, *items]
-            else:
-                log.warning(
-                    "deployed plugins replace the configured playlist until they are removed ([deploy] mode = "
-                    '"append" or "overlay" keeps it playing)',
-                    extra={
-                        "display": section.name,
-                        "layer": base.name,
-                        "playlist": base.playlist,
-                        "plugins": [i.plugin for i in items],
-                    },
-                )
-            playlists[pl_name] = PlaylistConfig(items=items)
-            layers = list(section.layers)
-            layers[j] = base.model_copy(update={"playlist": pl_name})
-            displays[t] = section.model_copy(update={"layers": layers})
-        return config.model_copy(update={"playlists": playlists, "sensors": sensors, "displays": displays})
+        return placed.config
 
-    def deploy(self, name: str, entry: PluginConfig) -> dict[str, list[str]]:
+    def deploy(self, name: str, entry: PluginConfig) -> Activation:
         """Run ``entry`` as plugin ``name`` from now on (a new version replaces the old one): every display that
-        uses it is rebuilt, so its statistics start over for the health check."""
+        uses it is rebuilt, so its statistics start over for the health check. A plugin that does not load at
+        all is not deployed (what ran under that name runs on); its problems are the activation's failures."""
         with self._lock:
-            self._deployed[name] = entry
-            self._prints.pop(name, None)
-            report = self._rebuild_using(name)
-        return report
+            failures: list[Problem] = []
+            self._collecting = (name, failures)
+            try:
+                kind = self._kind_of(name, entry)
+                if kind is None:
+                    return Activation(
+                        {"kept": list(self.displays), "rebuilt": [], "added": [], "removed": []}, failures
+                    )
+                self._deployed[name] = DeployedPlugin(entry, kind)
+                self.assembler.forget_print(name)
+                report = self._rebuild_using(name)
+            finally:
+                self._collecting = None
+        return Activation(report, failures)
+
+    def _kind_of(self, name: str, entry: PluginConfig) -> Kind | None:
+        """The kind plugin ``entry`` loads as (the host's :func:`~edged.host.plugin.detect_kind`, from its manifest
+        and its exports), or None, with a problem, when it does not load."""
+        try:
+            plugin = DevicePlugin(
+                entry.path,
+                policy=self.config.policy,
+                io=self.hardware.io,
+                values=SharedValues(),  # what a trial load publishes must not reach the running plugins
+                config=dict(entry.config),
+                name=name,
+                memory_budget=self.config.daemon.plugin_memory_mb << 20,
+            )
+        except (EdgedError, OSError, ValueError) as exc:
+            self._problem(f"deployed plugin '{name}'", f"plugin '{name}' not loaded: {exc}", name)
+            return None
+        try:
+            return plugin.kind
+        finally:
+            plugin.close()
 
     def undeploy(self, name: str) -> dict[str, list[str]]:
         """Stop running the deployed plugin ``name``; a plugin of that name in ``plugins_dir`` comes back."""
@@ -859,21 +527,22 @@ class Daemon:
     def probe_slot(self, name: str) -> tuple[Supervised, float, bool] | None:
         """A fresh supervised instance of plugin ``name`` as the deploy display would run it (its size, rate and a
         layer's share of the budget) or as a sensor plugin: (slot, period in seconds, is a sensor)."""
-        entry = self._catalog.get(name)
+        entry = self.assembler.catalog.get(name)
         if entry is None:
             return None
-        if _kind(entry.path) == "sensor":
-            slot = self._load(name, None, {}, 5.0, f"health probe of '{name}'")
+        deployed = self._deployed.get(name)
+        kind = deployed.kind if deployed is not None else self._kind_of(name, entry)
+        where = f"health probe of '{name}'"
+        if kind == "sensor":
+            slot = self.assembler.load(name, None, {}, 5.0, where)
             return (slot, 0.5, True) if slot is not None else None
-        t = self._deploy_display(self.config)
+        t = deploy_display(self.config)
         if t is None or self.config.displays[t].name not in self.displays:
             return None
         rd = self.displays[self.config.displays[t].name]
-        fps = rd.runner.fps
-        info = DisplayInfo(rd.geometry.width, rd.geometry.height, fps, rd.geometry.serpentine, rd.geometry.brightness)
-        share = 1000.0 / fps * rd.section.budget_fraction / max(1, len(rd.section.layers))
-        slot = self._load(name, info, {}, share, f"health probe of '{name}'")
-        return (slot, 1.0 / fps, False) if slot is not None else None
+        info, share = self.assembler.layer_info(rd, rd.geometry.width, rd.geometry.height, len(rd.section.layers))
+        slot = self.assembler.load(name, info, {}, share, where)
+        return (slot, 1.0 / rd.runner.fps, False) if slot is not None else None
 
     def plugin_health(self, name: str) -> tuple[int, int, str | None, bool]:
         """(frames or ticks run, strikes, last error, running) of every slot of plugin ``name`` since it started."""
@@ -881,16 +550,7 @@ class Daemon:
         last_error: str | None = None
         running = False
         with self._lock:
-            slots = [
-                slot
-                for rd in self.displays.values()
-                for layer in rd.runner.layers
-                for key, slot in layer.player.slots.items()
-                if key == name or key.startswith(name + "#")
-            ]
-            slots += [t.slot for rd in self.displays.values() for t in rd.runner.sensors if t.slot.name == name]
-            if self.sensor_runner is not None:
-                slots += [t.slot for t in self.sensor_runner.tasks if t.slot.name == name]
+            slots = [row.slot for row in self.plugin_rows() if row.name == name]
         for slot in slots:
             frames += slot.stats.calls - slot.stats.failures
             strikes += slot.stats.strikes
@@ -900,57 +560,15 @@ class Daemon:
 
     # --- reporting -------------------------------------------------------------------------------------------
 
+    def plugin_rows(self) -> Iterator[PluginRow]:
+        """Every plugin slot that runs now (see :func:`~edged.daemon.reporting.plugin_rows`); safe without the
+        daemon's lock (a metrics scrape never waits behind a reload)."""
+        return plugin_rows(list(self.displays.values()), self.sensor_runner)
+
     def list_plugins(self) -> list[dict[str, Any]]:
         """Every loaded plugin slot: where it runs, its state and its current stats."""
-        out: list[dict[str, Any]] = []
         with self._lock:
-            for rd in self.displays.values():
-                for layer in rd.runner.layers:
-                    current = layer.player.current
-                    for key, slot in layer.player.slots.items():
-                        out.append(
-                            {
-                                "display": rd.section.name,
-                                "layer": layer.name,
-                                "plugin": key,
-                                "version": slot.plugin.version,
-                                "kind": slot.plugin.kind,
-                                "playing": current is not None and current.plugin == key,
-                                "quarantined": slot.quarantined,
-                                "strikes": slot.stats.strikes,
-                            }
-                        )
-                for task in rd.runner.sensors:
-                    out.append(
-                        {
-                            "display": rd.section.name,
-                            "layer": None,
-                            "plugin": task.slot.name,
-                            "version": task.slot.plugin.version,
-                            "kind": task.slot.plugin.kind,
-                            "playing": True,
-                            "quarantined": task.slot.quarantined,
-                            "strikes": task.slot.stats.strikes,
-                        }
-                    )
-            out.extend(self._sensor_rows())
-        return out
-
-    def _sensor_rows(self) -> list[dict[str, Any]]:
-        tasks = self.sensor_runner.tasks if self.sensor_runner is not None else []
-        return [
-            {
-                "display": None,
-                "layer": None,
-                "plugin": t.slot.name,
-                "version": t.slot.plugin.version,
-                "kind": t.slot.plugin.kind,
-                "playing": True,
-                "quarantined": t.slot.quarantined,
-                "strikes": t.slot.stats.strikes,
-            }
-            for t in tasks
-        ]
+            return [row.summary() for row in self.plugin_rows()]
 
     def health(self) -> dict[str, Any]:
         """Readiness: ``ready`` is False, with the ``reasons``, while a display's frame thread is not running, or
@@ -970,7 +588,6 @@ class Daemon:
         """Frames rendered and dropped, frame intervals p50/p99/max, and each plugin's budget use, strikes and
         quarantines (the ``--stats`` file and ``edged ctl stats``)."""
         displays: dict[str, Any] = {}
-        plugins: dict[str, Any] = {}
         with self._lock:
             for name, rd in self.displays.items():
                 st = rd.runner.stats
@@ -985,40 +602,15 @@ class Daemon:
                         for layer in rd.runner.layers
                     },
                 }
-                for layer in rd.runner.layers:
-                    for key, slot in layer.player.slots.items():
-                        plugins[f"{name}/{layer.name}/{key}"] = slot.stats.as_dict(slot.budget)
-                for task in rd.runner.sensors:
-                    plugins[f"{name}/sensor/{task.slot.name}"] = {
-                        **task.slot.stats.as_dict(task.slot.budget),
-                        "ticks": task.ticks,
-                    }
-            if self.sensor_runner is not None:
-                for task in self.sensor_runner.tasks:
-                    plugins[f"sensors/{task.slot.name}"] = {
-                        **task.slot.stats.as_dict(task.slot.budget),
-                        "ticks": task.ticks,
-                    }
+            plugins = {row.key: row.stats() for row in self.plugin_rows()}
+        calibration = self.assembler.calibration
         return {
             "uptime_s": time.monotonic() - self.started_at,
-            "fuel_per_ms": self._fuel_per_ms,
-            "calibration": self._calibration.as_dict() if self._calibration is not None else None,
+            "fuel_per_ms": self.assembler.fuel_per_ms,
+            "calibration": calibration.as_dict() if calibration is not None else None,
             "reloads": self.reloads,
             "displays": displays,
             "plugins": plugins,
-            "problems": [{"where": p.where, "message": p.message, "t": p.t} for p in self.problems],
+            "problems": [p.as_dict() for p in self.problems],
             "mqtt": self.mqtt_state() if self.mqtt_state is not None else None,
         }
-
-
-def _kind(path: Path) -> str:
-    """The ``edged.kind`` a plugin's manifest declares (``animation`` when it declares none or is bare wasm)."""
-    if path.suffix != ".json":
-        return "animation"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return "animation"
-    edged = doc.get("edged") if isinstance(doc, dict) else None
-    kind = edged.get("kind") if isinstance(edged, dict) else None
-    return kind if isinstance(kind, str) else "animation"

@@ -94,12 +94,9 @@ class DaemonTarget:
         path = self.folder / f"{name}.manifest.json"
         atomic_write(path, json.dumps(manifest_for(wasm_path, manifest)))
         with self._lock:
-            problems = len(self.daemon.problems)
-            self.daemon.deploy(name, PluginConfig(path=path))
-            new = self.daemon.problems[problems:]
-        failed = [p.message for p in new if f"'{name}'" in p.message]
-        if failed:
-            raise PluginError(f"{name} {version} did not start: {failed[0]}")
+            activation = self.daemon.deploy(name, PluginConfig(path=path))
+        if activation.failures:  # this plugin's own problems, by its name: never another plugin's message text
+            raise PluginError(f"{name} {version} did not start: {activation.failures[0].message}")
         self._stop_probe(name)
         probe = self.daemon.probe_slot(name)
         if probe is not None:

@@ -19,7 +19,7 @@ from ..hardware.profile import HardwareProfile, load_profile
 from ..hardware.render import TerminalRenderer, emulated_image
 from ..hardware.scenario import ScenarioPlayer, load_scenario
 from ..host.functions import DeviceIO
-from .daemon import DisplayGeometry
+from .assembly import DisplayGeometry
 
 log = logging.getLogger("edged.daemon")
 

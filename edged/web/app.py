@@ -260,15 +260,7 @@ def create_app(
     def state() -> Any:
         """Displays, playlists, plugins with their statistics, problems and sensor values."""
         stats = daemon.stats()
-        rows = []
-        for row in daemon.list_plugins():
-            if row["display"] is None:
-                key = f"sensors/{row['plugin']}"
-            elif row["layer"] is None:
-                key = f"{row['display']}/sensor/{row['plugin']}"
-            else:
-                key = f"{row['display']}/{row['layer']}/{row['plugin']}"
-            rows.append({**row, "stats": stats["plugins"].get(key, {})})
+        rows = [{**row.summary(), "stats": row.stats()} for row in daemon.plugin_rows()]
         return {
             "device": device,
             "uptime_s": stats["uptime_s"],

@@ -82,15 +82,8 @@ class DaemonCollector(Collector):
             if pipeline is not None:
                 bright.add_metric([name], pipeline.brightness)
                 power.add_metric([name], 1.0 if pipeline.power else 0.0)
-            for layer in list(runner.layers):
-                for key, s in list(layer.player.slots.items()):
-                    slot([name, layer.name, key], s)
-            for task in list(runner.sensors):
-                slot([name, "sensor", task.slot.name], task.slot)
-        sensors = d.sensor_runner
-        if sensors is not None:
-            for task in list(sensors.tasks):
-                slot(["", "sensor", task.slot.name], task.slot)
+        for row in d.plugin_rows():
+            slot([row.display or "", row.layer if row.layer is not None else "sensor", row.plugin], row.slot)
         yield from (interval, render, frames, dropped, fps, bright, power)
         yield from (calls, failures, strikes, quarantines, quarantined, fuel, seconds)
         yield GaugeMetricFamily("edged_problems", "Problems the daemon keeps (the last 100)", value=len(d.problems))

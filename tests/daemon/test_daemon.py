@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edged.daemon import Daemon, load_config
+from edged.daemon.assembly import DisplayAssembler
 from edged.daemon.client import request
 from edged.daemon.control import ControlServer, handle
 from edged.daemon.hardware import DeviceHardware
@@ -401,7 +402,7 @@ def test_where_each_plugins_budget_comes_from(site: Path, monkeypatch: pytest.Mo
         'items = [{ plugin = "red", duration_s = 100 }]', 'items = [{ plugin = "capped", duration_s = 100 }]'
     )
     path.write_text(text + '\n[plugins.blue]\npath = "plugins/blue/blue.wasm"\nbudget_ms = 1.5\n')
-    monkeypatch.setattr(Daemon, "_rate", lambda self: 1000.0)  # 1000 fuel per ms, to make the arithmetic exact
+    monkeypatch.setattr(DisplayAssembler, "_rate", lambda self: 1000.0)  # 1000 fuel per ms, to make the arithmetic exact
     d = make_from(path)
     d.start()
     slots = {k.split("/")[-1]: v for k, v in d.stats()["plugins"].items()}
@@ -471,7 +472,7 @@ def test_a_manifest_cannot_grant_itself_more_time_than_the_display_share(
     write_plugin(site, "greedy", solid(1, 2, 3), {"capabilities": {"led": True}, "budget": {"frame_ms": 400}})
     path = site / "edged.toml"
     path.write_text(CONFIG.format(side="greedy", calibrate="true"))
-    monkeypatch.setattr(Daemon, "_rate", lambda self: 1000.0)
+    monkeypatch.setattr(DisplayAssembler, "_rate", lambda self: 1000.0)
     d = make_from(path)
     d.start()
     greedy = d.stats()["plugins"]["main/right/greedy"]

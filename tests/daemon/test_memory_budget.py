@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import edged.daemon.daemon as daemon_mod
+import edged.daemon.assembly as assembly_mod
 from edged.bundled import bundled_dir
 from edged.daemon.config import DaemonSection, load_config
 from edged.daemon.daemon import Daemon
@@ -65,7 +65,7 @@ items = [
 
 
 def test_default_cap_fits_ten_plugins_on_a_pi_zero_2_w(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon_mod, "machine_memory_mb", lambda: ZERO_2_W_MB)
+    monkeypatch.setattr(assembly_mod, "machine_memory_mb", lambda: ZERO_2_W_MB)
     d = Daemon(load_config(ten_plugin_config(tmp_path)), DeviceHardware("emulated-16x16", emulate=True), frames=2)
     try:
         d.start()
@@ -81,7 +81,7 @@ def test_default_cap_fits_ten_plugins_on_a_pi_zero_2_w(tmp_path: Path, monkeypat
 
 
 def test_the_old_default_is_refused_on_a_pi_zero_2_w(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon_mod, "machine_memory_mb", lambda: ZERO_2_W_MB)
+    monkeypatch.setattr(assembly_mod, "machine_memory_mb", lambda: ZERO_2_W_MB)
     cfg = load_config(ten_plugin_config(tmp_path, "plugin_memory_mb = 64"))
     hw = DeviceHardware("emulated-16x16", emulate=True)
     d = Daemon(cfg, hw, frames=2)
