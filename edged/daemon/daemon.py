@@ -89,6 +89,8 @@ class Daemon:
         self.started_at = time.monotonic()
         self._lock = threading.RLock()  # guards self.displays and reconfiguration
         self._stopped = threading.Event()
+        #: True once :meth:`start` began (then :meth:`stop` releases the hardware, even after a failed start)
+        self.started = False
         self.reloads = 0
         self._t0 = 0.0
         self.gc = GcPacer(self.clock)
@@ -153,6 +155,7 @@ class Daemon:
 
     def start(self) -> None:
         """Load every plugin, open every display and start their frame threads."""
+        self.started = True
         sys.setswitchinterval(self.config.daemon.gil_switch_ms / 1000.0)
         with self._lock:
             self._t0 = self.clock.now()

@@ -402,7 +402,9 @@ def test_where_each_plugins_budget_comes_from(site: Path, monkeypatch: pytest.Mo
         'items = [{ plugin = "red", duration_s = 100 }]', 'items = [{ plugin = "capped", duration_s = 100 }]'
     )
     path.write_text(text + '\n[plugins.blue]\npath = "plugins/blue/blue.wasm"\nbudget_ms = 1.5\n')
-    monkeypatch.setattr(DisplayAssembler, "_rate", lambda self: 1000.0)  # 1000 fuel per ms, to make the arithmetic exact
+    monkeypatch.setattr(
+        DisplayAssembler, "_rate", lambda self: 1000.0
+    )  # 1000 fuel per ms, to make the arithmetic exact
     d = make_from(path)
     d.start()
     slots = {k.split("/")[-1]: v for k, v in d.stats()["plugins"].items()}

@@ -279,7 +279,7 @@ def test_sigterm_blanks_the_emulated_leds(site: Path, monkeypatch: pytest.Monkey
     import os
     import threading
 
-    import edged.cli.run as run_cmd
+    import edged.service as service_mod
     from edged.daemon.hardware import DeviceHardware
 
     made: list[DeviceHardware] = []
@@ -289,7 +289,7 @@ def test_sigterm_blanks_the_emulated_leds(site: Path, monkeypatch: pytest.Monkey
             super().__init__(*args, **kwargs)  # type: ignore[arg-type]
             made.append(self)
 
-    monkeypatch.setattr(run_cmd, "DeviceHardware", Recording)
+    monkeypatch.setattr(service_mod, "DeviceHardware", Recording)
 
     def lit_frames() -> int:
         out = made[0].outputs.get("main") if made else None
