@@ -90,8 +90,6 @@ class EdgeService:
         self.face: Face | None = None
         self.control: ControlServer | None = None
         self.health: ServiceHealth | None = None
-        #: the steps started so far, in order (what :meth:`stop` undoes, last first)
-        self.started: list[str] = []
         #: outputs that could not be written at the end (``--snapshot``, ``--stats``), as messages
         self.output_failures: list[str] = []
         self._previous: dict[signal.Signals, Any] = {}
@@ -122,7 +120,6 @@ class EdgeService:
                     raise
                 raise ServiceStartError(step.name, str(exc)) from exc
             self._running.append(step)
-            self.started.append(step.name)
 
     def wait(self) -> None:
         """Run until :attr:`stop_requested` is set or every display finished its ``frames``; SIGHUP reloads here.
@@ -164,6 +161,11 @@ class EdgeService:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    @property
+    def started(self) -> list[str]:
+        """The steps that run now, in start order (what :meth:`stop` undoes, last first)."""
+        return [step.name for step in self._running]
 
     @property
     def agent_died(self) -> bool:
