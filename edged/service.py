@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .daemon.config import DaemonConfig
 from .daemon.control import ControlServer
 from .daemon.daemon import Daemon
 from .daemon.deploy import DaemonTarget
-from .daemon.hardware import DeviceHardware
+from .daemon.hardware import DeviceHardware, Renderer
 from .daemon.systemd import SdNotify, ServiceHealth, watchdog_interval
 from .errors import EdgedError
 
@@ -54,7 +54,7 @@ class RunOptions:
     #: a hardware profile (name or path) overriding the config's ``daemon.hardware``
     profile: str | None = None
     frames: int | None = None
-    render: Literal["terminal", "headless"] = "headless"
+    render: Renderer = "headless"
     scenario: str | None = None
     control: bool = True
     http: bool = True

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from edged.daemon import assembly
 from edged.daemon.config import load_config
 from edged.daemon.control import request
+from edged.hardware.backends import EmulatedBackend
 from edged.service import EdgeService, RunOptions, ServiceStartError
 from tests.daemon.test_daemon import CONFIG, write_plugin
 from tests.engine.anims import solid
@@ -43,7 +45,9 @@ def test_steps_start_in_order_and_stop_in_reverse(tmp_path: Path, caplog: pytest
         assert reply["ok"], reply
         output = service.hardware.outputs["main"] if service.hardware is not None else None
     assert steps(caplog, "stopping") == list(reversed(STEPS))
-    assert output is not None and output.backend.closed and not output.backend.latest().data.any()  # blanked
+    assert output is not None and isinstance(output.backend, EmulatedBackend)
+    last = output.backend.latest()
+    assert output.backend.closed and last is not None and not last.data.any()  # blanked
     assert signal.getsignal(signal.SIGTERM) is before
     assert not service.config.control_socket.exists()
     assert (service.config.state_dir / "state.json").exists()
@@ -69,22 +73,26 @@ def test_a_step_that_fails_stops_the_steps_started_before_it(tmp_path: Path, cap
     assert steps(caplog, "stopping") == list(reversed(started))
     assert service.daemon is not None and service.hardware is not None
     backend = service.hardware.outputs["main"].backend
-    assert backend.closed and not backend.latest().data.any()  # the LEDs were blanked and released
+    assert isinstance(backend, EmulatedBackend) and backend.closed  # released...
+    last = backend.latest()
+    assert last is not None and not last.data.any()  # ...and blanked
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_a_daemon_that_does_not_start_releases_the_hardware(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_daemon_that_does_not_start_releases_the_hardware(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     caplog.set_level(logging.INFO, logger="edged.service")
+    monkeypatch.setattr(assembly, "machine_memory_mb", lambda: 128)  # the plugins' memory caps do not fit
     path = site(tmp_path)
-    text = path.read_text().replace("x = 8, width = 8 }", "x = 8, width = 12 }")  # 8 + 12 > 16: does not fit
-    path.write_text(text)
     service = EdgeService(load_config(path), RunOptions(config_path=path, emulate=True, http=False))
-    with pytest.raises(ServiceStartError, match="does not fit display 'main'") as err:
+    with pytest.raises(ServiceStartError, match="does not fit this machine") as err:
         service.start()
     assert err.value.step == "daemon"
     assert steps(caplog, "stopping") == ["hardware", "signals"]
     assert service.hardware is not None
-    assert all(o.backend.closed for o in service.hardware.outputs.values())
+    backends = [o.backend for o in service.hardware.outputs.values()]
+    assert backends and all(isinstance(b, EmulatedBackend) and b.closed for b in backends)
 
 
 def test_a_profile_that_does_not_load_names_where_it_came_from(tmp_path: Path) -> None:

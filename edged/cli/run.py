@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..daemon.config import DaemonConfig, load_config
+from ..daemon.hardware import Renderer
 from ..daemon.systemd import JournalFormatter, under_journal
 from ..errors import EdgedError
 from ..service import EdgeService, RunOptions, ServiceStartError
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"edged run: {exc}", file=sys.stderr)
         return 2
     _configure_logging(cfg, explicit=args.log_level_explicit)
-    render = args.render or ("terminal" if args.emulate and sys.stdout.isatty() else "headless")
+    render: Renderer = args.render or ("terminal" if args.emulate and sys.stdout.isatty() else "headless")
     if render == "terminal" and not args.log_level_explicit and sys.stderr.isatty():
         # info lines on the same terminal would scroll the live picture away
         logging.getLogger("edged").setLevel(logging.WARNING)

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..hardware.backends import EmulatedBackend
 from ..hardware.gpio import GpioBoard
 from ..hardware.output import LedOutput, open_led_output
-from ..hardware.profile import HardwareProfile, load_profile
+from ..hardware.profile import DisplayProfile, HardwareProfile, load_profile
 from ..hardware.render import TerminalRenderer, emulated_image
 from ..hardware.scenario import ScenarioPlayer, load_scenario
 from ..host.functions import DeviceIO
@@ -85,7 +85,7 @@ class DeviceHardware:
         self.outputs: dict[str, LedOutput] = {}
         self._term_lock = threading.Lock()
 
-    def _display(self, name: str):  # type: ignore[no-untyped-def]
+    def _display(self, name: str) -> DisplayProfile:
         try:
             return self.profile.displays[name]
         except KeyError:

@@ -80,7 +80,8 @@ class _Runner(Protocol):
 
 
 class _Daemon(Protocol):
-    displays: Mapping[str, Any]
+    @property
+    def displays(self) -> Mapping[str, Any]: ...
 
     def list_plugins(self) -> list[dict[str, Any]]: ...
 

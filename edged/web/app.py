@@ -235,7 +235,7 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
             return _error(400, f"malformed JSON: {first.get('ctx', {}).get('error', first['msg'])}")
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
