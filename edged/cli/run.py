@@ -18,6 +18,7 @@ from ..daemon.hardware import Renderer
 from ..daemon.systemd import JournalFormatter, under_journal
 from ..errors import EdgedError
 from ..service import EdgeService, RunOptions, ServiceStartError
+from .exitcodes import ExitCode
 
 
 def register(sub: Any) -> None:
@@ -75,12 +76,12 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--stats", args.stats), ("--snapshot", args.snapshot)):
         if (problem := _output_problem(option, value)) is not None:
             print(f"edged run: {problem}", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
     try:
         cfg = load_config(args.config)
     except EdgedError as exc:
         print(f"edged run: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     _configure_logging(cfg, explicit=args.log_level_explicit)
     render: Renderer = args.render or ("terminal" if args.emulate and sys.stdout.isatty() else "headless")
     if render == "terminal" and not args.log_level_explicit and sys.stderr.isatty():
@@ -113,19 +114,19 @@ def run(args: argparse.Namespace) -> int:
     except ServiceStartError as exc:
         print(f"edged run: {exc}", file=sys.stderr)
         report_problems()
-        return 2
+        return ExitCode.USAGE
     try:
         report_problems()
         service.wait()
     finally:
         service.stop()
     report_problems()
-    code = 0
+    code: int = ExitCode.OK
     if service.agent_died:
         assert service.agent is not None
         print(f"edged run: the deploy agent died ({service.agent.fatal!r}); see the log", file=sys.stderr)
-        code = 1
+        code = ExitCode.FAILED
     for failure in service.output_failures:
         print(f"edged run: {failure}", file=sys.stderr)
-        code = 1
+        code = ExitCode.FAILED
     return code
