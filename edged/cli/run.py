@@ -20,6 +20,8 @@ from ..errors import EdgedError
 from ..service import EdgeService, RunOptions, ServiceStartError
 from .exitcodes import ExitCode
 
+log = logging.getLogger("edged.run")
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the daemon", description=__doc__)
@@ -101,18 +103,27 @@ def run(args: argparse.Namespace) -> int:
     )
     service = EdgeService(cfg, options)
     reported = 0
+    json_logs = cfg.logging.format == "json"
+
+    def say(message: str) -> None:
+        # with JSON logs, stderr stays one JSON document a line: the message goes through the log instead
+        if json_logs:
+            log.error(message)
+        else:
+            print(f"edged run: {message}", file=sys.stderr)
 
     def report_problems() -> None:  # say them as they come, not only at exit: a typo should not go unnoticed
         nonlocal reported
         problems = service.daemon.problems if service.daemon is not None else []
-        for problem in problems[reported:]:
-            print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)
+        if not json_logs:  # JSON logs carry each problem already, as it was recorded
+            for problem in problems[reported:]:
+                print(f"edged run: {problem.where}: {problem.message}", file=sys.stderr)
         reported = len(problems)
 
     try:
         service.start()
     except ServiceStartError as exc:
-        print(f"edged run: {exc}", file=sys.stderr)
+        say(str(exc))
         report_problems()
         return ExitCode.USAGE
     try:
@@ -124,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
     code: int = ExitCode.OK
     if service.agent_died:
         assert service.agent is not None
-        print(f"edged run: the deploy agent died ({service.agent.fatal!r}); see the log", file=sys.stderr)
+        say(f"the deploy agent died ({service.agent.fatal!r}); see the log")
         code = ExitCode.FAILED
     for failure in service.output_failures:
-        print(f"edged run: {failure}", file=sys.stderr)
+        say(str(failure))
         code = ExitCode.FAILED
     return code

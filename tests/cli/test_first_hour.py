@@ -92,6 +92,24 @@ def test_edged_log_level_run_keeps_the_configured_json_format(site: Path) -> Non
     assert running["displays"] == ["main"] and running["logger"] == "edged.daemon"
 
 
+def test_json_logs_stay_json_when_a_problem_is_reported(site: Path) -> None:
+    """A problem (here: the web page's port is taken) was also printed as a plain line, so a JSON log consumer
+    choked on stderr (and this file's JSON test failed whenever port 8080 was busy)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with (site / "edged.toml").open("a") as f:
+            f.write(f'\n[logging]\nformat = "json"\n\n[http]\nport = {port}\n')
+        out = edged("run", "--config", "edged.toml", "--emulate", "--frames", "3", cwd=site)
+    assert out.returncode == 0, out.stderr
+    docs = [json.loads(line) for line in out.stderr.splitlines() if line.strip()]
+    problem = next(d for d in docs if "cannot serve the web page" in d["msg"])
+    assert problem["level"] == "error" and problem["where"] == "http"
+
+
 def test_edged_log_level_run_text_lines_show_context(site: Path) -> None:
     out = edged("--log-level", "info", "run", "--config", "edged.toml", "--emulate", "--frames", "3", cwd=site)
     assert out.returncode == 0, out.stderr
