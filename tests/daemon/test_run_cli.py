@@ -133,7 +133,7 @@ def test_embedded_default_end_to_end_stats_and_emulated_frame(tmp_path: Path, mo
     from PIL import Image
 
     monkeypatch.setenv("EDGED_STATE_DIR", str(tmp_path / "state"))
-    args = ["run", "--emulate", "--render", "headless", "--no-control", "--frames", "40"]
+    args = ["run", "--emulate", "--render", "headless", "--no-control", "--no-http", "--frames", "40"]
     code = main([*args, "--stats", str(tmp_path / "s.json"), "--snapshot", str(tmp_path / "last.png")])
     assert code == 0
     stats = json.loads((tmp_path / "s.json").read_text())
