@@ -138,6 +138,14 @@ class ConfigError(EdgedError, ValueError):
     """A configuration file or value is invalid; the message names the key (and line where known)."""
 
 
+class ServiceStartError(EdgedError):
+    """A step of ``edged run``'s service could not start (the steps started before it were stopped again)."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
 class BrokerRefused(ConfigError):
     """The broker answered and refused the connection (bad credentials, not authorized): retrying cannot help."""
 

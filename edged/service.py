@@ -27,21 +27,14 @@ from .daemon.daemon import Daemon
 from .daemon.deploy import DaemonTarget
 from .daemon.hardware import DeviceHardware, Renderer
 from .daemon.systemd import SdNotify, ServiceHealth, watchdog_interval
-from .errors import EdgedError
+from .errors import EdgedError, ServiceStartError
+from .fsutil import atomic_write
 
 if TYPE_CHECKING:
     from .deploy.agent import DeviceAgent
     from .web.face import Face
 
 log = logging.getLogger("edged.service")
-
-
-class ServiceStartError(EdgedError):
-    """A step of :class:`EdgeService` could not start (the steps started before it were stopped again)."""
-
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(message)
-        self.step = step
 
 
 @dataclass(frozen=True)
@@ -348,8 +341,6 @@ class EdgeService:
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write atomically: a reader (or a power cut) sees the old file or the new one, never half of one."""
-    from .deploy.trust import atomic_write
-
     atomic_write(path, json.dumps(doc, indent=2, default=str).encode())
 
 

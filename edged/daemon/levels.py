@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..fsutil import atomic_write
+
 log = logging.getLogger("edged.daemon")
 
 #: the file under ``state_dir``
@@ -30,8 +32,6 @@ def save_levels(state_dir: Path, sinks: Mapping[str, object]) -> None:
         if out is not None:
             levels[name] = {"brightness": out.pipeline.brightness, "power": out.pipeline.power}
     try:
-        from ..deploy.trust import atomic_write  # lazily: cryptography is not the daemon's to load
-
         atomic_write(state_dir / LEVELS_FILE, json.dumps(levels).encode())
     except OSError as exc:
         log.warning("could not save the displays' brightness and power: %s", exc)
