@@ -7,12 +7,13 @@ thread for as long as the plugin asked, with no strike that could add up to a qu
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import pytest
 
 from edged.errors import PluginTimeout
-from edged.runtime import Plugin
+from edged.runtime import Plugin, host_fn
 from tests.conftest import wat
 
 
@@ -110,3 +111,57 @@ def test_a_plugin_cannot_plant_symlinks_in_its_folder(tmp_path: Path) -> None:
     p = Plugin({"wasm": [{"data": wasm}], "allowed_paths": {str(tmp_path): "/data"}}, wasi=True)
     assert struct.unpack("<Q", p.call("go"))[0] == 58  # ENOTSUP
     assert list(tmp_path.iterdir()) == []
+
+
+# ``late`` first waits in a host function until its deadline has passed (wasm cannot notice: no wasm runs), then asks
+# random_get for ``n`` bytes at 0 and returns without entering wasm again, so nothing but random_get can see the
+# deadline. ``fill`` outputs the first 16 bytes after asking for n of them.
+def _random_plugin(n: int) -> bytes:
+    return wat(
+        f"""(module
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+  (import "extism:host/user" "wait_past_deadline" (func $wait))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u64" (func $store_u64 (param i64 i64)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (memory (export "memory") 1000)
+  (func (export "late") (result i32)
+    (call $wait) (drop (call $random (i32.const 0) (i32.const {n}))) (i32.const 0))
+  (func (export "fill") (result i32) (local $h i64)
+    (i64.store (i32.const 40) (i64.extend_i32_u (call $random (i32.const 0) (i32.const {n}))))
+    (local.set $h (call $alloc (i64.const 24)))
+    (call $store_u64 (local.get $h) (i64.load (i32.const 40)))
+    (call $store_u64 (i64.add (local.get $h) (i64.const 8)) (i64.load (i32.const 0)))
+    (call $store_u64 (i64.add (local.get $h) (i64.const 16)) (i64.load (i32.const 8)))
+    (call $output_set (local.get $h) (i64.const 24))
+    (i32.const 0)))"""
+    )
+
+
+def test_random_get_of_a_huge_buffer_stops_at_the_deadline() -> None:
+    """A 50 MB random_get was one host call that ran about 0.4 s past the deadline (issue 10's review)."""
+    timeout_ms = 20
+
+    @host_fn(name="wait_past_deadline", signature=([], []))
+    def wait_past_deadline(*_: object) -> None:
+        time.sleep(2 * timeout_ms / 1000)  # a host call: the epoch cannot stop it, and the deadline passes
+
+    p = Plugin(_random_plugin(50_000_000), functions=[wait_past_deadline], wasi=True, timeout_ms=timeout_ms)
+    with pytest.raises(PluginTimeout, match="^timeout$"):
+        p.call("late")
+
+
+def test_random_get_still_fills_buffers_and_refuses_one_outside_memory() -> None:
+    @host_fn(name="wait_past_deadline", signature=([], []))
+    def unused(*_: object) -> None:
+        raise AssertionError("not called")
+
+    errno, a, b = struct.unpack("<QQQ", Plugin(_random_plugin(16), functions=[unused], wasi=True).call("fill"))
+    assert errno == 0 and (a, b) != (0, 0)
+    big = 3 * 1024 * 1024 + 5  # more than one step
+    errno, a, b = struct.unpack("<QQQ", Plugin(_random_plugin(big), functions=[unused], wasi=True).call("fill"))
+    assert errno == 0 and (a, b) != (0, 0)
+    errno, _, _ = struct.unpack(
+        "<QQQ", Plugin(_random_plugin(1000 * 65536 + 1), functions=[unused], wasi=True).call("fill")
+    )
+    assert errno == 21  # EFAULT (wasmtime's own random_get trapped the whole call)
