@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edged.daemon import assembly
-from edged.daemon.config import load_config
 from edged.daemon.client import request
+from edged.daemon.config import load_config
 from edged.hardware.backends import EmulatedBackend
 from edged.service import EdgeService, RunOptions, ServiceStartError
 from tests.daemon.test_daemon import CONFIG, write_plugin
