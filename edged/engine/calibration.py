@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import wasmtime
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import OutOfFuel
 from ..fsutil import atomic_write
@@ -123,13 +124,21 @@ def measure(runs: int = 7) -> dict[str, float]:
     return medians
 
 
-def _read(path: Path, key: str) -> dict[str, object] | None:
+class _Entry(BaseModel):
+    """One machine's measurement in the cache file, which is outside input: an entry that does not fit this is
+    measured again."""
+
+    model_config = ConfigDict(strict=True)
+    fuel_per_ms: float = Field(gt=0, allow_inf_nan=False)
+    measured_at: float = 0.0
+    rates: dict[str, float] = Field(default_factory=dict)
+
+
+def _read(path: Path, key: str) -> _Entry | None:
     try:
         doc = json.loads(path.read_text())
-        entry = doc["entries"][key]
-        float(entry["fuel_per_ms"])
-        return dict(entry)
-    except (OSError, ValueError, KeyError, TypeError):
+        return _Entry.model_validate(doc["entries"][key])
+    except (OSError, ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
         return None
 
 
@@ -160,15 +169,7 @@ def calibration(recalibrate: bool = False) -> Calibration:
         path = cache_path()
         entry = _read(path, key) if path is not None and not recalibrate else None
         if entry is not None:
-            rates = entry.get("rates")
-            _current = Calibration(
-                float(entry["fuel_per_ms"]),  # type: ignore[arg-type]
-                "cached",
-                float(entry.get("measured_at", 0.0)),  # type: ignore[arg-type]
-                key,
-                str(path),
-                dict(rates) if isinstance(rates, dict) else {},
-            )
+            _current = Calibration(entry.fuel_per_ms, "cached", entry.measured_at, key, str(path), entry.rates)
         else:
             rates = measure()
             rate = min(rates.values())

@@ -120,3 +120,28 @@ def test_the_daemon_shows_its_calibration_in_stats(tmp_path: Path, monkeypatch: 
     assert shown["machine"] == cal.machine_key()
     budget = stats["plugins"]["main/bg/red"]["budget_fuel"]
     assert budget == int(stats["plugins"]["main/bg/red"]["budget_ms"] * stats["fuel_per_ms"])
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"fuel_per_ms": 1000.0, "measured_at": "yesterday"},  # crashed calibration() with a ValueError
+        {"fuel_per_ms": 1000.0, "measured_at": None},  # a TypeError
+        {"fuel_per_ms": 0.0, "measured_at": 0.0},  # every budget became 0 fuel
+        {"fuel_per_ms": -5.0, "measured_at": 0.0},
+        {"fuel_per_ms": 1000.0, "measured_at": 0.0, "rates": {"dense": "fast"}},
+    ],
+)
+def test_a_corrupt_cache_entry_is_measured_again(
+    entry: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache file is outside input: a bad entry for this machine is not used, and a fresh measurement replaces
+    it (found by mypy: the cached values went to ``float()`` unchecked)."""
+    monkeypatch.setenv("EDGED_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cal, "_current", None)
+    cal._write(tmp_path / cal.CACHE_FILE, cal.machine_key(), entry)
+    got = cal.calibration()
+    assert got.source == "measured" and got.fuel_per_ms > 1.0
+    monkeypatch.setattr(cal, "_current", None)
+    again = cal.calibration()
+    assert again.source == "cached" and again.fuel_per_ms == got.fuel_per_ms
