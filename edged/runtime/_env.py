@@ -7,6 +7,7 @@ handle passed to these functions is consumed, as Extism's PDKs expect.
 from __future__ import annotations
 
 import fnmatch
+import http.client
 import json
 import logging
 import time
@@ -14,12 +15,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import wasmtime
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import PluginError, PluginTimeout
+
+if TYPE_CHECKING:
+    from ._kernel import Kernel
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -113,7 +117,7 @@ class HostEnv:
         max_var_bytes: int | None,
         allowed_hosts: list[str] | None,
         max_http_response_bytes: int | None,
-        kernel_ref: Callable[[], Any],
+        kernel_ref: Callable[[], Kernel],
     ) -> None:
         self.logger = logger
         self.vars: dict[bytes, bytes] = {}
@@ -238,7 +242,15 @@ class HostEnv:
         env = self
 
         class CheckedRedirects(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+            def redirect_request(
+                self,
+                req: urllib.request.Request,
+                fp: IO[bytes],
+                code: int,
+                msg: str,
+                headers: http.client.HTTPMessage,
+                newurl: str,
+            ) -> urllib.request.Request | None:
                 if not env._allowed(newurl):
                     raise PluginError(f"HTTP redirect to {newurl} is not allowed")
                 return super().redirect_request(req, fp, code, msg, headers, newurl)

@@ -22,11 +22,14 @@ import pickle
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
 from ..errors import EdgedError, HostFunctionError, PluginError
+
+if TYPE_CHECKING:
+    from ._kernel import Kernel
 
 
 class Json:
@@ -89,11 +92,11 @@ class CurrentPlugin:
 
     __slots__ = ("_kernel", "name")
 
-    def __init__(self, kernel: Any, name: str) -> None:
+    def __init__(self, kernel: Kernel | None, name: str) -> None:
         self._kernel = kernel
         self.name = name
 
-    def _k(self) -> Any:
+    def _k(self) -> Kernel:
         if self._kernel is None:
             raise PluginError("CurrentPlugin used after the host function returned")
         return self._kernel
@@ -223,7 +226,8 @@ def _encode_result(kernel: Any, kind: str, codec: Codec | None, out: Any) -> Any
     if kind == _PICKLE:
         return kernel.alloc_bytes(pickle.dumps(out))
     if kind == _CODEC:
-        return kernel.alloc_bytes(bytes(codec.codec(out)))  # type: ignore[union-attr]
+        assert codec is not None  # _kind() gives the _CODEC kind only with its codec
+        return kernel.alloc_bytes(bytes(codec.codec(out)))
     if kind == _INT_BLOCK:
         return kernel.alloc_bytes((int(out) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "little"))
     if kind == _BOOL_BLOCK:
@@ -266,7 +270,7 @@ class HostFunction:
             [_VALTYPE[k] for k in self.params if k != _CURRENT], [_VALTYPE[k] for k in self.results]
         )
 
-    def bind(self, kernel_ref: Callable[[], Any], plugin_name: str) -> Callable[..., Any]:
+    def bind(self, kernel_ref: Callable[[], Kernel], plugin_name: str) -> Callable[..., Any]:
         """The callback given to wasmtime, converting values through the kernel returned by ``kernel_ref``."""
         if self.valtypes is not None:
             return self._bind_explicit(kernel_ref, plugin_name)
@@ -329,7 +333,7 @@ class HostFunction:
 
         return callback
 
-    def _bind_explicit(self, kernel_ref: Callable[[], Any], plugin_name: str) -> Callable[..., Any]:
+    def _bind_explicit(self, kernel_ref: Callable[[], Kernel], plugin_name: str) -> Callable[..., Any]:
         """The SDK's explicit-signature convention: ``Val`` lists in and out."""
         assert self.valtypes is not None
         ptypes, rtypes = self.valtypes

@@ -87,7 +87,7 @@ class Kernel:
         self._store = store
         self._instance = instance
         self._indices = indices
-        self._funcs: dict[str, Any] = {}
+        self._funcs: dict[str, wasmtime.Func] = {}
         #: the store's limits (``Store.set_limits`` arguments) once the plugin has set them
         self.store_limits: dict[str, int] | None = None
         #: bytes the block heap may use beyond the call's input (None: no limit of its own), and the absolute end of
@@ -177,7 +177,7 @@ class Kernel:
         f = self._funcs.get(name)
         if f is None:
             f = self._funcs[name] = self._fetch([name])[name]
-        return f  # type: ignore[no-any-return]
+        return f
 
     def __getattr__(self, name: str) -> Any:
         # the kernel exports the host calls itself, made on first use: many instances never need them
@@ -236,7 +236,7 @@ class Kernel:
 
     def result(self) -> tuple[int, int, int]:
         """``(output_offset, output_length, error_handle)`` after a call."""
-        return L.RESULT.unpack_from(self.ctl, L.OUTPUT_OFFSET)  # type: ignore[return-value]
+        return L.RESULT.unpack_from(self.ctl, L.OUTPUT_OFFSET)
 
     def output(self, offset: int, length: int, limit: int) -> bytes:
         """The call's output: ``length`` bytes at ``offset``, which must lie inside the live block heap (the kernel
@@ -282,7 +282,7 @@ class Kernel:
         if not _U64.unpack_from(ctl, L.FREE_BLOCKS)[0] and n <= _MAX_BLOCK:
             # no freed blocks to reuse: the kernel would bump-allocate at heap_top, so do exactly that here
             # and save a call into wasm (same header, same alignment, same heap_top afterwards)
-            top = _U64.unpack_from(ctl, L.HEAP_TOP)[0]
+            top: int = _U64.unpack_from(ctl, L.HEAP_TOP)[0]
             cap = L.align(n)
             end = top + L.HEADER_SIZE + cap
             if end > self.size:

@@ -84,7 +84,8 @@ def _source_kind(v: Any) -> str | None:
     if isinstance(v, dict):
         keys = {"path", "data", "url"} & v.keys()
         return keys.pop() if len(keys) == 1 else None
-    return {WasmPath: "path", WasmData: "data", WasmUrl: "url"}.get(type(v))
+    kinds: dict[type, str] = {WasmPath: "path", WasmData: "data", WasmUrl: "url"}
+    return kinds.get(type(v))
 
 
 _WasmEntry = Annotated[

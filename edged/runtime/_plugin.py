@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
@@ -36,6 +36,9 @@ from ._rawcall import define_func, define_raw_func, export_indices, exports_at, 
 from ._sections import defined_memories_and_tables, memory_minimums
 from ._wasi import WasiOutput
 from ._wasi_guard import guard_wasi
+
+if TYPE_CHECKING:
+    from ._compat import Cancellation
 
 ENV_MODULE = "extism:host/env"
 USER_MODULE = "extism:host/user"
@@ -131,7 +134,7 @@ def _as_wasm(data: bytes) -> bytes:
     if not text.lstrip().startswith("("):
         return data
     try:
-        return wasmtime.wat2wasm(text)
+        return bytes(wasmtime.wat2wasm(text))  # a bytearray; callers hash and slice module bytes
     except wasmtime.WasmtimeError as exc:
         raise PluginLoadError(f"invalid WebAssembly text: {str(exc).strip()}") from None
 
@@ -383,7 +386,7 @@ class Plugin:
         self.config: dict[str, str] = {**m.config, **_config(config)}
         #: a unique id, as the SDK's ``Plugin.id``
         self.id = uuid.uuid4()
-        self._cancel: Any = None
+        self._cancel: Cancellation | None = None
         self._fuel: int | None = None
         self.fuel = fuel
         self.timeout_ms = timeout_ms if timeout_ms is not None else m.timeout_ms
@@ -600,7 +603,8 @@ class Plugin:
         wasi_output = None
         if compiled.wasi:
             linker.define_wasi()
-            guard_wasi(linker, store, compiled.imports, lambda env=self.env: env.deadline)
+            host_env = self.env
+            guard_wasi(linker, store, compiled.imports, lambda: host_env.deadline)
             cfg, wasi_output = self._wasi_config()
             store.set_wasi(cfg)
         inst = _Instance(store, kernel, None, wasi_output)
@@ -652,7 +656,7 @@ class Plugin:
         mem = exports.get("memory")
         inst.memory = mem if isinstance(mem, wasmtime.Memory) else None
         for name, returns_i32 in compiled.exports.items():
-            inst.callers[name] = no_arg_caller(store, exports[name], returns_i32)  # type: ignore[arg-type]
+            inst.callers[name] = no_arg_caller(store, exports[name], returns_i32)
         self._run_init(inst, exports)
         return inst
 
@@ -677,7 +681,7 @@ class Plugin:
 
         return CancelHandle(self)
 
-    def _cancellation(self) -> Any:
+    def _cancellation(self) -> Cancellation:
         if self._cancel is None:
             from ._compat import Cancellation
 

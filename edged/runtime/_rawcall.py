@@ -14,7 +14,7 @@ import ctypes
 import itertools
 from collections.abc import Callable, Sequence
 from ctypes import POINTER, byref
-from typing import Any
+from typing import Any, cast
 
 import wasmtime
 
@@ -81,6 +81,8 @@ def raw_caller(
             return getattr(res[0].of, res_fields[0])
         return tuple(getattr(res[i].of, f) for i, f in enumerate(res_fields))
 
+    # the raw pointers above live only as long as these objects: the caller holds them (a function attribute,
+    # which mypy does not model)
     invoke._keep = (store, func, args, res)  # type: ignore[attr-defined]
     return invoke
 
@@ -103,7 +105,7 @@ def no_arg_caller(store: wasmtime.Store, func: wasmtime.Func, returns_i32: bool)
             _raise(err, trap)
         return of.i32 if returns_i32 else 0
 
-    invoke._keep = (store, func, res)  # type: ignore[attr-defined]
+    invoke._keep = (store, func, res)  # type: ignore[attr-defined]  # keeps the pointers' objects alive, as above
     return invoke
 
 
@@ -114,9 +116,10 @@ _RAW_FUNCS: dict[int, tuple[Callable[..., Any], tuple[str, ...], str | None]] = 
 _raw_ids = itertools.count(1)
 
 if _AVAILABLE:
+    # ctypes callback types wrap plain functions (called, not used as decorators: a decorator that is a class
+    # would leave the functions untyped to mypy)
 
-    @ffi.wasmtime_func_unchecked_callback_t
-    def _raw_trampoline(env: int | None, caller: Any, values: Any, n: int) -> int:
+    def _raw_trampoline_py(env: int | None, caller: Any, values: Any, n: int) -> int:
         try:
             fn, params, result = _RAW_FUNCS[env or 0]
             out = fn(*[getattr(values[i], kind) for i, kind in enumerate(params)])
@@ -124,13 +127,16 @@ if _AVAILABLE:
                 setattr(values[0], result, out)
             return 0
         except BaseException as exc:  # handed to the caller of the wasm call, as wasmtime-py's own trampoline does
+            # a KeyboardInterrupt too, although wasmtime-py annotates the slot as Exception
             _wasmtime_func.LAST_EXCEPTION = exc  # type: ignore[assignment]
             trap = wasmtime.Trap("python exception")._consume()
             return ctypes.cast(trap, ctypes.c_void_p).value or 0
 
-    @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-    def _raw_finalize(env: int | None) -> None:
+    def _raw_finalize_py(env: int | None) -> None:
         _RAW_FUNCS.pop(env or 0, None)
+
+    _raw_trampoline = ffi.wasmtime_func_unchecked_callback_t(_raw_trampoline_py)
+    _raw_finalize = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_raw_finalize_py)
 
 
 def value_kinds(ty: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -201,7 +207,7 @@ def exports_at(store: wasmtime.Store, instance: wasmtime.Instance, indices: dict
         item = _EXTERN()
         if not _export_nth(ctx, inst, i, byref(name_ptr), byref(name_len), byref(item)):
             raise wasmtime.WasmtimeError(f"export {i} ({name}) is missing")
-        kind = item.kind
+        kind = cast(int, item.kind)  # ctypes reads a c_uint8 field as an int (wasmtime-py annotates the field type)
         if kind == _KIND_FUNC:
             out[name] = _new_func(item.of.func)
         elif kind == _KIND_MEMORY:
