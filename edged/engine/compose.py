@@ -29,6 +29,7 @@ class Canvas:
         if src.shape[2] == 3 and opacity >= 1.0:
             dst[...] = src
             return
+        alpha: np.ndarray  # uint16: the products below stay within it (numpy keeps the array's type)
         if src.shape[2] == 4:
             alpha = src[..., 3:4].astype(np.uint16)
             if opacity < 1.0:

@@ -15,13 +15,15 @@ every frame.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,7 +86,7 @@ _init_pool: ThreadPoolExecutor | None = None
 _init_pool_lock = threading.Lock()
 
 
-def _background(fn: Any) -> Future[None]:
+def _background(fn: Callable[[], None]) -> Future[None]:
     """Run ``fn`` on the one thread that creates instances for every slot in the process."""
     global _init_pool
     with _init_pool_lock:
@@ -93,8 +95,12 @@ def _background(fn: Any) -> Future[None]:
         return _init_pool.submit(fn)
 
 
+class _Done(enum.Enum):
+    DONE = "done"
+
+
 #: Returned by :meth:`Supervised.frame` when the plugin says it is done (the playlist moves on).
-DONE: Any = object()
+DONE: Final = _Done.DONE
 
 
 @dataclass
@@ -300,7 +306,7 @@ class Supervised:
             st.fuel_used_total += fuel
             st.fuel_used_max = max(st.fuel_used_max, fuel)
 
-    def frame(self, tick: Tick) -> np.ndarray | None:
+    def frame(self, tick: Tick) -> np.ndarray | Literal[_Done.DONE] | None:
         """This slot's frame: the plugin's, or its last good one while failing, quarantined or starting; :data:`DONE`
         when the plugin says it has finished. ``None`` means nothing to show yet."""
         now = self.clock.now()

@@ -84,7 +84,10 @@ class IntervalStats:
         if not self.intervals:
             return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "count": 0}
         xs = sorted(self.intervals)
-        pick = lambda q: xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]  # noqa: E731
+
+        def pick(q: float) -> float:
+            return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
+
         return {
             "p50_ms": pick(0.50) * 1e3,
             "p99_ms": pick(0.99) * 1e3,

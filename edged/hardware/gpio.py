@@ -233,7 +233,7 @@ class GpioBoard:
     def _mock_pin_for(self, pin: int, pin_class: type[MockPin] = MockPin, **kwargs: Any) -> MockPin:
         """Create the mock pin with the class a device needs before gpiozero asks the factory for it."""
         with self._pin_class(pin_class):
-            return self.factory.pin(pin, **kwargs)  # type: ignore[no-any-return]
+            return self.factory.pin(pin, **kwargs)
 
     @contextmanager
     def _pin_class(self, pin_class: type[MockPin]) -> Iterator[None]:
@@ -380,8 +380,8 @@ class GpioBoard:
         self._require_emulated("mock_pin")
         for _, info in self.factory.board_info.find_pin(pin):
             if info in self.factory.pins:
-                return self.factory.pins[info]  # type: ignore[no-any-return]
-        return self.factory.pin(pin)  # type: ignore[no-any-return]
+                return self.factory.pins[info]
+        return self.factory.pin(pin)
 
     def drive(self, name: str, level: int, *, at: float | None = None) -> None:
         """Emulation: drive a digital_in or button pin high (1) or low (0); edges are stamped ``at`` if given."""

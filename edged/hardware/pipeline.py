@@ -94,7 +94,7 @@ class PixelPipeline:
         h, w = self.cfg.height, self.cfg.width
         if frame.shape != (h, w, 3) or frame.dtype != np.uint8:
             raise ValueError(f"expected a {h}×{w}×3 uint8 frame, got {frame.shape} {frame.dtype}")
-        v = self._lut[frame]
+        v: np.ndarray = self._lut[frame]
         if self.channels == 4:
             white = v.min(axis=2, keepdims=True)
             if self.cfg.white == "min":

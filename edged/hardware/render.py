@@ -73,7 +73,8 @@ def shrink(frame: np.ndarray, factor: int) -> np.ndarray:
     ph, pw = -h % factor, -w % factor
     padded = np.pad(frame.astype(np.uint16), ((0, ph), (0, pw), (0, 0)), mode="edge")
     blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor, 3)
-    return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
+    means: np.ndarray = blocks.mean(axis=(1, 3))
+    return means.round().astype(np.uint8)
 
 
 def fit(width: int, height: int, scale: int, columns: int, rows: int) -> tuple[int, int]:

@@ -149,7 +149,7 @@ def value_range(config: SensorConfig) -> tuple[float, float]:
     return (0.0, 1.0)
 
 
-class EmulatedMcp3008(MockSPIDevice):
+class EmulatedMcp3008(MockSPIDevice):  # type: ignore[misc]  # gpiozero ships no annotations: its classes are Any
     """The slave side of an MCP3008 on mock SPI pins: decodes the start bit, mode and channel the master clocks
     in, then clocks out a null bit and the channel's 10-bit value (as the datasheet's timing diagram shows)."""
 

@@ -157,7 +157,7 @@ def _int_field(fn: str, doc: dict[str, Any], key: str) -> int:
     return v
 
 
-def _duty(fn: str, value: float) -> float:
+def _duty(fn: str, value: object) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
         raise PluginError(f"{fn}: duty must be a number from 0 to 1")
     return float(value)
@@ -221,7 +221,7 @@ def _gpio_pwm(ctx: HostContext, cur: CurrentPlugin, h: int) -> None:
     fn = "edged_gpio_pwm"
     doc = _json_arg(fn, cur.read(h))
     pin = ctx._pin(fn, _int_field(fn, doc, "pin"), "pwm")
-    duty = _duty(fn, doc.get("duty"))  # type: ignore[arg-type]
+    duty = _duty(fn, doc.get("duty"))
     assert ctx.io is not None
     ctx.io.gpio_pwm(pin, duty)
 

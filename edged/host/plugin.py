@@ -88,11 +88,11 @@ def memory_plan(budget: int, memory: MemoryOptions, frame_cap: int, name: str) -
     return limited, kernel, heap
 
 
-def detect_kind(exports: set[str], declared: str | None) -> Kind:
+def detect_kind(exports: set[str], declared: Kind | None) -> Kind:
     """The declared kind, or the one the exports imply: ``frame`` → animation, ``update`` → matricks,
     ``tick`` → sensor."""
     if declared:
-        return declared  # type: ignore[return-value]
+        return declared
     if "frame" in exports:
         return "animation"
     if "update" in exports:

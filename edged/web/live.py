@@ -91,7 +91,7 @@ class LiveHub:
     def min_interval(self) -> float:
         """The shortest time between two frames sent to a viewer: the cap's period, less half a display period, so
         that frames a little late on the display's grid are not skipped."""
-        rates = [rd.runner.fps for rd in list(self.daemon.displays.values())] or [self.fps_max]
+        rates: list[float] = [rd.runner.fps for rd in list(self.daemon.displays.values())] or [self.fps_max]
         return max(0.0, 1.0 / self.fps_max - 0.5 / max(rates))
 
     def frame(self, name: str) -> tuple[int, str] | None:

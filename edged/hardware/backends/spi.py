@@ -74,7 +74,7 @@ _TABLES = {k: _encode_table(k) for k in _PATTERN}
 
 def encode_ws2812(buffer: np.ndarray, bits_per_bit: Literal[3, 4] = 3, reset_bytes: int = 90) -> bytes:
     """The SPI byte stream for one frame: a zero byte, the encoded wire bytes, then ``reset_bytes`` zeros."""
-    body = _TABLES[bits_per_bit][buffer.reshape(-1)].reshape(-1)
+    body: np.ndarray = _TABLES[bits_per_bit][buffer.reshape(-1)].reshape(-1)
     return b"\x00" + body.tobytes() + bytes(reset_bytes)
 
 
