@@ -231,16 +231,18 @@ class DaemonConfig(BaseModel):
             for j, lname in enumerate(layer_names):
                 if lname in layer_names[:j]:
                     raise ValueError(f"displays.{i}.layers.{j}.name: layer names must be unique ('{lname}')")
-        d = self.deploy
-        if d.display is not None and d.display not in names:
-            raise ValueError(f"deploy.display: unknown display '{d.display}' (known: {names})")
-        section = next((x for x in self.displays if x.name == d.display), None) if d.display else None
+        dep = self.deploy
+        if dep.display is not None and dep.display not in names:
+            raise ValueError(f"deploy.display: unknown display '{dep.display}' (known: {names})")
+        section = next((x for x in self.displays if x.name == dep.display), None) if dep.display else None
         section = section or (self.displays[0] if self.displays else None)
         if section is not None:
             layers = [layer.name for layer in section.layers]
-            if d.layer is not None and d.layer not in layers:
-                raise ValueError(f"deploy.layer: display '{section.name}' has no layer '{d.layer}' (it has: {layers})")
-            if d.mode == "overlay" and OVERLAY_LAYER in layers:
+            if dep.layer is not None and dep.layer not in layers:
+                raise ValueError(
+                    f"deploy.layer: display '{section.name}' has no layer '{dep.layer}' (it has: {layers})"
+                )
+            if dep.mode == "overlay" and OVERLAY_LAYER in layers:
                 raise ValueError(
                     f"deploy.mode: \"overlay\" adds a layer named '{OVERLAY_LAYER}' to display '{section.name}', "
                     "which already has one: rename that layer"

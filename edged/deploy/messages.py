@@ -118,6 +118,10 @@ class DesiredState(BaseModel):
         return v
 
 
+#: what a :class:`Command` asks of a device
+CommandOp = Literal["install", "remove", "rollback", "restart", "identify"]
+
+
 class Command(BaseModel):
     """A one-off action with a correlation id, answered on the device's reply topic.
 
@@ -126,7 +130,7 @@ class Command(BaseModel):
     model_config = _STRICT
     target: str
     id: str = Field(min_length=1, max_length=64)
-    op: Literal["install", "remove", "rollback", "restart", "identify"]
+    op: CommandOp
     name: str | None = Field(default=None, max_length=64)
     #: for ``install``: what to install
     plugin: PluginSpec | None = None

@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -200,11 +201,11 @@ class TrustStore:
     def __init__(
         self,
         keys: dict[str, Ed25519PublicKey] | None = None,
-        roles: dict[str, set[str] | frozenset[str] | list[str]] | None = None,
+        roles: Mapping[str, Iterable[str]] | None = None,
         names: dict[str, str] | None = None,
     ) -> None:
         self._keys: dict[str, Ed25519PublicKey] = {}
-        self._roles: dict[str, frozenset[str]] = {}
+        self._roles: dict[str, frozenset[Role]] = {}
         self._names: dict[str, str] = {}
         for kid, pub in (keys or {}).items():
             pub = _public(pub)
@@ -215,17 +216,18 @@ class TrustStore:
     def add(
         self,
         key_or_pub: Ed25519PrivateKey | Ed25519PublicKey,
-        roles: set[str] | frozenset[str] | list[str] | tuple[str, ...] = ROLES,
+        roles: Iterable[str] = ROLES,
         name: str = "",
     ) -> str:
         """Trust a key for ``roles``; returns its key id."""
-        bad = set(roles) - set(ROLES)
+        wanted = set(roles)
+        bad = wanted - set(ROLES)
         if bad:
             raise ValueError(f"unknown roles {sorted(bad)}; roles are {list(ROLES)}")
         pub = _public(key_or_pub)
         kid = key_id(pub)
         self._keys[kid] = pub
-        self._roles[kid] = frozenset(roles)
+        self._roles[kid] = frozenset(r for r in ROLES if r in wanted)
         self._names[kid] = name
         return kid
 
@@ -233,7 +235,7 @@ class TrustStore:
     def keys(self) -> dict[str, Ed25519PublicKey]:
         return dict(self._keys)
 
-    def roles(self, kid: str) -> frozenset[str]:
+    def roles(self, kid: str) -> frozenset[Role]:
         return self._roles.get(kid, frozenset())
 
     def __contains__(self, kid: object) -> bool:
@@ -265,7 +267,7 @@ class TrustStore:
                     key_id=kid,
                     public_key=public_key_b64(pub),
                     name=self._names[kid],
-                    roles=sorted(self._roles[kid]),  # type: ignore[arg-type]
+                    roles=sorted(self._roles[kid]),
                 )
                 for kid, pub in sorted(self._keys.items())
             ]

@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -65,6 +65,10 @@ class DeviceRecord(BaseModel):
     status: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+#: what started devices do when a rollout halts or is aborted
+OnAbort = Literal["finish", "rollback"]
+
+
 class RolloutPolicy(BaseModel):
     """How a rollout proceeds and when it stops (abort criteria as in AWS IoT Jobs: a failure threshold over at
     least ``min_finished`` finished devices)."""
@@ -79,7 +83,7 @@ class RolloutPolicy(BaseModel):
     #: a started device that is neither healthy nor failed after this long is ``timed_out`` (counts as a failure)
     device_timeout_s: float = Field(default=600.0, gt=0)
     #: on a halt or abort: started devices ``finish`` (keep the new version, pinned) or ``rollback``
-    on_abort: Literal["finish", "rollback"] = "finish"
+    on_abort: OnAbort = "finish"
     allow_downgrade: bool = False
 
 
@@ -145,7 +149,7 @@ class Catalog(Protocol):
     def desired_targets(self) -> list[str]: ...
     def get_playlist(self, target: str) -> list[str] | None: ...
     def set_playlist(self, target: str, items: list[str] | None) -> None: ...
-    def set_members(self, group: str, add: list[str] = ..., remove: list[str] = ...) -> None: ...
+    def set_members(self, group: str, add: Iterable[str] = ..., remove: Iterable[str] = ...) -> None: ...
     def group_members(self, group: str) -> list[str]: ...
     def groups(self) -> dict[str, list[str]]: ...
     def update_device(self, device_id: str, **fields: Any) -> None: ...
@@ -201,10 +205,8 @@ class _SQLCatalog:
     def _execute(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[None]:
+    def _tx(self) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
-        yield
 
     def _integrity_errors(self) -> tuple[type[BaseException], ...]:
         raise NotImplementedError
@@ -370,7 +372,7 @@ class _SQLCatalog:
 
     # --- groups ------------------------------------------------------------------------------------------------
 
-    def set_members(self, group: str, add: list[str] = (), remove: list[str] = ()) -> None:  # type: ignore[assignment]
+    def set_members(self, group: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Record devices as members of ``group`` (and drop others): the marketplace's own membership records."""
         with self._tx():
             for d in add:
@@ -590,13 +592,14 @@ class _SQLCatalog:
     ) -> bool:
         """Change a rollout's state and/or detail; with ``expect``, only from one of those states (returns whether
         it changed)."""
-        sets, args = ["updated_at=?"], [time.time()]
+        sets = ["updated_at=?"]
+        args: list[Any] = [time.time()]
         if state is not None:
             sets.append("state=?")
-            args.append(state)  # type: ignore[arg-type]
+            args.append(state)
         if detail is not None:
             sets.append("detail=?")
-            args.append(json.dumps(detail))  # type: ignore[arg-type]
+            args.append(json.dumps(detail))
         where = "id=?"
         wargs: list[Any] = [rollout_id]
         if expect:
@@ -741,12 +744,12 @@ class PostgresCatalog(_SQLCatalog):
 
     def _execute(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
-            cur = self._conn.execute(sql, args)  # type: ignore[arg-type]
+            cur = self._conn.execute(sql, args)
         except self._psycopg.OperationalError:
             if self._in_tx or (not self._conn.closed and not self._conn.broken):
                 raise
             self._conn = self._psycopg.connect(self.url, autocommit=True)
-            cur = self._conn.execute(sql, args)  # type: ignore[arg-type]
+            cur = self._conn.execute(sql, args)
         return cur.fetchall() if cur.description is not None else []
 
     @contextlib.contextmanager

@@ -34,6 +34,7 @@ from .catalog import (
     Catalog,
     DesiredEntry,
     DeviceRecord,
+    OnAbort,
     RolloutDevice,
     RolloutPolicy,
     RolloutRecord,
@@ -437,7 +438,7 @@ def resume(catalog: Catalog, rid: int) -> None:
 
 
 def abort(
-    catalog: Catalog, rid: int, *, on_abort: str | None = None, reason: str = "operator", final: str = "aborted"
+    catalog: Catalog, rid: int, *, on_abort: OnAbort | None = None, reason: str = "operator", final: str = "aborted"
 ) -> None:
     """Stop a running or paused rollout: devices that had not started never get the version; started ones finish
     or roll back (``on_abort``, else the rollout's policy). ``serve`` carries it out at its next step."""
@@ -552,7 +553,7 @@ class Rollout:
         min_finished: int = 1,
         wave: float | None = None,
         timeout_s: float = 300.0,
-        on_abort: str = "finish",
+        on_abort: OnAbort = "finish",
         allow_downgrade: bool = False,
         on_progress: Callable[[RolloutRecord], None] | None = None,
         interval: float = 0.1,
@@ -571,7 +572,7 @@ class Rollout:
             halt_failure_rate=halt_failure_rate,
             min_finished=min_finished,
             device_timeout_s=timeout_s,
-            on_abort=on_abort,  # type: ignore[arg-type]
+            on_abort=on_abort,
             allow_downgrade=allow_downgrade,
         )
         self.on_progress = on_progress
@@ -601,6 +602,7 @@ def follow(
     catalog = market.catalog
     try:
         while True:
+            r: RolloutRecord | None
             if runner is not None and catalog.claim_rollouts(runner.owner, LEASE_S, rid):
                 r = runner.step(rid)
             else:

@@ -26,6 +26,7 @@ from ..deploy.connection import ConnectionTracker, refusal
 from ..deploy.messages import (
     ChunkRequest,
     Command,
+    CommandOp,
     DesiredState,
     PluginSpec,
     Presence,
@@ -260,7 +261,7 @@ class Marketplace:
             self._names = (time.monotonic(), names)
         return names
 
-    def _on_service(self, service: str, payload: bytes) -> None:
+    def _on_service(self, service: str, payload: bytes | bytearray) -> None:
         self.last_device_message = time.monotonic()
         if service == self.client_id:
             return
@@ -463,7 +464,7 @@ class Marketplace:
     def command(
         self,
         device: str,
-        op: str,
+        op: CommandOp,
         name: str | None = None,
         plugin: PluginSpec | None = None,
         from_version: str | None = None,
@@ -485,7 +486,7 @@ class Marketplace:
         cmd = Command(
             target=target,
             id=secrets.token_hex(8),
-            op=op,  # type: ignore[arg-type]
+            op=op,
             name=name,
             plugin=plugin,
             from_version=from_version,

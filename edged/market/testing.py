@@ -40,9 +40,10 @@ class Postgres:
     the ``edged`` superuser, loopback only). :meth:`create_database` gives each test its own database."""
 
     def __init__(self, bin_dir: Path | None = None) -> None:
-        self.bin = bin_dir or find_pg_bin()
-        if self.bin is None:
+        found = bin_dir or find_pg_bin()
+        if found is None:
             raise FileNotFoundError(MISSING)
+        self.bin = found
         self.host = "127.0.0.1"
         self.port = free_port()
         self.user = "edged"

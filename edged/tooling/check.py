@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,7 +296,7 @@ def _check_imports(imports: list[tuple[str, str]], grant: Capabilities, linked: 
             report.problems.append(f"imports {module}::{name}, which nothing provides")
 
 
-def _check_exports(kind: str, exports: dict[str, object], grant: Capabilities, report: CheckReport) -> None:
+def _check_exports(kind: str, exports: Mapping[str, object], grant: Capabilities, report: CheckReport) -> None:
     required = REQUIRED_EXPORT.get(kind)
     for name in [n for n in (required, "setup" if kind == "matricks" else None, "on_gpio") if n]:
         ty = exports.get(name)
