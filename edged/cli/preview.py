@@ -251,7 +251,6 @@ def run(args: argparse.Namespace) -> int:
         except PluginError as exc:
             print(f"edged preview: {plugin.name}: {exc}", file=sys.stderr)
             return ExitCode.FAILED
-    return ExitCode.FAILED  # unreachable: the block always returns
 
 
 def _frames(

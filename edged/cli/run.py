@@ -16,8 +16,8 @@ from typing import Any
 from ..daemon.config import DaemonConfig, load_config
 from ..daemon.hardware import Renderer
 from ..daemon.systemd import JournalFormatter, under_journal
-from ..errors import EdgedError
-from ..service import EdgeService, RunOptions, ServiceStartError
+from ..errors import EdgedError, ServiceStartError
+from ..service import EdgeService, RunOptions
 from .exitcodes import ExitCode
 
 log = logging.getLogger("edged.run")
