@@ -1,4 +1,4 @@
-"""Shared fixtures: built test plugins, WAT compilation and an isolated module cache."""
+"""Shared fixtures (built test plugins, WAT compilation, an isolated module cache) and the test lanes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 import wasmtime
+
+# the lanes: markers applied at collection and the --quick option (see tests/README.md)
+from tests.support.lanes import (  # noqa: F401  (pytest hooks and an autouse fixture)
+    _quick_lane_guard,
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_report_collectionfinish,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_BUILD = ROOT / "tests" / "plugins" / "build"
