@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.conftest import wat
 from tests.containment.harness import PluginFiles
+from tests.support.wat import BLOCK
 
 #: the kernel functions every plugin here may use (module ``extism:host/env``)
 KERNEL = """
@@ -27,7 +28,8 @@ KERNEL = """
   (import "extism:host/env" "memory_bytes" (func $memory_bytes (result i64)))
 """
 
-HELPERS = """
+HELPERS = (
+    """
   ;; width * height from the tick record (u16 at 20, u16 at 22)
   (func $pixels (result i64)
     (i64.mul (i64.and (i64.shr_u (call $in64 (i64.const 16)) (i64.const 32)) (i64.const 0xffff))
@@ -36,17 +38,9 @@ HELPERS = """
   (func $black (local $n i64)
     (local.set $n (i64.mul (call $pixels) (i64.const 3)))
     (call $output_set (call $alloc (local.get $n)) (local.get $n)))
-  ;; copy `len` bytes of plugin memory at `ptr` into a new kernel block
-  (func $block (param $ptr i32) (param $len i32) (result i64) (local $h i64) (local $i i32)
-    (local.set $h (call $alloc (i64.extend_i32_u (local.get $len))))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
-      (call $store_u8 (i64.add (local.get $h) (i64.extend_i32_u (local.get $i)))
-                      (i32.load8_u (i32.add (local.get $ptr) (local.get $i))))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $next)))
-    (local.get $h))
 """
+    + BLOCK
+)
 
 MEMORY = '(memory (export "memory") 1)'
 #: the manifest of a drawing plugin that asks for nothing else

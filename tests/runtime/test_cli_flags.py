@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from edged.cli import main
 from tests.conftest import ROOT
 from tests.runtime.wats import KITCHEN
+from tests.support.http import QuietHandler, loopback_server
 
 COUNT_VOWELS = ROOT / "plugins" / "examples" / "count_vowels" / "count_vowels.wasm"
 
@@ -78,7 +77,7 @@ def test_var_max(kitchen: Path) -> None:
     assert _call(str(kitchen), "var_set_input", "--var-max", "1000", "--input", "k").returncode == 0
 
 
-class _Big(BaseHTTPRequestHandler):
+class _Big(QuietHandler):
     def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", "5000")
@@ -87,17 +86,11 @@ class _Big(BaseHTTPRequestHandler):
 
     do_POST = do_GET
 
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Big)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(_Big) as url:
+        yield url
 
 
 def test_http_response_max(kitchen: Path, server: str) -> None:

@@ -4,15 +4,14 @@ with the official SDK against a loopback server."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import extism
 import pytest
 
 from edged.runtime import Plugin
 from tests.conftest import wat
+from tests.support.http import QuietHandler, loopback_server
 
 #: POSTs the fixed body "hello" with the request document given as input; outputs the response body
 #: ("http_post"), or the JSON of the last response's headers, "" when the host returns none ("headers"), or both
@@ -64,7 +63,7 @@ HTTP_WAT = bytes(
 )
 
 
-class _Echo(BaseHTTPRequestHandler):
+class _Echo(QuietHandler):
     """Answers with the Content-Type the request carried ("<none>" without one) and a header of its own."""
 
     def do_POST(self) -> None:
@@ -76,17 +75,11 @@ class _Echo(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(_Echo) as url:
+        yield url
 
 
 def _pair(**kwargs: object) -> tuple[Plugin, extism.Plugin]:

@@ -6,9 +6,7 @@ The WAT tests cover each edge case precisely; these prove the same behaviour hol
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from edged.runtime import (
     PluginTrap,
 )
 from tests.runtime.test_differential import OURS
+from tests.support.http import QuietHandler, loopback_server
 
 #: the kitchen plugin's host functions (reflect, hello, add), as the differential tests define them
 FUNCTIONS = OURS
@@ -113,7 +112,7 @@ def test_pdk_log_below_the_level_is_not_emitted(built_plugin: Any, caplog: pytes
     ]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     def do_GET(self) -> None:
         body = f"served {self.path}".encode()
         self.send_response(200)
@@ -121,17 +120,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(_Handler) as url:
+        yield url
 
 
 def test_pdk_http_is_denied_by_default_and_allowed_by_glob(built_plugin: Any, server: str) -> None:

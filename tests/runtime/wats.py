@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from tests.conftest import wat
+from tests.support.wat import BLOCK
 
-ENV = """
+ENV = (
+    """
   (import "extism:host/env" "input_length" (func $input_length (result i64)))
   (import "extism:host/env" "input_offset" (func $input_offset (result i64)))
   (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
@@ -25,18 +27,12 @@ ENV = """
   (memory (export "memory") 1)
   (global $inits (mut i32) (i32.const 0))
   (global $counter (mut i32) (i32.const 0))
-  ;; copy `len` bytes of plugin memory at `ptr` into a new kernel block
-  (func $block (param $ptr i32) (param $len i32) (result i64) (local $h i64) (local $i i32)
-    (local.set $h (call $alloc (i64.extend_i32_u (local.get $len))))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
-      (call $store_u8 (i64.add (local.get $h) (i64.extend_i32_u (local.get $i)))
-                      (i32.load8_u (i32.add (local.get $ptr) (local.get $i))))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $next)))
-    (local.get $h))
+"""
+    + BLOCK
+    + """
   (func $output_block (param $h i64) (call $output_set (local.get $h) (call $length (local.get $h))))
 """
+)
 
 #: A plugin with one export per behaviour under test. Strings live in a data segment.
 KITCHEN = wat(
