@@ -16,6 +16,9 @@ from tests.support.lanes import (  # noqa: F401  (pytest hooks and an autouse fi
     pytest_report_collectionfinish,
 )
 
+# real servers for every folder: mosquitto (broker, start_broker), a marketplace and agents (harness), PostgreSQL
+from tests.support.servers import broker, catalog_db, harness, postgres, start_broker  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_BUILD = ROOT / "tests" / "plugins" / "build"
 

@@ -41,10 +41,10 @@ else
 # one pytest process per folder: under qemu-user memory that wasmtime gives back is not returned to the system, so
 # a single process for everything grows by gigabytes; separate processes start afresh
 t() { python -m pytest -q -p no:cacheprovider "$@"; }
-t tests/packaging/test_platform.py tests/hardware --ignore tests/hardware/test_display.py
+t tests/packaging/test_platform.py tests/hardware tests/cli/test_preview.py --ignore tests/hardware/test_display.py
 t tests/engine tests/host/test_frames.py
-t tests/daemon --deselect tests/daemon/test_run_cli.py::test_frames_and_stats_file
-t tests/runtime --ignore tests/runtime/test_differential.py --ignore tests/runtime/test_pdk_plugins.py \
+t tests/daemon tests/cli/test_run.py --deselect tests/cli/test_run.py::test_frames_and_stats_file
+t tests/runtime tests/cli/test_call.py tests/cli/test_call_flags.py --ignore tests/runtime/test_differential.py --ignore tests/runtime/test_pdk_plugins.py \
   --deselect tests/runtime/test_limits.py::test_timeout_from_argument_and_manifest_then_recovers \
   --deselect tests/runtime/test_plugin.py::test_vars_disabled_and_full
 fi

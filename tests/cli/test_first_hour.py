@@ -19,8 +19,8 @@ import pytest
 from PIL import Image, ImageSequence
 
 from edged.cli import build_parser, main
+from tests.cli.test_run import PATIENCE, site, socket_of, start, wait_for
 from tests.conftest import ROOT
-from tests.daemon.test_run_cli import PATIENCE, site, socket_of, start, wait_for
 
 __all__ = ["site"]  # the fixture, imported for these tests
 

@@ -16,7 +16,7 @@ import pytest
 from edged.deploy import topics
 from edged.deploy.testing import Mosquitto
 from tests.conftest import ROOT
-from tests.deploy.harness import Broker, Harness, wait_for
+from tests.support.harness import Broker, Harness, wait_for
 
 PASSWORDS = {"market": "market-secret", "dev-a": "a-secret", "dev-b": "b-secret"}
 

@@ -16,8 +16,8 @@ from edged.deploy.store import PluginStore
 from edged.deploy.trust import sign_envelope
 from edged.errors import StoreError
 from edged.market.catalog import DesiredEntry
-from tests.deploy.harness import Harness, wait_for
 from tests.deploy.test_target_binding import Capture
+from tests.support.harness import Harness, wait_for
 
 
 def send(h: Harness, doc: dict[str, Any], device: str = "dev-1") -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from edged.deploy import topics
 from edged.deploy.trust import generate_key, sign_envelope
-from tests.deploy.harness import Harness, wait_for
+from tests.support.harness import Harness, wait_for
 
 TOPICS = [topics.desired("dev-1"), topics.group_desired("lobby"), topics.cmd("dev-1"), topics.chunks("dev-1")]
 

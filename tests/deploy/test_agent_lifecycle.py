@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edged.deploy.store import PluginStore
-from tests.deploy.harness import Harness, anim_wasm, wait_for
+from tests.support.harness import Harness, anim_wasm, wait_for
 
 
 def test_failed_health_check_rolls_back_by_itself(harness: Harness) -> None:

@@ -14,7 +14,7 @@ from edged.deploy.bundle import build_bundle
 from edged.deploy.messages import ChunkHeader, Command, DesiredState, pack_chunk
 from edged.deploy.trust import generate_key, sign_envelope
 from edged.host.capabilities import DevicePolicy
-from tests.deploy.harness import ANIM_MANIFEST, Harness, anim_wasm, wait_for
+from tests.support.harness import ANIM_MANIFEST, Harness, anim_wasm, wait_for
 
 
 def baseline(h: Harness, **kw: Any) -> DeviceAgent:

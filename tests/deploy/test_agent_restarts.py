@@ -11,7 +11,7 @@ import pytest
 
 from edged.deploy.store import PluginStore
 from tests.conftest import ROOT
-from tests.deploy.harness import Broker, Harness, anim_wasm, wait_for
+from tests.support.harness import Broker, Harness, anim_wasm, wait_for
 
 
 def test_broker_restart_mid_transfer_resumes_without_starting_over(harness: Harness, broker: Broker) -> None:

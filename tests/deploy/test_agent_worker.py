@@ -16,8 +16,8 @@ from typing import Any
 from edged.deploy import topics
 from edged.deploy.agent import DeviceAgent
 from edged.deploy.inbox import Inbox, ReconnectBackoff
-from tests.deploy.harness import Harness, wait_for
 from tests.deploy.test_target_binding import Capture
+from tests.support.harness import Harness, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

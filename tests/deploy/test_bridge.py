@@ -11,7 +11,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from tests.conftest import ROOT
-from tests.deploy.harness import wait_for
+from tests.support.harness import wait_for
 
 
 def _client(m: Any, topics: list[str], got: list[tuple[str, bytes]]) -> mqtt.Client:

@@ -17,9 +17,9 @@ import paho.mqtt.client as mqtt
 
 from edged.deploy import topics
 from edged.deploy.messages import MAX_CHUNK_SIZE
-from tests.deploy.harness import find_mosquitto, wait_for
-from tests.deploy.shipped_broker import SHIPPED_CONF, ShippedMosquitto
 from tests.deploy.test_acl import _tls_files
+from tests.support.harness import find_mosquitto, wait_for
+from tests.support.shipped_broker import SHIPPED_CONF, ShippedMosquitto
 
 DEVICES = {"dev-b": "b-secret"}
 MARKET = {"market": "market-secret"}

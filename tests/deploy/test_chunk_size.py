@@ -19,7 +19,7 @@ from edged.deploy.target import EmulatedTarget
 from edged.deploy.trust import TrustStore
 from edged.errors import ConfigError
 from tests.conftest import ROOT
-from tests.deploy.harness import Broker, Harness, anim_wasm
+from tests.support.harness import Broker, Harness, anim_wasm
 
 AWS_LIMIT = 128 * 1024
 

@@ -16,8 +16,8 @@ import time
 
 from edged.deploy import topics
 from edged.deploy.messages import ChunkHeader, pack_chunk
-from tests.deploy.harness import Harness, anim_wasm, wait_for
 from tests.deploy.test_target_binding import Capture, replay
+from tests.support.harness import Harness, anim_wasm, wait_for
 
 
 def _failed(h: Harness, reason: str, timeout: float = 30.0) -> str:

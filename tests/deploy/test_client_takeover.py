@@ -17,9 +17,9 @@ from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.trust import TrustStore, generate_key
 from edged.market import Marketplace, SQLiteCatalog
-from tests.deploy.harness import find_mosquitto, wait_for
-from tests.deploy.shipped_broker import ShippedMosquitto
 from tests.deploy.test_acl import _tls_files
+from tests.support.harness import find_mosquitto, wait_for
+from tests.support.shipped_broker import ShippedMosquitto
 
 DEVICES = {"dev-a": "a-secret", "dev-b": "b-secret"}
 MARKET = {"market": "market-secret"}

@@ -19,9 +19,9 @@ import edged.deploy.agent as agent_mod
 from edged.deploy import topics
 from edged.deploy.messages import Command
 from edged.deploy.trust import sign_envelope
-from tests.deploy.harness import Harness, wait_for
 from tests.deploy.smallfs import fill, small_disk
 from tests.deploy.test_target_binding import Capture, replay
+from tests.support.harness import Harness, wait_for
 
 
 def _three_versions(h: Harness) -> None:

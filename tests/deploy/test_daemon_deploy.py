@@ -13,8 +13,8 @@ from edged.daemon.deploy import DaemonTarget
 from edged.daemon.hardware import DeviceHardware
 from edged.deploy.agent import DeviceAgent
 from edged.deploy.store import PluginStore
-from tests.deploy.harness import Harness, anim_wasm, wait_for
 from tests.engine.anims import solid
+from tests.support.harness import Harness, anim_wasm, wait_for
 
 CONFIG = """
 [daemon]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edged.deploy import topics
 from edged.market import Rollout
-from tests.deploy.harness import Harness, anim_wasm, wait_for
+from tests.support.harness import Harness, anim_wasm, wait_for
 
 
 def test_publish_deploy_download_verify_install_activate_healthy(harness: Harness) -> None:

@@ -20,7 +20,7 @@ from edged.deploy.target import EmulatedTarget
 from edged.deploy.testing import Mosquitto, free_port
 from edged.deploy.trust import TrustStore
 from tests.conftest import ROOT
-from tests.deploy.harness import wait_for
+from tests.support.harness import wait_for
 
 USERS = {"market": "market-secret", "dev-1": "dev-secret"}
 PATIENCE = 60.0

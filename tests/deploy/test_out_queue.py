@@ -24,7 +24,7 @@ from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.trust import TrustStore, generate_key
 from tests.deploy.fakebroker import NonAckingBroker
-from tests.deploy.harness import wait_for
+from tests.support.harness import wait_for
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.deploy.target import EmulatedTarget, PluginHealth
-from tests.deploy.harness import Harness, wait_for
+from tests.support.harness import Harness, wait_for
 
 
 def _reported_playlist(h: Harness, device: str, want: list[str] | None) -> None:

@@ -15,9 +15,9 @@ import queue
 import pytest
 
 from edged.deploy import topics
-from tests.deploy.harness import Harness, wait_for
 from tests.deploy.smallfs import fill, small_disk
 from tests.deploy.test_target_binding import Capture
+from tests.support.harness import Harness, wait_for
 
 
 def test_a_full_disk_refuses_a_desired_state_until_its_seq_is_on_disk(

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from edged.deploy.agent import DeviceAgent
-from tests.deploy.harness import Harness, anim_wasm, wait_for
 from tests.deploy.smallfs import fill, small_disk
+from tests.support.harness import Harness, anim_wasm, wait_for
 
 MIB = 1024 * 1024
 

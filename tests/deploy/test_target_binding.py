@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 
 from edged.deploy import topics
 from edged.deploy.trust import sign_envelope
-from tests.deploy.harness import Harness, wait_for
+from tests.support.harness import Harness, wait_for
 
 
 class Capture:

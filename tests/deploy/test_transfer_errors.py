@@ -4,7 +4,7 @@ clear reason when it stays bad or never arrives; the running version keeps runni
 from __future__ import annotations
 
 from edged.deploy.messages import Status
-from tests.deploy.harness import Harness, anim_wasm, wait_for
+from tests.support.harness import Harness, anim_wasm, wait_for
 
 
 def _start(h: Harness, **kw: float) -> int:

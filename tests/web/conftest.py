@@ -16,7 +16,6 @@ from edged.daemon.hardware import DeviceHardware
 from edged.hardware.backends import EmulatedBackend
 from edged.web.server import WebServer
 from tests.daemon.test_daemon import write_plugin
-from tests.deploy.conftest import broker, harness, start_broker  # noqa: F401  (real mosquittos, a marketplace)
 from tests.engine.anims import solid
 
 GALLERY = Path(__file__).resolve().parents[2] / "plugins" / "gallery"

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from edged.deploy.testing import free_port
-from tests.daemon.test_run_cli import PATIENCE, ctl, start, wait_for
-from tests.daemon.test_run_cli import site as site  # the fixture
+from tests.cli.test_run import PATIENCE, ctl, start, wait_for
+from tests.cli.test_run import site as site  # the fixture
 
 
 def http_section(site: Path, text: str) -> None:

@@ -13,7 +13,7 @@ from edged.deploy import topics
 from edged.deploy.messages import MAX_INDICES, ChunkRequest, Presence, Reported, ReportedPlugin, Status, unpack_chunk
 from edged.market import Rollout
 from edged.market.catalog import MAX_STATUS_ROWS
-from tests.deploy.harness import Harness, anim_wasm, wait_for
+from tests.support.harness import Harness, anim_wasm, wait_for
 
 
 class RawDevice:

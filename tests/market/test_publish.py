@@ -13,7 +13,7 @@ import pytest
 
 from edged.cli import main
 from edged.market import SQLiteCatalog
-from tests.deploy.harness import anim_wasm
+from tests.support.harness import anim_wasm
 
 
 @pytest.fixture

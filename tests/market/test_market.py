@@ -9,7 +9,7 @@ import pytest
 from edged.deploy.messages import ChunkRequest
 from edged.host.capabilities import DevicePolicy
 from edged.market import CatalogError, Rollout, failure_rate, pause, pick_canaries, revert, should_halt
-from tests.deploy.harness import Harness, anim_wasm, wait_for
+from tests.support.harness import Harness, anim_wasm, wait_for
 
 
 def test_planner() -> None:

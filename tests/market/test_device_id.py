@@ -24,9 +24,9 @@ from edged.deploy.agent import BrokerConfig, DeviceAgent
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.trust import TrustStore
-from tests.deploy.harness import find_mosquitto, wait_for
-from tests.deploy.shipped_broker import ShippedMosquitto
 from tests.deploy.test_acl import _tls_files
+from tests.support.harness import find_mosquitto, wait_for
+from tests.support.shipped_broker import ShippedMosquitto
 
 DEVICES = {"dev-a": "a-secret", "market": "device-secret"}  # "market" provisioned as a device (passwd)
 MARKET = {"market": "market-secret"}  # the real marketplace (passwd-market)

@@ -21,7 +21,7 @@ from edged.deploy.testing import free_port
 from edged.deploy.trust import TrustStore
 from edged.market import SQLiteCatalog
 from tests.conftest import ROOT
-from tests.deploy.harness import ANIM_MANIFEST, Broker, anim_wasm, wait_for
+from tests.support.harness import ANIM_MANIFEST, Broker, anim_wasm, wait_for
 
 
 @pytest.fixture

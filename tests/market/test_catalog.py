@@ -21,7 +21,7 @@ from edged.errors import BundleRejected
 from edged.market import CatalogError, RolloutConflict, RolloutPolicy, open_catalog, publish
 from edged.market.catalog import MAX_STATUS_ROWS, DesiredEntry
 from tests.conftest import ROOT
-from tests.deploy.harness import ANIM_MANIFEST, anim_wasm
+from tests.support.harness import ANIM_MANIFEST, anim_wasm
 
 
 def test_publish_list_refusals_and_reopen(catalog_db: str) -> None:

@@ -8,7 +8,7 @@ import paho.mqtt.client as mqtt
 
 from edged.deploy import topics
 from edged.deploy.messages import Reply
-from tests.deploy.harness import Harness, wait_for
+from tests.support.harness import Harness, wait_for
 
 
 def _raw_client(h: Harness, device: str) -> mqtt.Client:

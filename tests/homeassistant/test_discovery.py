@@ -25,9 +25,8 @@ from edged.deploy.agent import DeviceAgent
 from edged.deploy.store import PluginStore
 from edged.homeassistant.bridge import HomeAssistantBridge
 from edged.web.server import WebServer
-from tests.deploy.harness import Harness, anim_wasm, wait_for
-
-from .conftest import TOKEN, make_site
+from tests.support.harness import Harness, anim_wasm, wait_for
+from tests.web.conftest import TOKEN, make_site
 
 PREFIX = "homeassistant"
 

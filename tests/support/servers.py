@@ -12,13 +12,13 @@ import pytest
 if TYPE_CHECKING:
     from edged.deploy.testing import Mosquitto
     from edged.market.testing import Postgres
-    from tests.deploy.harness import Broker, Harness
+    from tests.support.harness import Broker, Harness
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A real mosquitto on a free loopback port (anonymous, persistent sessions in tmp), restartable."""
-    from tests.deploy.harness import Broker, start_mosquitto
+    from tests.support.harness import Broker, start_mosquitto
 
     m = start_mosquitto(tmp_path / "mosquitto")
     try:
@@ -30,7 +30,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 @pytest.fixture
 def start_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
     """Start a mosquitto with options (``users``, ``acl``); stopped at the end of the test."""
-    from tests.deploy.harness import start_mosquitto
+    from tests.support.harness import start_mosquitto
 
     started: list[Mosquitto] = []
 
@@ -46,7 +46,7 @@ def start_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
 
 @pytest.fixture
 def harness(tmp_path: Path, broker: Broker) -> Iterator[Harness]:
-    from tests.deploy.harness import Harness
+    from tests.support.harness import Harness
 
     h = Harness(tmp_path, broker)
     try:

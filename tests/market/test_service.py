@@ -32,7 +32,7 @@ from edged.market.catalog import DesiredEntry, RolloutPolicy
 from edged.market.rollout import pause, should_halt
 from edged.market.testing import Postgres
 from tests.conftest import ROOT
-from tests.deploy.harness import ANIM_MANIFEST, Broker, anim_wasm, wait_for
+from tests.support.harness import ANIM_MANIFEST, Broker, anim_wasm, wait_for
 
 GPIO_MANIFEST = {"edged": {"kind": "animation", "capabilities": {"led": True, "gpio": {"write": [5]}}}}
 ALLOW_GPIO = DevicePolicy(gpio_write=[5])
