@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edged.deploy.testing import find_mosquitto, free_port
-from tests.deploy.test_acl import PASSWORDS, _tls_files, acl_text
+from tests.support.acl import PASSWORDS, acl_text, tls_files
 
 ROOT = Path(__file__).resolve().parents[2]
 STOCK = Path(__file__).resolve().parent / "debian" / "mosquitto.conf"
@@ -37,7 +37,7 @@ def _layout(tmp: Path, port: int) -> Path:
     (etc / "mosquitto.conf").write_text(main)
 
     edged = etc / "edged"
-    _tls_files(edged)  # ca.crt, broker.crt, broker.key where the drop-in expects them
+    tls_files(edged)  # ca.crt, broker.crt, broker.key where the drop-in expects them
     (edged / "passwd").write_text("")
     for user, password in PASSWORDS.items():
         subprocess.run(["mosquitto_passwd", "-b", str(edged / "passwd"), user, password], check=True)

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 
 from edged.deploy import topics
 from edged.deploy.messages import MAX_CHUNK_SIZE
-from tests.deploy.test_acl import _tls_files
+from tests.support.acl import tls_files
 from tests.support.harness import find_mosquitto, wait_for
 from tests.support.shipped_broker import SHIPPED_CONF, ShippedMosquitto
 
@@ -38,7 +38,7 @@ def test_the_shipped_config_bounds_an_offline_sessions_queue(tmp_path: Path) -> 
     assert re.search(rf"^max_queued_bytes {QUEUE_BYTES}$", text, re.M)
     assert re.search(r"^persistent_client_expiration 1d$", text, re.M)
     assert find_mosquitto() is not None
-    ca, crt, key = _tls_files(tmp_path / "tls")
+    ca, crt, key = tls_files(tmp_path / "tls")
     m = ShippedMosquitto(tmp_path / "broker", DEVICES, MARKET, (ca, crt, key))
     m.start()
     try:

@@ -17,7 +17,7 @@ from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.trust import TrustStore, generate_key
 from edged.market import Marketplace, SQLiteCatalog
-from tests.deploy.test_acl import _tls_files
+from tests.support.acl import tls_files
 from tests.support.harness import find_mosquitto, wait_for
 from tests.support.shipped_broker import ShippedMosquitto
 
@@ -30,7 +30,7 @@ class Fleet:
 
     def __init__(self, tmp: Path, drop: str | None = None) -> None:
         assert find_mosquitto() is not None
-        self.ca, crt, key = _tls_files(tmp / "tls")
+        self.ca, crt, key = tls_files(tmp / "tls")
         self.m = ShippedMosquitto(tmp / "broker", DEVICES, MARKET, (self.ca, crt, key), drop=drop)
         self.m.start()
         self.key = generate_key()

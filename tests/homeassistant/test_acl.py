@@ -7,14 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 from edged.deploy import topics
-from tests.deploy import test_acl
-from tests.deploy.test_acl import Client, acl_text
+from tests.support import acl
+from tests.support.acl import Client, acl_text
 
-PASSWORDS = {**test_acl.PASSWORDS, "homeassistant": "ha-secret"}
+PASSWORDS = {**acl.PASSWORDS, "homeassistant": "ha-secret"}
 
 
 def test_home_assistant_topics_within_the_acl(start_broker: Callable[..., Any], monkeypatch: Any) -> None:
-    monkeypatch.setattr(test_acl, "PASSWORDS", PASSWORDS)  # Client logs in with these
+    monkeypatch.setattr(acl, "PASSWORDS", PASSWORDS)  # Client logs in with these
     m = start_broker(users=PASSWORDS, acl=acl_text())
     ha, a, b = Client(m, "homeassistant"), Client(m, "dev-a"), Client(m, "dev-b")
     try:

@@ -24,7 +24,7 @@ from edged.deploy.agent import BrokerConfig, DeviceAgent
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.trust import TrustStore
-from tests.deploy.test_acl import _tls_files
+from tests.support.acl import tls_files
 from tests.support.harness import find_mosquitto, wait_for
 from tests.support.shipped_broker import ShippedMosquitto
 
@@ -69,7 +69,7 @@ class Tls:
 @pytest.fixture
 def shipped(tmp_path: Path) -> Iterator[tuple[ShippedMosquitto, Path]]:
     assert find_mosquitto() is not None
-    ca, crt, key = _tls_files(tmp_path / "tls")
+    ca, crt, key = tls_files(tmp_path / "tls")
     m = ShippedMosquitto(tmp_path / "broker", DEVICES, MARKET, (ca, crt, key))
     m.start()
     try:

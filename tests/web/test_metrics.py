@@ -1,6 +1,6 @@
 """``/metrics`` (issue 17, point 5), parsed with prometheus_client's own parser: frame intervals as a histogram,
 dropped frames, render time, per-plugin calls, strikes, quarantines and fuel, and the process's memory. (The MQTT
-connection and install outcomes are checked with a real agent in test_homeassistant.py.)"""
+connection and install outcomes are checked with a real agent in tests/homeassistant/test_discovery.py.)"""
 
 from __future__ import annotations
 
