@@ -107,7 +107,8 @@ class EdgeService:
             try:
                 step.start()
             except (EdgedError, OSError) as exc:
-                log.error("%s did not start: %s", step.name, exc, extra={"step": step.name})
+                # the caller reports the error (edged run prints one line): here only what happens next
+                log.info("%s did not start; stopping what started", step.name, extra={"step": step.name})
                 self.stop()
                 if isinstance(exc, ServiceStartError):
                     raise

@@ -220,7 +220,7 @@ def test_the_embedded_demo_runs_on_every_shipped_profile(
     monkeypatch.setenv("EDGED_STATE_DIR", str(tmp_path / "state"))
     stats = tmp_path / "s.json"
     args = ["run", "--emulate", "--profile", profile, "--frames", "3", "--render", "headless", "--no-control"]
-    assert main([*args, "--stats", str(stats)]) == 0
+    assert main([*args, "--no-http", "--stats", str(stats)]) == 0  # the web page's port 8080 may be taken
     doc = json.loads(stats.read_text())
     assert doc["problems"] == []
     (display,) = doc["displays"].values()
