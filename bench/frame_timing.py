@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from edged.daemon import Daemon, load_config  # noqa: E402
 from edged.daemon.hardware import DeviceHardware  # noqa: E402
-from edged.deploy.agent import BrokerConfig, make_client  # noqa: E402
+from edged.deploy.broker import BrokerConfig, make_client  # noqa: E402
 from edged.deploy.testing import Mosquitto, find_mosquitto  # noqa: E402
 from edged.host.frames import Tick  # noqa: E402
 from edged.host.functions import DisplayInfo  # noqa: E402

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from ..daemon.paths import default_state_dir
 from ..deploy import topics
-from ..deploy.agent import BrokerConfig
+from ..deploy.broker import BrokerConfig
 from ..deploy.bundle import build_bundle
 from ..deploy.trust import TrustStore, generate_key, key_id, load_private_key, public_key_b64, save_private_key
 from ..errors import BundleRejected, ConfigError, EdgedError, NoChunkService, UnknownTarget

@@ -13,8 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..bundled import bundled_dir
-from ..deploy.agent import DEFAULT_CHUNK_SIZE, BrokerConfig
-from ..deploy.messages import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+from ..deploy.broker import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BrokerConfig
 from ..engine.playlist import PlaylistItem
 from ..engine.supervisor import StrikePolicy
 from ..host.capabilities import DevicePolicy

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .broker import MAX_CHUNK_SIZE as MAX_CHUNK_SIZE  # the chunk bounds sit with the broker's message size
+from .broker import MIN_CHUNK_SIZE as MIN_CHUNK_SIZE
 from .bundle import NAME_RE, SemVer
 from .topics import check_id
 
@@ -18,10 +20,6 @@ _STRICT = ConfigDict(extra="forbid")
 
 #: most chunk indices one request may ask for
 MAX_INDICES = 256
-#: the largest chunk: with its header line (under 1 KB, see ``CHUNK_OVERHEAD``) a chunk message stays within 128 KB,
-#: AWS IoT's message limit, and well within ``max_packet_size`` of the shipped ``deploy/mosquitto.conf`` (256 KB)
-MAX_CHUNK_SIZE = 127 * 1024
-MIN_CHUNK_SIZE = 1024
 #: bytes a chunk message may add to its data: the header line (names and versions are at most 64 characters)
 #: plus the MQTT fixed header and topic
 CHUNK_OVERHEAD = 1024

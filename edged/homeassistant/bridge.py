@@ -31,7 +31,7 @@ from .. import __version__
 from ..daemon.config import DaemonConfig
 from ..daemon.control import ControlRequest, execute
 from ..deploy import topics
-from ..deploy.agent import BrokerConfig, make_client
+from ..deploy.broker import BrokerConfig, make_client
 from ..fsutil import atomic_write
 
 log = logging.getLogger("edged.homeassistant")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from ..deploy import topics
-from ..deploy.agent import BrokerConfig, make_client
+from ..deploy.broker import BrokerConfig, make_client
 from ..deploy.bundle import BundleMeta, compare_versions
 from ..deploy.connection import ConnectionTracker, refusal
 from ..deploy.messages import (
