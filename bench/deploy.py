@@ -40,7 +40,8 @@ import wasmtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edged.deploy.agent import BrokerConfig, DeviceAgent
+from edged.deploy.agent import DeviceAgent
+from edged.deploy.broker import BrokerConfig
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.testing import Mosquitto
@@ -132,7 +133,7 @@ def one_device(broker: BrokerConfig, tmp: Path, repeat: int) -> dict[str, float]
         while target.running().get("big") != version:
             time.sleep(0.001)
         running.append(time.perf_counter() - t0)
-        while agent._jobs:
+        while agent.installer.jobs:
             time.sleep(0.001)
         healthy.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)

@@ -35,6 +35,7 @@ COMMANDS: dict[str, Command] = {
     "run": Command("run", "run the daemon"),
     "ctl": Command("ctl", "control a running daemon"),
     "market": Command("market", "publish and deploy plugins over MQTT"),
+    "agent": Command("agent", "run the deploy agent alone, over an emulated display"),
     "completion": Command("completion", "print a shell completion script (bash, zsh, tcsh)"),
 }
 

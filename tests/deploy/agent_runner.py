@@ -1,17 +1,19 @@
-"""Runs ``edged.deploy.agent.main`` in a subprocess, optionally SIGKILLing itself at a store checkpoint.
+"""Runs ``edged agent`` in a subprocess, optionally SIGKILLing itself at a store checkpoint.
 
 ``--kill-at after_chunk_rename:5`` kills the process (a real SIGKILL, no cleanup) the 5th time the store passes that
-checkpoint; every other argument goes to the agent.
+checkpoint; every other argument goes to ``edged agent``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 from collections import Counter
 
-from edged.deploy.agent import main
+from edged.cli import agent as agent_cmd
+from edged.cli import build_parser
 
 
 def run(argv: list[str]) -> int:
@@ -28,7 +30,9 @@ def run(argv: list[str]) -> int:
         if kill_at is not None and (point, seen[point]) == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    return main(argv, checkpoint=checkpoint)
+    args = build_parser(load=["agent"]).parse_args(["agent", *argv])
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return agent_cmd.run(args, checkpoint=checkpoint)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def test_chunks_queued_for_an_offline_device_survive_a_broker_restart(harness: H
 
 
 class AgentProcess:
-    """``python tests/deploy/agent_runner.py`` (the real agent, an emulated display) as a child process."""
+    """``python tests/deploy/agent_runner.py`` (``edged agent``: the real agent, an emulated display) as a child."""
 
     def __init__(self, h: Harness, device: str, kill_at: str | None = None) -> None:
         args = [
@@ -89,7 +89,6 @@ class AgentProcess:
             "--health-frames", "10",
             "--health-timeout", "30",
             "--fps", "200",
-            "--log-level", "warning",
         ]  # fmt: skip
         if kill_at:
             args += ["--kill-at", kill_at]

@@ -56,7 +56,7 @@ def test_a_dead_worker_says_so_looks_offline_and_calls_on_fatal(harness: Harness
             raise RuntimeError("the error handler itself fails")
 
         agent._tick = broken  # type: ignore[method-assign]
-        agent._status = broken  # type: ignore[method-assign]
+        agent.reports.status = broken  # type: ignore[method-assign]
         wait_for(agent.dead.is_set, what="the worker to die")
         assert not agent.alive and isinstance(died[0], RuntimeError) and agent.fatal is died[0]
         assert any(r.levelname == "CRITICAL" and "agent worker died" in r.getMessage() for r in caplog.records)
@@ -67,14 +67,16 @@ def test_a_dead_worker_says_so_looks_offline_and_calls_on_fatal(harness: Harness
 
 CHILD = """
 import sys
-from edged.deploy import agent as a
+from edged.deploy.agent import DeviceAgent
+from edged.deploy.agent.reporting import Reporter
 
 def broken(self, *args, **kw):
     raise RuntimeError("injected: the worker's error handler fails")
 
-a.DeviceAgent._tick = broken
-a.DeviceAgent._status = broken
-sys.exit(a.main(sys.argv[1:]))
+DeviceAgent._tick = broken
+Reporter.status = broken
+from edged.cli import main
+sys.exit(main(["agent", *sys.argv[1:]]))
 """
 
 
@@ -164,13 +166,14 @@ def test_refused_connects_back_off_too() -> None:
 
 RUN_CHILD = """
 import sys
-from edged.deploy import agent as a
+from edged.deploy.agent import DeviceAgent
+from edged.deploy.agent.reporting import Reporter
 
 def broken(self, *args, **kw):
     raise RuntimeError("injected: the worker's error handler fails")
 
-a.DeviceAgent._tick = broken
-a.DeviceAgent._status = broken
+DeviceAgent._tick = broken
+Reporter.status = broken
 from edged.cli import main
 sys.exit(main())
 """

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from edged.cli import main
 from edged.deploy import topics
-from edged.deploy.agent import DEFAULT_CHUNK_SIZE, BrokerConfig, DeviceAgent, main
+from edged.deploy.agent import DeviceAgent
+from edged.deploy.broker import DEFAULT_CHUNK_SIZE, BrokerConfig
 from edged.deploy.messages import CHUNK_OVERHEAD, MAX_CHUNK_SIZE, ChunkHeader, ChunkRequest, pack_chunk
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
@@ -55,7 +57,7 @@ def test_bigger_chunk_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"chunk_size 200000 is out of range: 1024\.\.130048"):
         DeviceAgent("d", BrokerConfig(), store, TrustStore(), target, chunk_size=200_000)
     with pytest.raises(SystemExit) as exc:
-        main(["--device", "d", "--store", str(tmp_path), "--trust", "t.json", "--chunk-size", "200000"])
+        main(["agent", "--device", "d", "--store", str(tmp_path), "--trust", "t.json", "--chunk-size", "200000"])
     assert exc.value.code == 2
 
 

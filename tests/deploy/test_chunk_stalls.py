@@ -40,7 +40,7 @@ def test_resent_duplicate_chunks_do_not_keep_a_download_alive(harness: Harness) 
         replay(h, topics.chunks("dev-1"), chunk0)  # the broker's "progress"
         time.sleep(0.3)
     assert "chunks [1" in _failed(h, "missing_chunk", timeout=1)
-    assert "big" not in agent._jobs
+    assert "big" not in agent.installer.jobs
     cap.stop()
 
 
@@ -76,7 +76,7 @@ def test_an_unsigned_error_header_is_a_stall_not_a_failure(harness: Harness) -> 
     replay(h, topics.chunks("dev-1"), pack_chunk(forged, b""))
     time.sleep(0.5)
     assert not h.events.statuses("dev-1", state="failed")
-    assert agent._jobs["big"].state == "downloading"
+    assert agent.installer.jobs["big"].state == "downloading"
     h.market.serve_held()
     h.wait_healthy("dev-1", "big", "1.0.0")
     assert not h.events.statuses("dev-1", state="failed")

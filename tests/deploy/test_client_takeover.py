@@ -11,7 +11,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from edged.deploy.agent import BrokerConfig, DeviceAgent
+from edged.deploy.agent import DeviceAgent
+from edged.deploy.broker import BrokerConfig
 from edged.deploy.messages import Reply
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget

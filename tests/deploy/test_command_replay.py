@@ -15,7 +15,7 @@ import secrets
 
 import pytest
 
-import edged.deploy.agent as agent_mod
+import edged.deploy.agent.commands as agent_mod
 from edged.deploy import topics
 from edged.deploy.messages import Command
 from edged.deploy.trust import sign_envelope

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-import edged.deploy.agent as agent_mod
+import edged.deploy.agent.device_agent as agent_mod
+import edged.deploy.agent.reporting as reporting
 from edged.deploy import topics
-from edged.deploy.agent import BrokerConfig, DeviceAgent
+from edged.deploy.agent import DeviceAgent
+from edged.deploy.broker import BrokerConfig
 from edged.deploy.messages import MAX_DETAIL, Status
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
@@ -53,8 +55,8 @@ def test_a_broker_that_withholds_pubacks_cannot_grow_the_agent(hostile: tuple[No
             fb.publish(topic, b"junk")
         sent += 200
         wait_for(lambda n=sent: agent.inbox.empty() and agent.errors + agent.inbox_stats().dropped >= n, timeout=60)
-    time.sleep(agent_mod.REJECT_WINDOW_S * 1.5)  # the last window's coalesced statuses
-    wait_for(lambda: not agent._reject_held)
+    time.sleep(reporting.REJECT_WINDOW_S * 1.5)  # the last window's coalesced statuses
+    wait_for(lambda: not agent.reports.held)
     assert agent.alive
     queued = agent.client._out_messages  # paho's outgoing QoS-1 queue: what the broker never acknowledged
     assert len(queued) <= agent_mod.MAX_QUEUED_OUT
@@ -70,7 +72,7 @@ def test_a_full_outgoing_queue_drops_and_counts(
     hostile: tuple[NonAckingBroker, DeviceAgent], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fb, agent = hostile
-    monkeypatch.setattr(agent_mod, "REJECT_BURST", 10_000)  # no coalescing: every rejection is one publish
+    monkeypatch.setattr(reporting, "REJECT_BURST", 10_000)  # no coalescing: every rejection is one publish
     before = fb.received[topics.status("dev-1")]
     for i in range(agent_mod.MAX_QUEUED_OUT + 300):
         fb.publish(f"edged/v1/junk/{i}", b"x")

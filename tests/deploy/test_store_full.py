@@ -138,7 +138,7 @@ def test_a_full_disk_at_activation_changes_nothing_that_runs(disk: Path, harness
     wait_for(lambda: h.events.plugin("dev-1", "glow").reason == "disk_full", what="the reported failure")
     rep = h.events.plugin("dev-1", "glow")
     assert (rep.version, rep.state, rep.wanted) == ("1.0.0", "failed", "2.0.0")
-    assert agent._jobs == {} and agent.wait_idle()  # nothing left activating, with or without a deadline
+    assert agent.installer.jobs == {} and agent.wait_idle()  # nothing left activating, with or without a deadline
     assert h.targets["dev-1"].running() == {"glow": "1.0.0"}
     assert h.store("dev-1").active("glow").version == "1.0.0"  # type: ignore[union-attr]
     assert not h.events.statuses("dev-1", state="healthy", version="2.0.0")
@@ -157,17 +157,17 @@ def test_a_full_disk_at_the_pending_check_write_changes_nothing(disk: Path, harn
     agent = start(h)
     h.market.set_desired("device:dev-1", "glow", "1.0.0")
     h.wait_healthy("dev-1", "glow", "1.0.0")
-    real_save = agent._save_state
+    real_save = agent.state.save
 
     def save(required: bool = False) -> bool:
         if required:  # the durable note of the pending health check, written before the switch
             fill(disk)
         return real_save(required)
 
-    agent._save_state = save  # type: ignore[method-assign]
+    agent.state.save = save  # type: ignore[method-assign]
     h.market.set_desired("device:dev-1", "glow", "2.0.0")
     failed(h, "2.0.0")
-    assert h.targets["dev-1"].running() == {"glow": "1.0.0"} and agent._jobs == {}
+    assert h.targets["dev-1"].running() == {"glow": "1.0.0"} and agent.installer.jobs == {}
     assert h.store("dev-1").active("glow").version == "1.0.0"  # type: ignore[union-attr]
     assert not h.events.statuses("dev-1", state="healthy", version="2.0.0")
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from edged.cli import main
-from edged.deploy.agent import BrokerConfig, DeviceAgent
+from edged.deploy.agent import DeviceAgent
+from edged.deploy.broker import BrokerConfig
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.testing import free_port

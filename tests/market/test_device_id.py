@@ -20,7 +20,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edged.deploy import topics
-from edged.deploy.agent import BrokerConfig, DeviceAgent
+from edged.deploy.agent import DeviceAgent
+from edged.deploy.broker import BrokerConfig
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
 from edged.deploy.trust import TrustStore

@@ -231,7 +231,7 @@ def test_pause_resume_abort_revert_and_one_writer(fleet: Fleet) -> None:
     # carriage returns into newlines)
     assert "healthy=4" in err and all(ln.startswith("glow@1.0.0:") for ln in err.splitlines() if ln.strip())
     for d in members:
-        f.agents[d].health_frames = 200  # ~1 s of frames per device from now on: waves take a while
+        f.agents[d].settings.health_frames = 200  # ~1 s of frames per device from now on: waves take a while
     # one rollout per target: the second deploy is refused, clearly, while the first is active
     rc, out, err = _run([*f.base, "deploy", "glow@2.0.0", "--group", "lobby", "--wave", "0.25"])
     assert rc == 0, err
@@ -403,7 +403,7 @@ def test_two_serves_share_chunks_without_duplicates_and_wait_for_late_bundles(fl
     f.catalog.add_bundle(b)
     f.catalog.update_desired("device:d0", lambda e: {**e, "late": DesiredEntry(version="1.0.0")})
     wait_for(lambda: f.running("d0").get("late") == "1.0.0", timeout=30, what="the late bundle to install")
-    assert not [s for s in f.agents["d0"]._report.values() if s.reason == "missing_chunk"]
+    assert not [s for s in f.agents["d0"].reports.report.values() if s.reason == "missing_chunk"]
     for s in serves:
         s.stop()
         s.catalog.close()

@@ -19,7 +19,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edged.deploy import topics
-from edged.deploy.agent import BrokerConfig, DeviceAgent
+from edged.deploy.agent import DeviceAgent
+from edged.deploy.broker import BrokerConfig
 from edged.deploy.messages import ChunkHeader, ChunkRequest, Reply, Reported, Status, pack_chunk
 from edged.deploy.store import PluginStore
 from edged.deploy.target import EmulatedTarget
