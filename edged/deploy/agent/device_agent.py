@@ -386,29 +386,15 @@ class DeviceAgent:
         except ValidationError as exc:
             self.reports.reject(topic, "wrong_schema", short(exc))
             return
-        state = self.state
-        last = state.applied.get(source, -1)
+        last = self.state.applied.get(source, -1)
         if doc.seq < last:
             self.reports.reject(topic, "stale", f"desired seq {doc.seq} is older than the applied {last}")
             return
         if doc.seq == last and source in self.desired.docs:
             return  # a repeat: harmless
-        # the new seq is on disk (fsynced) BEFORE anything is applied: otherwise a full disk would leave it in memory
-        # only, and after a restart a broker could hand back an older document that the device would take
-        applied = state.applied.get(source)
-        wanted = None if state.wanted_hashes is None else dict(state.wanted_hashes)
-        state.applied[source] = doc.seq
-        if state.wanted_hashes is None:
-            state.wanted_hashes = {}
-        state.wanted_hashes[source] = sorted({str(p.meta.get("wasm_sha256", "")) for p in doc.plugins})
         try:
-            state.save(required=True)
+            self.state.apply(source, doc.seq, sorted({str(p.meta.get("wasm_sha256", "")) for p in doc.plugins}))
         except StoreError as exc:
-            if applied is None:
-                state.applied.pop(source, None)
-            else:
-                state.applied[source] = applied
-            state.wanted_hashes = wanted
             self._retry_desired.add(topic)  # the broker sends the retained copy again when we subscribe again
             self._next_resubscribe = max(self._next_resubscribe, time.monotonic() + RESUBSCRIBE_S)
             self.reports.reject(topic, exc.reason, f"desired seq {doc.seq} not applied (tried again soon): {exc}")

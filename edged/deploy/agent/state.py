@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ...errors import StoreError
 from ..store import PluginStore
 from ..trust import atomic_write
 from .desired import Request, Source
@@ -53,6 +54,26 @@ class AgentState:
     def request(self, source: Source) -> Request:
         """The request ``source`` stands for now: its applied document, or the command."""
         return Request(source) if not source.is_document else Request(source, self.applied.get(source, -1))
+
+    def apply(self, source: Source, seq: int, wanted_hashes: list[str]) -> None:
+        """Record ``source``'s document ``seq`` (and the wasm it wants) durably, BEFORE it is applied: on a failed
+        write nothing changes and :class:`StoreError`/:class:`DiskFull` is raised. Otherwise a full disk would keep
+        the seq in memory only, and after a restart a broker could hand back an older document the device takes."""
+        applied = self.applied.get(source)
+        wanted = None if self.wanted_hashes is None else dict(self.wanted_hashes)
+        self.applied[source] = seq
+        if self.wanted_hashes is None:
+            self.wanted_hashes = {}
+        self.wanted_hashes[source] = wanted_hashes
+        try:
+            self.save(required=True)
+        except StoreError:
+            if applied is None:
+                self.applied.pop(source, None)
+            else:
+                self.applied[source] = applied
+            self.wanted_hashes = wanted
+            raise
 
     def load(self) -> None:
         """Read the state file; a missing one is a fresh start, an unreadable one is logged and ignored."""
