@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ...errors import StoreError
+from ...fsutil import atomic_write
 from ..store import PluginStore
-from ..trust import atomic_write
 from .desired import Request, Source
 
 log = logging.getLogger("edged.deploy.agent")
