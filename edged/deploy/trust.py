@@ -43,8 +43,7 @@ from ..errors import (
     NonceCacheFull,
     UntrustedKey,
 )
-from ..fsutil import atomic_write as atomic_write  # re-exported: daemon.py, cli/run.py and the agent import it here
-from ..fsutil import fsync_dir as fsync_dir
+from ..fsutil import atomic_write, fsync_dir
 from ..tomlconfig import load_toml
 
 log = logging.getLogger("edged.deploy.trust")
