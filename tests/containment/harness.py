@@ -307,7 +307,14 @@ def assert_healthy_kept_rate(anchor: Run, run: Run) -> None:
     shown = run.display()
     assert shown["frames"] == FRAMES, f"the display stopped at {shown['frames']} frames; {run.outcome.describe()}"
     plasma = run.plugin("bg", "plasma")
-    assert plasma is not None and plasma["failures"] == 0 and plasma["calls"] >= FRAMES, plasma
+    assert plasma is not None and plasma["calls"] >= FRAMES, plasma
+    # plasma never fails beside a hostile plugin, except for a frame deadline missed on a loaded machine, which is
+    # held to the same share as the dropped frames (a hostile plugin that took plasma's time would exceed it)
+    late = plasma["errors"].get("PluginTimeout", 0)
+    assert plasma["failures"] == late, plasma
+    anchor_plasma = anchor.plugin("bg", "plasma")
+    anchor_late = anchor_plasma["errors"].get("PluginTimeout", 0) if anchor_plasma else 0
+    assert late <= 2 * anchor_late + DROP_MARGIN, plasma
     allowed = 2 * anchor.display()["dropped"] + DROP_MARGIN
     assert shown["dropped"] <= allowed, (
         f"{shown['dropped']} frames dropped beside the hostile plugin; plasma alone dropped "
