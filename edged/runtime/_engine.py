@@ -20,6 +20,10 @@ import threading
 import wasmtime
 from wasmtime import _ffi
 
+from ._gil import hold_gil_in_quick_calls
+
+hold_gil_in_quick_calls()
+
 log = logging.getLogger("edged.runtime")
 
 #: Milliseconds per epoch tick. A deadline of N ms is armed as N + 1 ticks, so it never fires early.
@@ -29,7 +33,7 @@ TICK_MS = 1.0
 UNLIMITED_FUEL = 2**62
 UNLIMITED_TICKS = 2**60
 
-#: Python's thread switch interval while a call with a deadline runs (Python's default is 5 ms; see EpochTicker).
+#: Python's thread switch interval while a call with a deadline runs (Python's default is 5 ms; see SwitchInterval).
 DEADLINE_SWITCH_INTERVAL_S = 0.0005
 
 
@@ -104,12 +108,18 @@ class _NativeTimer:
         self._run = _Itimerspec(tick, tick)
         self._stop = _Itimerspec()
         self._deleted = False
+        # arming and stopping is one quick system call on every call with a deadline: through PyDLL it keeps the
+        # GIL (see _gil.py), instead of waiting to get it back behind busy threads twice per call
+        settime = ctypes.PyDLL(libc._name, handle=libc._handle).timer_settime
+        settime.argtypes = libc.timer_settime.argtypes
+        settime.restype = libc.timer_settime.restype
+        self._settime = settime
 
     def start(self) -> None:
-        self._libc.timer_settime(self._id, 0, ctypes.byref(self._run), None)
+        self._settime(self._id, 0, ctypes.byref(self._run), None)
 
     def stop(self) -> None:
-        self._libc.timer_settime(self._id, 0, ctypes.byref(self._stop), None)
+        self._settime(self._id, 0, ctypes.byref(self._stop), None)
 
     def delete(self) -> None:
         if not self._deleted:
@@ -146,13 +156,6 @@ class EpochTicker:
     500 ms deadline by a median 324 ms while other threads kept the interpreter busy). Elsewhere, or when the
     timer cannot be created, one Python thread ticks instead. Calls wrap themselves in :meth:`arm`/:meth:`disarm`;
     when nothing is armed no timer runs and the thread sleeps, so an idle daemon costs nothing.
-
-    The epoch stops the wasm on time, but the Python call returns only when its thread gets the GIL back, and each
-    FFI call on the way out (the trap, its code, dropping the instance) gives the GIL up again. Behind busy Python
-    threads every hand-back waits up to Python's switch interval (5 ms by default), which made a 100 ms deadline
-    fail a median 62 ms late with two busy threads. So while any deadline is armed the switch interval is lowered to
-    :data:`DEADLINE_SWITCH_INTERVAL_S` (never raised), and restored when the last armed call ends unless someone
-    else changed it meanwhile. Other threads switch more often only while such a call runs.
     """
 
     def __init__(self, engines: list[wasmtime.Engine], tick_ms: float = TICK_MS) -> None:
@@ -165,8 +168,6 @@ class EpochTicker:
         self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._timers: dict[int, _NativeTimer] | None = None
-        self._saved_interval: float | None = None  # the switch interval to restore when the last call disarms
-        self._lowered_to = 0.0
         libc = _libc_timers()
         if libc is not None:
             try:
@@ -183,8 +184,6 @@ class EpochTicker:
         """Start ticking for a call on ``engine`` (None: every engine)."""
         with self._lock:
             self._armed += 1
-            if self._armed == 1:
-                self._lower_switch_interval()
             for e in self._engines if engine is None else (engine,):
                 key = id(e)
                 self._armed_by[key] += 1
@@ -201,25 +200,11 @@ class EpochTicker:
         """The call armed with the same ``engine`` ended."""
         with self._lock:
             self._armed -= 1
-            if self._armed == 0:
-                self._restore_switch_interval()
             for e in self._engines if engine is None else (engine,):
                 key = id(e)
                 self._armed_by[key] -= 1
                 if self._timers is not None and self._armed_by[key] == 0:
                     self._timers[key].stop()
-
-    def _lower_switch_interval(self) -> None:
-        current = sys.getswitchinterval()
-        if current > DEADLINE_SWITCH_INTERVAL_S:
-            self._saved_interval = current
-            sys.setswitchinterval(DEADLINE_SWITCH_INTERVAL_S)
-            self._lowered_to = sys.getswitchinterval()  # as Python rounds it
-
-    def _restore_switch_interval(self) -> None:
-        saved, self._saved_interval = self._saved_interval, None
-        if saved is not None and sys.getswitchinterval() == self._lowered_to:
-            sys.setswitchinterval(saved)
 
     def _run(self) -> None:
         wait = threading.Event().wait
@@ -246,13 +231,58 @@ class EpochTicker:
         self._thread = None
         self._armed = 0
         self._armed_by = {id(e): 0 for e in self._engines}
-        self._saved_interval = None
         try:
             self._timers = {id(e): _NativeTimer(libc, e, self._tick_ms) for e in self._engines} if libc else None
         except OSError:
             self._timers = None
         self.kind = "native" if self._timers is not None else "thread"
 
+
+class SwitchInterval:
+    """While entered (by any number of threads at once), Python's thread switch interval is at most ``seconds``.
+
+    A call into wasm gives the GIL up, and so does every FFI call around it (creating the instance, arming the
+    deadline, the trap and its code, dropping the instance). Getting the GIL back behind busy Python threads waits
+    up to Python's switch interval, 5 ms by default, at each of them: that made a 100 ms deadline fail a median
+    62 ms late with two busy threads, though the epoch stopped the wasm on time. Calls with a deadline run inside
+    :data:`DEADLINE_SWITCH`. The interval is never raised, and is restored when the last thread leaves unless
+    something else changed it meanwhile; other threads switch more often only while such calls run.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: float | None = None
+        self._lowered_to = 0.0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._depth += 1
+            if self._depth == 1 and (current := sys.getswitchinterval()) > self.seconds:
+                self._saved = current
+                sys.setswitchinterval(self.seconds)
+                self._lowered_to = sys.getswitchinterval()  # as Python rounds it
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                saved, self._saved = self._saved, None
+                if saved is not None and sys.getswitchinterval() == self._lowered_to:
+                    sys.setswitchinterval(saved)
+
+    def _after_fork(self) -> None:
+        """A forked child has none of the parent's calls running: give it the interval back."""
+        if self._saved is not None and sys.getswitchinterval() == self._lowered_to:
+            sys.setswitchinterval(self._saved)
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = None
+
+
+DEADLINE_SWITCH = SwitchInterval(DEADLINE_SWITCH_INTERVAL_S)
+os.register_at_fork(after_in_child=DEADLINE_SWITCH._after_fork)
 
 ENGINE = wasmtime.Engine(_config(metered=True))
 UNMETERED_ENGINE = wasmtime.Engine(_config(metered=False))

@@ -12,6 +12,12 @@ from ..errors import OutOfMemory, OutputTooLarge, PluginError
 from . import _layout as L
 from ._rawcall import exports_at, raw_caller
 
+#: memmove that keeps the GIL (ctypes.memmove gives it up and must get it back behind busy threads; a copy into the
+#: plugin's own memory is quick, and on the calling thread anyway): see _gil.py
+_memmove = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+    ctypes._memmove_addr  # type: ignore[attr-defined]
+)
+
 #: the kernel refuses blocks above this size (see k_alloc)
 _MAX_BLOCK = 0xFFFF0000
 
@@ -113,7 +119,7 @@ class Kernel:
         if config:  # the config table sits below the heap and survives every reset
             table = encode_config(config)
             self._ensure(heap_start + len(table))
-            ctypes.memmove(self.base + heap_start, table, len(table))
+            _memmove(self.base + heap_start, table, len(table))
             _U64.pack_into(self.ctl, L.CONFIG_OFFSET, heap_start)
             heap_start = L.align(heap_start + len(table))
         if kernel_vars is not None:  # the var table sits below the heap too; capacity = the byte budget
@@ -138,7 +144,7 @@ class Kernel:
         capacity = max(max_var_bytes, len(table))
         self._ensure(start + capacity)
         if table:
-            ctypes.memmove(self.base + start, table, len(table))
+            _memmove(self.base + start, table, len(table))
         for offset, value in (
             (L.VARS_OFFSET, start),
             (L.VARS_CAPACITY, capacity),
@@ -227,8 +233,8 @@ class Kernel:
             if end > self.size:
                 self._ensure(end)
             addr = self.base + hs
-            ctypes.memmove(addr, L.HEADER.pack(L.BLOCK_USED, L.align(n), n), L.HEADER_SIZE)
-            ctypes.memmove(addr + L.HEADER_SIZE, data, n)
+            _memmove(addr, L.HEADER.pack(L.BLOCK_USED, L.align(n), n), L.HEADER_SIZE)
+            _memmove(addr + L.HEADER_SIZE, data, n)
             L.RESET_AND_INPUT.pack_into(self.ctl, L.HEAP_TOP, end, hs + L.HEADER_SIZE, n, 0, 0, 0)
         else:
             L.RESET_AND_INPUT.pack_into(self.ctl, L.HEAP_TOP, hs, 0, 0, 0, 0, 0)
@@ -288,8 +294,8 @@ class Kernel:
             if end > self.size:
                 self._ensure(end)
             addr = self.base + top
-            ctypes.memmove(addr, L.HEADER.pack(L.BLOCK_USED, cap, n), L.HEADER_SIZE)
-            ctypes.memmove(addr + L.HEADER_SIZE, data, n)
+            _memmove(addr, L.HEADER.pack(L.BLOCK_USED, cap, n), L.HEADER_SIZE)
+            _memmove(addr + L.HEADER_SIZE, data, n)
             if cap > n:
                 ctypes.memset(addr + L.HEADER_SIZE + n, 0, cap - n)
             _U64.pack_into(ctl, L.HEAP_TOP, end)
@@ -297,7 +303,7 @@ class Kernel:
         h = self._alloc(n)
         if not h:
             raise PluginError(f"oom: the kernel cannot allocate {len(data)} bytes")
-        ctypes.memmove(self.base + h, data, len(data))
+        _memmove(self.base + h, data, len(data))
         return int(h)
 
     def free(self, handle: int) -> None:
@@ -313,7 +319,7 @@ class Kernel:
         data = ctypes.string_at(self.base + handle, n) if n else b""
         # freed exactly as k_free does, without a call into wasm
         ctl = self.ctl
-        ctypes.memmove(header, L.HEADER.pack(L.BLOCK_FREE, cap, 0), L.HEADER_SIZE)
+        _memmove(header, L.HEADER.pack(L.BLOCK_FREE, cap, 0), L.HEADER_SIZE)
         if handle == _U64.unpack_from(ctl, L.INPUT_OFFSET)[0]:
             _U64.pack_into(ctl, L.INPUT_LENGTH, 0)
         if handle + cap == _U64.unpack_from(ctl, L.HEAP_TOP)[0]:

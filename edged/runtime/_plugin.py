@@ -27,7 +27,7 @@ from ..errors import (
 )
 from . import _layout as L
 from ._cache import ModuleCache, default_cache
-from ._engine import ENGINE, TICK_MS, TICKER, UNLIMITED_FUEL, UNLIMITED_TICKS, UNMETERED_ENGINE
+from ._engine import DEADLINE_SWITCH, ENGINE, TICK_MS, TICKER, UNLIMITED_FUEL, UNLIMITED_TICKS, UNMETERED_ENGINE
 from ._env import ENV_HOST_FUNCTIONS, HostEnv, extism_log_level, log_text
 from ._host_fn import HOST_CONTEXT, HOST_FN_REGISTRY, HostFunction
 from ._kernel import HOST_EXPORTS, KERNEL_EXPORTS, Kernel
@@ -518,7 +518,11 @@ class Plugin:
         Raises what the first call would raise for a start function or initialisation that fails.
         """
         if self._inst is None:
-            self._inst = self._instantiate()
+            if self.init_timeout_ms is None and self.timeout_ms is None:
+                self._inst = self._instantiate()
+            else:
+                with DEADLINE_SWITCH:
+                    self._inst = self._instantiate()
 
     @property
     def vars(self) -> dict[bytes, bytes]:
@@ -705,6 +709,12 @@ class Plugin:
                 return self.call(name, data, parse)
             finally:
                 HOST_CONTEXT.reset(token)
+        if self.timeout_ms is None and self.init_timeout_ms is None:
+            return self._call(name, data, parse)
+        with DEADLINE_SWITCH:  # every GIL hand-back of the call, from instantiating to the error, comes back soon
+            return self._call(name, data, parse)
+
+    def _call(self, name: str, data: bytes | str, parse: Callable[[bytes], Any] | None) -> Any:
         if isinstance(data, str):
             data = data.encode()
         inst = self._inst or self._instantiate()
