@@ -17,6 +17,7 @@ from ..deploy.broker import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, 
 from ..engine.playlist import PlaylistItem
 from ..engine.supervisor import StrikePolicy
 from ..host.capabilities import DevicePolicy
+from ..host.plugin import DEFAULT_PLUGIN_MEMORY_MB
 from ..tomlconfig import load_toml
 from .paths import default_state_dir
 
@@ -109,9 +110,9 @@ class DaemonSection(BaseModel):
     #: each call's wall-clock deadline as a multiple of its budget (the backstop behind fuel)
     deadline_factor: float = Field(default=2.0, ge=1.0, le=20.0)
     #: everything one plugin may hold (MiB): its memories, its kernel blocks and vars; a manifest can only lower it.
-    #: 16 lets ten plugins fit a Pi Zero 2 W (512 MB); edged refuses to start when the caps together exceed the
-    #: machine's memory (docs/daemon.md, Sizing)
-    plugin_memory_mb: int = Field(default=16, ge=1, le=4096)
+    #: The default (DEFAULT_PLUGIN_MEMORY_MB, 16, which preview and plugin check use too) lets ten plugins fit a Pi
+    #: Zero 2 W; edged refuses to start when the caps together exceed the machine's memory (docs/daemon.md, Sizing)
+    plugin_memory_mb: int = Field(default=DEFAULT_PLUGIN_MEMORY_MB, ge=1, le=4096)
 
 
 class HomeAssistantSection(BaseModel):

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..host.plugin import DEFAULT_PLUGIN_MEMORY_MB
+
 #: edged itself (Python, wasmtime, numpy, the compiled modules) with 10 plugins loaded, measured ~85 MiB RSS; rounded up
 EDGED_BASE_MB = 100
 
 #: device classes and a ``plugin_memory_mb`` that lets ten plugins fit beside the OS (see docs/daemon.md, Sizing)
 DEVICE_CLASSES: dict[str, tuple[int, int]] = {
     # name: (RAM in MiB, plugin_memory_mb)
-    "Pi Zero 2 W / Pi 3A+ (512 MB)": (512, 16),
+    "Pi Zero 2 W / Pi 3A+ (512 MB)": (512, DEFAULT_PLUGIN_MEMORY_MB),  # the default
     "Pi 3B/3B+ (1 GB)": (1024, 48),
     "Pi 4/5 (2 GB or more)": (2048, 64),
 }

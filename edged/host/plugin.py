@@ -56,8 +56,12 @@ log = logging.getLogger("edged.host")
 DEFAULT_INIT_TIMEOUT_MS = 1000
 #: Output cap for calls whose output the host does not draw (a sensor's tick, on_gpio, a service's calls).
 OTHER_OUTPUT_CAP = 1 << 20
-#: Memory one plugin may hold in all when the device says nothing else (the daemon's ``plugin_memory_mb``).
-DEFAULT_MEMORY_BUDGET = 64 << 20
+#: Memory one plugin may hold in all (MiB) when the device says nothing else: the daemon's ``plugin_memory_mb``
+#: default, and what ``edged preview`` and ``edged plugin check`` give a plugin. 16 lets ten plugins fit a Pi Zero 2 W
+#: (512 MB) beside edged and the OS (docs/daemon.md, Sizing).
+DEFAULT_PLUGIN_MEMORY_MB = 16
+#: :data:`DEFAULT_PLUGIN_MEMORY_MB` in bytes
+DEFAULT_MEMORY_BUDGET = DEFAULT_PLUGIN_MEMORY_MB << 20
 _MIB = 1 << 20
 
 
