@@ -30,7 +30,7 @@ edged call "$plugins/fire/fire.wasm" frame --loop 3 >/dev/null
 edged preview fire --frames 10 --png "$work/fire.png"
 [ -s "$work/fire.png" ] || fail "edged preview wrote no PNG"
 
-step "the platform and hardware-failure checks, and the tests that need no npm/zig toolchain"
+step "the platform and hardware-failure checks and the chosen test files, one pytest process each"
 tests_rc=0
 # tests run against the installed wheel: /root/check has no edged/ package of its own
 if [ "${1:-}" = --no-tests ]; then  # tests/arm64/run --no-tests: skip pytest (check the installer alone)
@@ -44,7 +44,7 @@ else
   # the native deadline timer, the AOT cache), host functions driving GPIO and sensors from a real C plugin, the
   # frame engine, the daemon with sd_notify and its memory check. Left out, all of it arch-independent or covered
   # above, to keep the check within CI's hour (docs/install-pi.md lists each file's time and peak memory):
-  # subprocess-heavy CLI tests (runtime/test_cli.py 5 min, daemon/test_run_cli.py 3.5 min: `edged run`, `call` and
+  # subprocess-heavy CLI tests (cli/test_call.py 5 min, cli/test_run.py 3.5 min: `edged run`, `call` and
   # `preview` run as commands above), engine/test_calibration.py (3.5 min: spins the CPU on purpose), the emulated
   # display and preview tests, and the tests that need the official extism SDK or the npm/zig-built plugins.
   selection=(
