@@ -211,7 +211,7 @@ class EdgeService:
             cfg, self.hardware, config_path=self.options.config_path, frames=self.options.frames
         )
         notify = SdNotify()
-        if notify.enabled:  # a Type=notify service: READY after the first frame, watchdog pings from the frame path
+        if notify.enabled:  # a Type=notify service: READY once started and drawing, watchdog pings while frames flow
             self.health = ServiceHealth(
                 daemon,
                 notify,
@@ -303,7 +303,10 @@ class EdgeService:
             self.control.close()
 
     def _start_systemd(self) -> None:
-        """Nothing to start (READY=1 follows the first frame); placed last so that STOPPING=1 goes out first."""
+        """Last: every other part runs, so READY=1 may go out (with the first frame, if none was drawn yet); and
+        on the way down STOPPING=1 goes out first."""
+        if self.health is not None:
+            self.health.service_started()
 
     def _stop_systemd(self) -> None:
         if self.health is not None:

@@ -199,6 +199,17 @@ class Daemon:
         self._sensor_thread = threading.Thread(target=run, name="edged-sensors", daemon=True)
         self._sensor_thread.start()
 
+    def sensor_loop_busy_s(self) -> float | None:
+        """Seconds the sensor loop has spent in its current round (0.0 while it sleeps, infinity once its thread
+        died); None on a device without one. systemd's watchdog stops when this grows (see ``daemon.systemd``)."""
+        runner, thread = self.sensor_runner, self._sensor_thread
+        if runner is None:
+            return None
+        if thread is None or not thread.is_alive():
+            return float("inf")
+        began = runner.round_started
+        return 0.0 if began is None else max(0.0, time.monotonic() - began)
+
     def _stop_sensor_runner(self) -> None:
         if self.sensor_runner is None:
             return

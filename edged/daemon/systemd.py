@@ -4,10 +4,13 @@ The notification protocol is sd_notify(3): newline-separated ``KEY=value`` datag
 by ``$NOTIFY_SOCKET`` (a path, or ``@name`` in the abstract namespace). Without that variable (not a ``Type=notify``
 service) everything here is a no-op.
 
-- ``READY=1`` once every display has drawn its first frame (or right after start on a device without displays).
-- ``WATCHDOG=1`` from the frame path itself: a ping goes out only when every display has drawn a frame since the
-  previous ping, so a stalled frame loop stops the pings and systemd's ``WatchdogSec=`` restarts the service. There
-  is no thread that pings regardless.
+- ``READY=1`` once the whole service has started (the deploy agent, web and control socket too) and every display
+  has drawn its first frame (on a device without displays: once the service has started).
+- ``WATCHDOG=1`` only while the frame loops keep their pace: a ping goes out (from a frame or from the main loop)
+  only when every display drew a frame within its own frame interval plus a third of ``WatchdogSec=``; on a device
+  with sensor plugins only, while the sensor loop is not stuck in one round. A stalled loop stops the pings and
+  systemd restarts the service. There is no thread that pings regardless, and a slow display (a clock at 0.05 fps)
+  is not mistaken for a stalled one.
 - ``STATUS=`` every few seconds: each display's measured fps, the quarantined plugins, whether MQTT is connected.
 - ``STOPPING=1`` when shutdown begins.
 """
@@ -77,6 +80,7 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
 
 class _Runner(Protocol):
     name: str
+    fps: float
 
 
 class _Daemon(Protocol):
@@ -85,10 +89,13 @@ class _Daemon(Protocol):
 
     def list_plugins(self) -> list[dict[str, Any]]: ...
 
+    def sensor_loop_busy_s(self) -> float | None: ...
+
 
 class ServiceHealth:
     """Readiness, watchdog and status for a running daemon. Call :meth:`frame` after each frame of each display
-    (the daemon's ``on_frame`` hook), :meth:`poll` regularly from the main loop, :meth:`stopping` on shutdown."""
+    (the daemon's ``on_frame`` hook), :meth:`poll` regularly from the main loop, :meth:`service_started` once every
+    part of the service runs, and :meth:`stopping` on shutdown."""
 
     def __init__(
         self,
@@ -108,11 +115,13 @@ class ServiceHealth:
         self.clock = clock
         self.ready = False
         self.pings = 0
+        self._service_started = False
         self._lock = threading.Lock()
         self._ticks: dict[str, float] = {}  # display -> time of its latest frame
         self._frames: dict[str, tuple[float, int]] = {}  # display -> (time, frames) at the previous status
         self._counts: dict[str, int] = {}
         self._first: dict[str, float] = {}  # display -> time of its first frame
+        self._interval: dict[str, float] = {}  # display -> its frame interval (1 / fps)
         self._last_ping = clock()
         self._last_status = float("-inf")
 
@@ -127,20 +136,42 @@ class ServiceHealth:
         now = self.clock()
         with self._lock:
             self._ticks[runner.name] = now
+            self._interval[runner.name] = 1.0 / runner.fps if runner.fps > 0 else 0.0
             self._first.setdefault(runner.name, now)
             self._counts[runner.name] = self._counts.get(runner.name, 0) + 1
-            expected = self._displays()
             if not self.ready:
-                if expected <= set(self._ticks):
+                if self._service_started and self._displays() <= set(self._ticks):
                     self._ready()
                 return
-            if self.watchdog_s is None or now - self._last_ping < self.watchdog_s / 3:
+            self._maybe_ping(now)
+
+    def service_started(self) -> None:
+        """Every part of the service runs (called last in start-up): READY=1 now if the displays have drawn their
+        first frames, else with the first frame that completes them."""
+        with self._lock:
+            self._service_started = True
+            if not self.ready and self._displays() <= set(self._ticks):
+                self._ready()
+
+    def _maybe_ping(self, now: float) -> None:
+        """Send WATCHDOG=1 if a third of the watchdog interval passed and nothing stalled (holding the lock)."""
+        if self.watchdog_s is None or now - self._last_ping < self.watchdog_s / 3:
+            return
+        grace = self.watchdog_s / 3
+        expected = self._displays()
+        if expected:
+            # each display drew within its own frame interval (plus the grace): one stalled display stops the pings
+            if any(
+                now - self._ticks.get(name, float("-inf")) > self._interval.get(name, 0.0) + grace for name in expected
+            ):
                 return
-            # only when every display moved since the last ping: one stalled display stops the pings
-            if all(self._ticks.get(name, float("-inf")) > self._last_ping for name in expected):
-                self._last_ping = now
-                if self.notify.send("WATCHDOG=1"):
-                    self.pings += 1
+        else:
+            busy = self.daemon.sensor_loop_busy_s()
+            if busy is not None and busy > grace:  # the sensor loop is stuck in one round (or its thread died)
+                return
+        self._last_ping = now
+        if self.notify.send("WATCHDOG=1"):
+            self.pings += 1
 
     def _ready(self) -> None:
         # on a frame thread: no status line here (it takes the daemon's lock, which a reload may hold while it waits
@@ -149,20 +180,19 @@ class ServiceHealth:
         self._last_ping = self.clock()
         self._last_status = self._last_ping - self.status_every_s + 1.0  # a status with measured fps 1 s later
         self.notify.send("READY=1")
-        log.info("ready: first frame drawn", extra={"displays": sorted(self._ticks)})
+        log.info("ready: started, first frame drawn", extra={"displays": sorted(self._ticks)})
 
     def poll(self) -> None:
-        """From the main loop: status lines every ``status_every_s``; readiness and the watchdog for a device
-        without displays (its sensor loop has no frame hook)."""
+        """From the main loop: status lines every ``status_every_s``; readiness for a device without displays (it
+        has no frame hook); watchdog pings while the frame and sensor loops keep their pace (a slow display draws
+        less often than the watchdog needs pings)."""
         now = self.clock()
-        if not self._displays():
-            with self._lock:
-                if not self.ready:
+        with self._lock:
+            if not self.ready:
+                if self._service_started and not self._displays():
                     self._ready()
-                elif self.watchdog_s is not None and now - self._last_ping >= self.watchdog_s / 3:
-                    self._last_ping = now
-                    if self.notify.send("WATCHDOG=1"):
-                        self.pings += 1
+            else:
+                self._maybe_ping(now)
         if now - self._last_status >= self.status_every_s:
             self._last_status = now
             self.notify.send(f"STATUS={self.status_line()}")

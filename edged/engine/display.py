@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -218,6 +219,8 @@ class SensorRunner:
         self.tasks = tasks
         self.clock = clock
         self.name = "sensors"
+        #: when the round the loop is in began (time.monotonic), None while it sleeps: a watchdog's view of a stall
+        self.round_started: float | None = None
 
     def run(
         self, stop: threading.Event, ticks: int | None = None, before: Callable[[float], Any] | None = None
@@ -230,6 +233,7 @@ class SensorRunner:
         for task in self.tasks:
             task.next_due = start
         while not stop.is_set():
+            self.round_started = time.monotonic()
             now = self.clock.now()
             if before is not None:
                 before(now)
@@ -241,6 +245,7 @@ class SensorRunner:
                     # on a grid from the start, like frames: no drift, and a late tick is not made up for
                     behind = max(1, int((self.clock.now() - task.next_due) / task.interval_s) + 1)
                     task.next_due += behind * task.interval_s
+            self.round_started = None
             if ticks is not None and all(t.ticks >= ticks for t in self.tasks):
                 return
             self.clock.sleep_until(min(t.next_due for t in self.tasks if ticks is None or t.ticks < ticks), stop)

@@ -157,6 +157,7 @@ def test_watchdog_pings_stop_when_the_frame_loop_stalls(site: Path, notify_socke
     stop = threading.Event()
     main = threading.Thread(target=d.wait, args=(stop, health.poll))  # the main loop keeps polling throughout
     d.start()
+    health.service_started()
     main.start()
     try:
         deadline = time.monotonic() + 20
@@ -209,3 +210,174 @@ def test_journal_lines_carry_priority_and_context() -> None:
     rec.plugin, rec.version, rec.display, rec.reason = "fire", "1.2.0", "main", "OutOfFuel"
     line = JournalFormatter().format(rec)
     assert line == "<4>edged.engine: quarantined [plugin=fire version=1.2.0 display=main reason=OutOfFuel]"
+
+
+def test_ready_waits_for_the_whole_service_and_a_failed_start_never_says_ready(
+    site: Path,  # noqa: F811
+    notify_socket: NotifySocket,
+    tmp_path: Path,
+) -> None:
+    """Review finding: READY=1 went out with the first frame, before the deploy agent, web and control socket
+    started; one of them failing after that left systemd believing the service was up. Here the control socket
+    cannot be created (its folder is a file): edged exits 2 and systemd never heard READY=1."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    config = site / "edged.toml"
+    config.write_text(
+        CONFIG.format(side="blue", calibrate="false").replace(
+            'state_dir = "state"', f'state_dir = "state"\ncontrol_socket = "{blocker}/control.sock"'
+        )
+    )
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "600000"}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edged",
+            "run",
+            "--config",
+            str(config),
+            "--emulate",
+            "--render",
+            "headless",
+            "--no-http",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=site,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "control socket" in r.stderr and "Traceback" not in r.stderr
+    time.sleep(0.5)  # let the receiving thread read what was sent (absence is what is checked)
+    lines = notify_socket.lines()
+    assert "READY=1" not in lines and "WATCHDOG=1" not in lines, lines
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeRunner:
+    def __init__(self, name: str, fps: float) -> None:
+        self.name, self.fps = name, fps
+
+
+class FakeDaemon:
+    def __init__(self, *names: str) -> None:
+        self.displays = {n: object() for n in names}
+        self.busy: float | None = None
+
+    def list_plugins(self) -> list[dict[str, Any]]:
+        return []
+
+    def sensor_loop_busy_s(self) -> float | None:
+        return self.busy
+
+
+class Recorder(SdNotify):
+    def __init__(self) -> None:
+        super().__init__({})
+        self.sent: list[str] = []
+
+    def send(self, *lines: str) -> bool:
+        self.sent.extend(lines)
+        return True
+
+
+def test_ready_only_after_service_started_and_first_frames() -> None:
+    clock, notify = FakeClock(), Recorder()
+    health = ServiceHealth(FakeDaemon("a", "b"), notify, watchdog_s=20, clock=clock)
+    health.frame(FakeRunner("a", 30))
+    health.frame(FakeRunner("b", 30))
+    assert not health.ready, "READY before the rest of the service started"
+    health.service_started()
+    assert health.ready and notify.sent.count("READY=1") == 1
+    # the other order: started first, READY with the frame that completes the set
+    clock2, notify2 = FakeClock(), Recorder()
+    h2 = ServiceHealth(FakeDaemon("a", "b"), notify2, watchdog_s=20, clock=clock2)
+    h2.service_started()
+    h2.frame(FakeRunner("a", 30))
+    assert not h2.ready
+    h2.frame(FakeRunner("b", 30))
+    assert h2.ready and notify2.sent == ["READY=1"]
+
+
+def test_a_slow_display_keeps_the_watchdog_fed_and_a_stalled_fast_one_does_not() -> None:
+    """Review finding: pings came only from frames, so a display at 0.05 fps (a frame every 20 s) could not ping
+    within WatchdogSec=20 and systemd killed a healthy service. Pings now also come from the main loop, while every
+    display is within its own frame interval (plus a third of the watchdog)."""
+    clock, notify = FakeClock(), Recorder()
+    slow = FakeRunner("clock", 0.05)
+    health = ServiceHealth(FakeDaemon("clock"), notify, watchdog_s=20, clock=clock)
+    health.service_started()
+    health.frame(slow)
+    assert health.ready
+    last_ping = clock.t
+    for second in range(1, 121):  # two minutes of a healthy slow display, the main loop polling each second
+        clock.t += 1
+        pings = health.pings
+        if second % 20 == 0:
+            health.frame(slow)
+        health.poll()
+        if health.pings > pings:
+            last_ping = clock.t
+        assert clock.t - last_ping <= 20 * 2 / 3 + 1, f"no ping for {clock.t - last_ping} s at {second} s"
+    assert health.pings >= 120 // 7
+
+    # a 30 fps display that stops drawing: no pings after its interval plus the grace
+    clock, notify = FakeClock(), Recorder()
+    fast = FakeRunner("main", 30)
+    health = ServiceHealth(FakeDaemon("main"), notify, watchdog_s=3, clock=clock)
+    health.service_started()
+    for _ in range(300):  # ten seconds of frames
+        clock.t += 1 / 30
+        health.frame(fast)
+        health.poll()
+    before = health.pings
+    assert before >= 8
+    for _ in range(100):  # it stalls; the main loop keeps polling for ten seconds
+        clock.t += 0.1
+        health.poll()
+    # at most the pings within the grace (a third of the watchdog) after the last frame
+    assert health.pings - before <= 1
+    stalled = health.pings
+    clock.t += 1 / 30
+    health.frame(fast)
+    assert health.pings == stalled + 1  # drawing again: pings again
+
+
+def test_a_sensor_only_device_pings_only_while_its_sensor_loop_moves() -> None:
+    """Review finding: on a device with sensor plugins and no display the main loop pinged whatever the sensor
+    thread did. Now a sensor loop stuck in one round (or a dead sensor thread) stops the pings."""
+    clock, notify, daemon = FakeClock(), Recorder(), FakeDaemon()
+    daemon.busy = 0.0
+    health = ServiceHealth(daemon, notify, watchdog_s=3, clock=clock)
+    health.poll()
+    assert not health.ready  # the service has not finished starting
+    health.service_started()
+    health.poll()
+    assert health.ready
+    for _ in range(10):
+        clock.t += 1.1
+        health.poll()
+    moving = health.pings
+    assert moving >= 9
+    daemon.busy = 5.0  # one round has run for five seconds: stuck
+    for _ in range(10):
+        clock.t += 1.1
+        health.poll()
+    assert health.pings == moving
+    daemon.busy = float("inf")  # the sensor thread died
+    clock.t += 1.1
+    health.poll()
+    assert health.pings == moving
+    daemon.busy = 0.2
+    clock.t += 1.1
+    health.poll()
+    assert health.pings == moving + 1
