@@ -277,6 +277,8 @@ class Daemon:
                 return {"error": [str(exc)]}
         report: dict[str, list[str]] = {"kept": [], "rebuilt": [], "added": [], "removed": []}
         with self._lock:
+            if self._stopped.is_set():  # it waited for the lock while stop() ran: starting displays now would
+                return {"error": ["the daemon has stopped"]}  # leave frame threads that keep the process alive
             self._base_config = config
             old_config = self.config
             self._set_config(self._overlay(config))

@@ -502,3 +502,16 @@ def test_a_bad_budget_hint_is_a_manifest_error_and_the_daemon_runs_on(
     assert "plugin 'broken' not loaded" in problems and message in problems
     assert latest(d)[:, :8, 0].min() > 200  # the other layer still draws
     d.stop()
+
+
+def test_a_reload_after_stop_starts_no_display(site: Path) -> None:
+    """A reload that waited for the daemon's lock while stop() ran (the preview's file watcher racing Ctrl-C) used
+    to start display threads after the stop; they are not daemon threads, so the process never exited."""
+    d = make(site)
+    d.start()
+    d.stop()
+    changed = site / "changed.toml"
+    changed.write_text(CONFIG.format(side="green", calibrate="false"))  # the side layer changes: a rebuild
+    assert d.reload(load_config(changed)) == {"error": ["the daemon has stopped"]}
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("edged-display-") and t.is_alive()]
+    assert not d.displays or all(rd.stop.is_set() for rd in d.displays.values())
