@@ -22,7 +22,7 @@ import queue
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,6 +33,10 @@ from ..daemon.control import ControlRequest, execute
 from ..deploy import topics
 from ..deploy.broker import BrokerConfig, make_client
 from ..fsutil import atomic_write
+
+if TYPE_CHECKING:
+    from ..daemon.daemon import Daemon
+    from ..deploy.agent_view import AgentView
 
 log = logging.getLogger("edged.homeassistant")
 
@@ -58,7 +62,7 @@ class HomeAssistantBridge:
 
     def __init__(
         self,
-        daemon: Any,
+        daemon: Daemon,
         device_id: str,
         broker: BrokerConfig,
         *,
@@ -67,7 +71,7 @@ class HomeAssistantBridge:
         model: str | None = None,
         interval_s: float = 1.0,
         state_dir: Path | None = None,
-        agent: Any = None,
+        agent: AgentView | None = None,
     ) -> None:
         self.daemon = daemon
         self.device_id = topics.check_id(device_id)
@@ -99,7 +103,9 @@ class HomeAssistantBridge:
         self.client.on_message = lambda c, u, msg: self._queue.put((msg.topic, bytes(msg.payload)))
 
     @classmethod
-    def from_config(cls, daemon: Any, cfg: DaemonConfig, state_dir: Path, agent: Any = None) -> HomeAssistantBridge:
+    def from_config(
+        cls, daemon: Daemon, cfg: DaemonConfig, state_dir: Path, agent: AgentView | None = None
+    ) -> HomeAssistantBridge:
         m = cfg.mqtt
         assert m is not None
         ha = m.home_assistant

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +25,10 @@ from ..daemon.control import ControlRequest, execute
 from .auth import SESSION_COOKIE, Guard, Refusal
 from .live import LiveHub
 from .metrics import CONTENT_TYPE, make_registry, render_metrics
+
+if TYPE_CHECKING:
+    from ..daemon.daemon import Daemon
+    from ..deploy.agent_view import AgentSource
 
 log = logging.getLogger("edged.web")
 
@@ -188,14 +192,14 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(
-    daemon: Any,
+    daemon: Daemon,
     guard: Guard,
     *,
     device: str = "edged",
     fps_max: float = 30.0,
     max_body: int = 64 * 1024,
-    agent: Callable[[], Any] | None = None,
-) -> Any:
+    agent: AgentSource | None = None,
+) -> ASGIApp:
     """The ASGI application for ``daemon`` (a :class:`~edged.daemon.daemon.Daemon`)."""
     app = FastAPI(
         title="edged",
@@ -209,7 +213,7 @@ def create_app(
     app.state.hub = hub
 
     @app.middleware("http")
-    async def guard_requests(request: Request, call_next: Callable[[Request], Any]) -> Response:
+    async def guard_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
         public = request.method in ("GET", "HEAD") and (path == "/" or path.startswith("/static/"))
         if not public:
@@ -249,7 +253,7 @@ def create_app(
         except ValueError as exc:
             return _error(409, exc.args[0] if exc.args else str(exc))
 
-    def display_or_404(name: str) -> Any:
+    def display_or_404(name: str) -> JSONResponse | None:
         if name not in daemon.displays:
             return _error(404, f"unknown display '{name}' (known: {sorted(daemon.displays)})")
         return None

@@ -9,10 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..daemon.config import DaemonConfig
 from .auth import load_or_create_token
+
+if TYPE_CHECKING:
+    from ..daemon.daemon import Daemon
+    from ..deploy.agent_view import AgentView
+    from ..homeassistant.bridge import HomeAssistantBridge
+    from .server import WebServer
 
 log = logging.getLogger("edged.web")
 
@@ -20,13 +26,13 @@ log = logging.getLogger("edged.web")
 class Face:
     """Starts and stops the web server and the Home Assistant bridge of a running daemon."""
 
-    def __init__(self, daemon: Any, cfg: DaemonConfig, agent: Any = None, *, http: bool = True) -> None:
+    def __init__(self, daemon: Daemon, cfg: DaemonConfig, agent: AgentView | None = None, *, http: bool = True) -> None:
         self.daemon = daemon
         self.cfg = cfg
-        self.agent = agent
+        self.agent: AgentView | None = agent
         self.http = http
-        self.web: Any = None
-        self.ha: Any = None
+        self.web: WebServer | None = None
+        self.ha: HomeAssistantBridge | None = None
         self.token = ""
         if http:  # imports and builds the application now, before the frame threads run
             from .server import WebServer

@@ -16,13 +16,17 @@ import base64
 import contextlib
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..daemon.daemon import Daemon
+    from ..hardware.output import LedOutput
 
 
 class LiveHub:
     """Counts viewers, switches the outputs' keeping on and off, and encodes each frame once for all."""
 
-    def __init__(self, daemon: Any, fps_max: float) -> None:
+    def __init__(self, daemon: Daemon, fps_max: float) -> None:
         self.daemon = daemon
         self.fps_max = fps_max
         self.viewers = 0
@@ -50,8 +54,8 @@ class LiveHub:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)
 
-    def _outputs(self) -> dict[str, Any]:
-        outs = {}
+    def _outputs(self) -> dict[str, LedOutput]:
+        outs: dict[str, LedOutput] = {}
         for name in list(self.daemon.displays):
             try:
                 out = self.daemon.led_output(name)
@@ -97,7 +101,7 @@ class LiveHub:
     def frame(self, name: str) -> tuple[int, str] | None:
         """(frame number, the SSE data line) of a display's latest frame, or None before the first."""
         try:
-            out = self.daemon.led_output(name)
+            out: LedOutput | None = self.daemon.led_output(name)
         except KeyError:
             return None
         if out is None:

@@ -7,14 +7,19 @@ time. Process metrics (resident memory, CPU, open files) come from the client li
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..engine.timing import Buckets
+
+if TYPE_CHECKING:
+    from ..daemon.daemon import Daemon
+    from ..deploy.agent_view import AgentSource
+    from ..engine.supervisor import Supervised
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,9 +37,9 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], b: Buckets) -> 
 class DaemonCollector(Collector):
     """Reads a :class:`~edged.daemon.daemon.Daemon` (and the MQTT agent, when there is one) at each scrape."""
 
-    def __init__(self, daemon: Any, agent: Callable[[], Any] | None = None) -> None:
+    def __init__(self, daemon: Daemon, agent: AgentSource | None = None) -> None:
         self.daemon = daemon
-        self.agent = agent or (lambda: None)
+        self.agent: AgentSource = agent or (lambda: None)
 
     def collect(self) -> Iterator[Metric]:
         d = self.daemon
@@ -58,7 +63,7 @@ class DaemonCollector(Collector):
         fuel = CounterMetricFamily("edged_plugin_fuel_used", "Wasm fuel a plugin used", labels=plabels)
         seconds = CounterMetricFamily("edged_plugin_call_seconds", "Time spent in a plugin's calls", labels=plabels)
 
-        def slot(labels: list[str], s: Any) -> None:
+        def slot(labels: list[str], s: Supervised) -> None:
             st = s.stats
             calls.add_metric(labels, st.calls)
             failures.add_metric(labels, st.failures)
@@ -103,7 +108,7 @@ class DaemonCollector(Collector):
             yield outcomes
 
 
-def make_registry(daemon: Any, agent: Callable[[], Any] | None = None) -> CollectorRegistry:
+def make_registry(daemon: Daemon, agent: AgentSource | None = None) -> CollectorRegistry:
     """A registry of its own (not the library's global one) with the daemon's and the process's metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DaemonCollector(daemon, agent))

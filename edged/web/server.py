@@ -6,13 +6,17 @@ import asyncio
 import logging
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from ..daemon.config import DaemonConfig
 from .app import create_app
 from .auth import Guard, is_loopback, load_or_create_token
+
+if TYPE_CHECKING:
+    from ..daemon.daemon import Daemon
+    from ..deploy.agent_view import AgentSource, AgentView
 
 log = logging.getLogger("edged.web")
 
@@ -23,7 +27,7 @@ class WebServer:
 
     def __init__(
         self,
-        daemon: Any,
+        daemon: Daemon,
         *,
         bind: str = "127.0.0.1",
         port: int = 8080,
@@ -32,7 +36,7 @@ class WebServer:
         device: str = "edged",
         fps_max: float = 30.0,
         max_body: int = 64 * 1024,
-        agent: Any = None,
+        agent: AgentView | AgentSource | None = None,
     ) -> None:
         """``agent``: the MQTT agent for ``/metrics``, or a callable returning it (it may start later)."""
         self.bind = bind
@@ -46,7 +50,7 @@ class WebServer:
         self._sock: socket.socket | None = None
 
     @classmethod
-    def from_config(cls, daemon: Any, cfg: DaemonConfig, agent: Any = None) -> WebServer:
+    def from_config(cls, daemon: Daemon, cfg: DaemonConfig, agent: AgentView | AgentSource | None = None) -> WebServer:
         h = cfg.http
         return cls(
             daemon,
