@@ -178,6 +178,7 @@ def _live(args: argparse.Namespace) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import signal
     import threading
 
     from ..web.preview import PreviewServer, serve
@@ -196,8 +197,13 @@ def _serve(args: argparse.Namespace) -> int:
     except (UsageError, ConfigError, OSError, ValueError) as exc:
         print(f"edged preview: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    stop = threading.Event()
+    # our own handlers, as `edged run` has: SIGTERM stops it too, and so does Ctrl-C when the parent started it with
+    # SIGINT ignored (Python then installs no KeyboardInterrupt handler and the server would never stop)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
     try:
-        return serve(server, sys.stderr, threading.Event())
+        return serve(server, sys.stderr, stop)
     except OSError as exc:
         print(f"edged preview: cannot serve on port {args.port}: {exc.strerror or exc} (try --port)", file=sys.stderr)
         return ExitCode.USAGE
