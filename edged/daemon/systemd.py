@@ -174,8 +174,8 @@ class ServiceHealth:
             self.pings += 1
 
     def _ready(self) -> None:
-        # on a frame thread: no status line here (it takes the daemon's lock, which a reload may hold while it waits
-        # for this very thread); the main loop's poll sends one a second later, when the fps can be measured
+        # often on a frame thread: no status line here (it takes the daemon's lock, which a reload may hold while it
+        # waits for this very thread); the main loop's poll sends one a second later, when the fps can be measured
         self.ready = True
         self._last_ping = self.clock()
         self._last_status = self._last_ping - self.status_every_s + 1.0  # a status with measured fps 1 s later
