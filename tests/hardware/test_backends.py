@@ -4,9 +4,13 @@ SpiDev and a temp file standing in for /dev/leds0, and LedOutput's shutdown."""
 from __future__ import annotations
 
 import ast
+import errno
+import os
+import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,7 +18,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from edged.errors import BackendUnavailable, ConfigError
+from edged.errors import BackendUnavailable, ConfigError, HardwareError
 from edged.hardware.backends import (
     BackendConfig,
     EmulatedBackend,
@@ -27,6 +31,7 @@ from edged.hardware.backends import (
     create_backend,
     encode_ws2812,
 )
+from edged.hardware.backends import spi as spi_module
 from edged.hardware.geometry import DisplayConfig
 from edged.hardware.output import LedOutput, open_led_output
 
@@ -279,6 +284,115 @@ def test_leds0_rgbw(tmp_path: Path) -> None:
     out.show(np.array([[[200, 150, 100]]], dtype=np.uint8))
     assert dev.read_bytes() == bytes([100, 50, 0, 100])
     out.close()
+
+
+class Leds0Driver:
+    """The ws2812-pio-rp1 driver's file contract, over a plain file standing in for /dev/leds0 (installed as the
+    spi module's ``os``, so only the backend sees it): write() starts at the fd's position and advances it, and
+    refuses to go past ``num_leds * 4`` bytes (ENOSPC); lseek fails (ESPIPE: no llseek); fstat says a character
+    device; a 1-byte write at position 0 would set the brightness (recorded, so tests can say it never happens)."""
+
+    def __init__(self, dev: Path, num_leds: int) -> None:
+        dev.touch()
+        self.dev, self.size = dev, num_leds * 4
+        self.writes: list[tuple[int, int]] = []  # (position, length) of each write the backend made
+        self.brightness_writes = 0
+        self.takes: int | None = None  # set: each write takes only this many bytes (a short write)
+
+    def _is_dev(self, fd: int) -> bool:
+        st, dev = os.fstat(fd), self.dev.stat()
+        return (st.st_dev, st.st_ino) == (dev.st_dev, dev.st_ino)
+
+    def write(self, fd: int, data: bytes) -> int:
+        if not self._is_dev(fd):
+            return os.write(fd, data)
+        pos = os.lseek(fd, 0, os.SEEK_CUR)  # the real os: where the file position stands
+        self.writes.append((pos, len(data)))
+        if pos + len(data) > self.size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if pos == 0 and len(data) == 1:
+            self.brightness_writes += 1
+        return os.write(fd, data if self.takes is None else data[: self.takes])
+
+    def lseek(self, fd: int, pos: int, how: int) -> int:
+        if self._is_dev(fd):
+            raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+        return os.lseek(fd, pos, how)
+
+    def fstat(self, fd: int) -> os.stat_result:
+        st = os.fstat(fd)
+        if not self._is_dev(fd):
+            return st
+        fields = list(st[:10])
+        fields[0] = stat.S_IFCHR | 0o660
+        return os.stat_result(fields)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+@pytest.fixture
+def leds0_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Leds0Driver]:
+    def install(num_leds: int) -> Leds0Driver:
+        driver = Leds0Driver(tmp_path / "leds0", num_leds)
+        monkeypatch.setattr(spi_module, "os", driver)
+        return driver
+
+    return install
+
+
+def test_leds0_takes_one_frame_per_open(leds0_driver: Callable[[int], Leds0Driver]) -> None:
+    driver = leds0_driver(2)
+    out = open_led_output(
+        DisplayConfig(width=2, height=1, color_order="RGB"), SpiBackendConfig(mode="leds0", path=str(driver.dev))
+    )
+    for i in range(3):
+        out.show(np.array([[[i, 2, 3], [4, 5, 6 + i]]], dtype=np.uint8))
+    assert driver.dev.read_bytes() == bytes([2, 2, 3, 0, 4, 5, 8, 0])  # the last frame
+    out.close()
+    assert driver.dev.read_bytes() == bytes(8)
+    assert driver.writes == [(0, 8)] * 4  # three frames and the blank, each whole, each from position 0
+
+
+def test_leds0_one_led_never_sets_the_brightness(leds0_driver: Callable[[int], Leds0Driver]) -> None:
+    driver = leds0_driver(1)
+    out = open_led_output(
+        DisplayConfig(width=1, height=1, color_order="RGB"), SpiBackendConfig(mode="leds0", path=str(driver.dev))
+    )
+    out.show(np.array([[[9, 8, 7]]], dtype=np.uint8))
+    out.show(np.array([[[1, 2, 3]]], dtype=np.uint8))
+    out.close()
+    assert driver.writes == [(0, 4)] * 3 and driver.brightness_writes == 0  # RGB padded to 4 bytes, not 1
+
+
+def test_leds0_too_few_leds_in_the_overlay_is_a_clear_error(leds0_driver: Callable[[int], Leds0Driver]) -> None:
+    driver = leds0_driver(2)
+    out = open_led_output(
+        DisplayConfig(width=3, height=1, color_order="RGB"), SpiBackendConfig(mode="leds0", path=str(driver.dev))
+    )
+    with pytest.raises(HardwareError, match=r"leds0: .*fewer LEDs than the display's 3: set num_leds=3") as info:
+        out.show(np.zeros((1, 3, 3), dtype=np.uint8))
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
+
+
+def test_leds0_short_write_is_a_clear_error(leds0_driver: Callable[[int], Leds0Driver]) -> None:
+    driver = leds0_driver(2)
+    be = SpiBackend(SpiBackendConfig(mode="leds0", path=str(driver.dev)))
+    be.open(2, 3)
+    driver.takes = 4
+    with pytest.raises(HardwareError, match=r"leds0: it took 4 of 8 bytes"):
+        be.write(np.zeros((2, 3), dtype=np.uint8))
+
+
+def test_leds0_device_gone_while_running_is_a_clear_error(tmp_path: Path) -> None:
+    dev = tmp_path / "leds0"
+    dev.touch()
+    be = SpiBackend(SpiBackendConfig(mode="leds0", path=str(dev)))
+    be.open(2, 3)
+    dev.unlink()
+    with pytest.raises(HardwareError, match=r"leds0 does not exist \(add dtoverlay=ws2812-pio"):
+        be.write(np.zeros((2, 3), dtype=np.uint8))
+    be.close()  # nothing held open
 
 
 def test_leds0_missing_device(tmp_path: Path) -> None:

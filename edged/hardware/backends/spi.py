@@ -11,20 +11,26 @@ in one ``writebytes2`` call; raise ``spidev.bufsiz`` (e.g. 32768) so the kernel 
 ``/dev/leds0``, which takes 4 bytes per LED in R, G, B, W order and does the wire ordering itself; so the display's
 ``color_order`` must be ``RGB`` or ``RGBW`` (3-byte buffers are padded with W = 0). ``gpio`` repeats the overlay's
 data pin (default 4, the overlay's default) so the profile can reserve it.
+
+The driver takes **one frame per open()**: its write() starts at the file position and advances it, refuses to go
+past ``num_leds * 4`` bytes (ENOSPC) and cannot seek (ESPIPE). A write that fills the whole buffer shows at once (a
+shorter one after 50 ms, the rest blanked), and a 1-byte write at position 0 sets the brightness instead. So
+:meth:`SpiBackend.open` only checks that the device opens, and each frame opens the device, writes the whole
+frame (4 bytes per LED, never 1 byte) in one ``write`` and closes it again.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import stat
 from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...errors import BackendUnavailable
+from ...errors import BackendUnavailable, HardwareError
 from ..access import device_problem
 
 log = logging.getLogger("edged.hardware")
@@ -86,8 +92,7 @@ class SpiBackend:
         self.cfg = cfg
         self._factory = spi_factory
         self._spi: Any = None
-        self._fd: int | None = None
-        self._seekable = False
+        self._leds0: str | None = None  # the device's path while open in leds0 mode
         self.leds = 0
         self.channels = 3
         self._reset_bytes = -(-cfg.reset_us * cfg.speed_hz // 8_000_000)
@@ -125,28 +130,50 @@ class SpiBackend:
         except OSError as exc:
             problem = device_problem(self.cfg.path, enable=_ENABLE_LEDS0) or f"{self.cfg.path}: {exc.strerror}"
             raise BackendUnavailable(f"cannot open the LED device: {problem}") from None
-        self._seekable = stat.S_ISREG(os.fstat(fd).st_mode)
-        self._fd = fd
+        os.close(fd)  # only a check: the driver takes one frame per open(), so each frame opens it afresh
+        self._leds0 = self.cfg.path
+        log.info("leds0 open", extra={"path": self.cfg.path, "leds": self.leds})
+
+    def _write_leds0(self, path: str, buffer: np.ndarray) -> None:
+        """One frame: open, one write of the whole frame at position 0, close (a second write on the same fd
+        would start where the first ended and fail with ENOSPC)."""
+        data = buffer if buffer.shape[1] == 4 else np.pad(buffer, ((0, 0), (0, 1)))
+        frame = np.ascontiguousarray(data, dtype=np.uint8).tobytes()  # 4 bytes per LED: never a brightness byte
+        try:
+            fd = os.open(path, os.O_WRONLY)  # no O_TRUNC: a device; a plain file (tests) is overwritten from 0
+            try:
+                written = os.write(fd, frame)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                reason = (
+                    f"the device holds fewer LEDs than the display's {self.leds}: set num_leds={self.leds} in "
+                    "the dtoverlay=ws2812-pio line of /boot/firmware/config.txt and reboot"
+                )
+            else:
+                reason = device_problem(path, enable=_ENABLE_LEDS0) or exc.strerror or str(exc)
+            raise HardwareError(f"cannot write a frame to the LED device {path}: {reason}") from exc
+        if written != len(frame):
+            raise HardwareError(
+                f"cannot write a frame to the LED device {path}: it took {written} of {len(frame)} bytes (does the "
+                f"overlay's num_leds match the display's {self.leds} LEDs?)"
+            )
 
     def write(self, buffer: np.ndarray) -> None:
-        if self._fd is not None:
-            data = buffer if buffer.shape[1] == 4 else np.pad(buffer, ((0, 0), (0, 1)))
-            if self._seekable:  # a plain file (tests) keeps only the latest frame
-                os.lseek(self._fd, 0, os.SEEK_SET)
-            os.write(self._fd, np.ascontiguousarray(data, dtype=np.uint8).tobytes())
+        if self._leds0 is not None:
+            self._write_leds0(self._leds0, buffer)
             return
         if self._spi is None:
             raise RuntimeError("spi backend is not open")
         self._spi.writebytes2(encode_ws2812(buffer, self.cfg.bits_per_bit, self._reset_bytes))
 
     def blank(self) -> None:
-        if self._fd is not None or self._spi is not None:
+        if self._leds0 is not None or self._spi is not None:
             self.write(np.zeros((self.leds, self.channels), dtype=np.uint8))
 
     def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        self._leds0 = None
         spi, self._spi = self._spi, None
         if spi is not None:
             spi.close()
