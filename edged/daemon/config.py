@@ -97,7 +97,8 @@ class DaemonSection(BaseModel):
     state_dir: Path | None = None
     #: folders scanned for plugins (``NAME/NAME.manifest.json`` or ``NAME/manifest.json`` or ``NAME/NAME.wasm``)
     plugins_dir: list[Path] = Field(default_factory=list)
-    #: hardware profile: a name from the ``hardware/`` folder or a path to a TOML profile
+    #: hardware profile: a name from the ``hardware/`` folder or a path to a TOML profile (one with a ``/`` or ending
+    #: in ``.toml``: :meth:`DaemonConfig.resolve_paths` makes it absolute against the config file's folder)
     hardware: str = "emulated-16x16"
     #: local control socket; default ``<state_dir>/control.sock``
     control_socket: Path | None = None
@@ -261,8 +262,12 @@ class DaemonConfig(BaseModel):
             p = p.expanduser()
             return p if p.is_absolute() else (base / p).resolve()
 
+        hardware = self.daemon.hardware
+        if "/" in hardware or hardware.endswith(".toml"):  # a path to a profile (a bare name stays a name)
+            hardware = str(fix(Path(hardware)))
         daemon = self.daemon.model_copy(
             update={
+                "hardware": hardware,
                 "state_dir": fix(self.daemon.state_dir) if self.daemon.state_dir else None,
                 "plugins_dir": [fix(p) for p in self.daemon.plugins_dir],
                 "control_socket": fix(self.daemon.control_socket) if self.daemon.control_socket else None,

@@ -16,6 +16,7 @@ from edged.daemon.control import ControlServer, handle
 from edged.daemon.hardware import DeviceHardware
 from edged.engine.clock import FakeClock
 from edged.errors import ConfigError
+from edged.hardware.profile import list_profiles, load_profile
 from tests.engine.anims import MEMORY_BOMB, SPIN, done_after, solid, trap_every
 
 CONFIG = """
@@ -256,6 +257,34 @@ def test_config_errors_name_the_key_and_line(tmp_path: Path) -> None:
     path.write_text('[[displays]]\nname = "main"\nlayers = [{ name = "a", playlist = "missing" }]\n')
     with pytest.raises(ConfigError, match="unknown playlist 'missing'"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("hardware", "file"),
+    [("mine.toml", "mine.toml"), ("profiles/mine.toml", "profiles/mine.toml"), ("./profiles/mine", "profiles/mine")],
+)
+def test_a_hardware_profile_path_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hardware: str, file: str
+) -> None:
+    """Under systemd the cwd is /var/lib/edged: a profile beside /etc/edged/edged.toml must still be found."""
+    etc = tmp_path / "etc"
+    profile = etc / file
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    profile.write_text(list_profiles()["emulated-16x16"].read_text())
+    path = etc / "edged.toml"
+    path.write_text(f'[daemon]\nhardware = "{hardware}"\n')
+    elsewhere = tmp_path / "var-lib-edged"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(path)
+    assert cfg.daemon.hardware == str(profile.resolve())
+    assert "main" in load_profile(cfg.daemon.hardware).displays
+
+
+def test_a_hardware_profile_name_stays_a_name(tmp_path: Path) -> None:
+    path = tmp_path / "edged.toml"
+    path.write_text('[daemon]\nhardware = "emulated-16x16"\n')
+    assert load_config(path).daemon.hardware == "emulated-16x16"
 
 
 def test_a_display_missing_from_the_profile_is_a_clear_error(site: Path) -> None:
