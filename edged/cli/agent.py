@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .exitcodes import ExitCode
+from .stopsignals import stop_on_signals
 
 log = logging.getLogger("edged.deploy.agent")
 
@@ -79,10 +79,9 @@ def run(args: argparse.Namespace, *, checkpoint: Callable[[str], None] | None = 
         window=args.window,
         on_fatal=lambda exc: done.set(),
     )
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    agent.start()
-    done.wait()
+    with stop_on_signals(done):  # the previous handlers come back when it returns (in-process callers: tests)
+        agent.start()
+        done.wait()
     agent.stop()
     target.close()
     if agent.dead.is_set():

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -50,6 +49,7 @@ from ..market import (
 from ..market import rollout as rollouts
 from ..market.catalog import PostgresCatalog, RolloutRecord, SQLiteCatalog
 from .exitcodes import ExitCode
+from .stopsignals import stop_on_signals
 
 log = logging.getLogger("edged.cli.market")
 
@@ -754,13 +754,11 @@ def _serve(args: argparse.Namespace) -> int:
     runner = RolloutRunner(market, owner=args.name)
     runner.start()
     done = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    print(f"serving on {args.broker}", flush=True)
     try:
-        done.wait()
+        with stop_on_signals(done):
+            print(f"serving on {args.broker}", flush=True)
+            done.wait()
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
         runner.stop()
         market.stop()
         catalog.close()

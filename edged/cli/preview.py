@@ -178,10 +178,10 @@ def _live(args: argparse.Namespace) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import signal
     import threading
 
     from ..web.preview import PreviewServer, serve
+    from .stopsignals import stop_on_signals
 
     try:
         display, profile = _display(args)
@@ -199,11 +199,11 @@ def _serve(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     stop = threading.Event()
     # our own handlers, as `edged run` has: SIGTERM stops it too, and so does Ctrl-C when the parent started it with
-    # SIGINT ignored (Python then installs no KeyboardInterrupt handler and the server would never stop)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
+    # SIGINT ignored (Python then installs no KeyboardInterrupt handler and the server would never stop); the
+    # previous ones come back when it returns
     try:
-        return serve(server, sys.stderr, stop)
+        with stop_on_signals(stop):
+            return serve(server, sys.stderr, stop)
     except OSError as exc:
         print(f"edged preview: cannot serve on port {args.port}: {exc.strerror or exc} (try --port)", file=sys.stderr)
         return ExitCode.USAGE

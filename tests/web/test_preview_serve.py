@@ -44,8 +44,8 @@ def test_preview_serve_reloads_the_plugin_when_it_is_rebuilt(tmp_path: Path) -> 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        # started with SIGINT ignored, as from a shell's background job or a test run that left it so (the full
-        # suite did: the server then never stopped on Ctrl-C); it must stop on SIGINT all the same
+        # started with SIGINT ignored, as a shell without job control starts a background job (`tests/run &`: the
+        # whole suite and every process it starts then have it ignored); it must stop on SIGINT all the same
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     url = f"http://127.0.0.1:{port}"
