@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,21 @@ def pytest_configure(config: pytest.Config) -> None:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test session gets its own module cache directory, so tests never depend on a user's cache."""
     monkeypatch.setenv("EDGED_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "module-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_kept() -> Iterator[None]:
+    """A test leaves SIGINT's and SIGTERM's handlers as it found them (a command run in-process through
+    ``edged.cli.main`` that kept its own left pytest's Ctrl-C and SIGTERM setting an Event nobody waited for). One
+    that changed them fails at teardown, and the handlers go back for the tests after it."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    changed = {s: h for s, h in before.items() if signal.getsignal(s) != h}
+    for s, h in changed.items():
+        signal.signal(s, signal.SIG_DFL if h is None else h)
+    if changed:
+        names = ", ".join(signal.Signals(s).name for s in changed)
+        pytest.fail(f"the test left the handlers of {names} changed (put back now); restore them where it sets them")
 
 
 def wat(text: str) -> bytes:
