@@ -78,32 +78,7 @@ fi
 # grew past 3 GiB (23 GiB without the cgroup cap in tests/arm64/run).
 
 step "the installer (deploy/pi/install) as far as it runs without a booted systemd"
-# the checkout layout the installer expects, with the wheel instead of building from source
-mkdir -p /root/repo/deploy /root/repo/docs
-cp -a /root/check/deploy/pi /root/repo/deploy/
-cp -a /root/check/systemd /root/repo/
-cp /root/check/docs/install-pi.md /root/repo/docs/ 2>/dev/null || true
-/root/repo/deploy/pi/install --profile pi5-spi-strip-60 --wheel "$wheel"
-id edged | grep -q '(gpio)' && id edged | grep -q '(spi)' || fail "the edged user is not in gpio and spi"
-[ -f /etc/edged/edged.toml ] && [ -L /etc/systemd/system/multi-user.target.wants/edged.service ] || fail "not installed"
-systemd-analyze verify /etc/systemd/system/edged.service
-exposure=$(systemd-analyze security --offline=yes /etc/systemd/system/edged.service 2>/dev/null | sed -n 's/.*exposure level for edged.service: \([0-9.]*\).*/\1/p')
-echo "systemd-analyze security: exposure $exposure" >&2
-awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 4.5) }' || fail "exposure $exposure above 4.5"
-# idempotent: a second run changes nothing and keeps the config
-sum=$(sha256sum /etc/edged/edged.toml)
-/root/repo/deploy/pi/install --profile pi5-spi-strip-60 --wheel "$wheel"
-[ "$sum" = "$(sha256sum /etc/edged/edged.toml)" ] || fail "a second install rewrote the config"
-# the service's own command line, as its user (systemd would start it so), emulated: the installed config works
-runuser -u edged -- env EDGED_STATE_DIR=/var/lib/edged EDGED_CACHE_DIR=/var/cache/edged/modules \
-  /opt/edged/venv/bin/edged run --config /etc/edged/edged.toml --emulate --frames 10 --render headless --no-control --no-http
-# a PWM profile gets the root drop-in, and it verifies
-rm /etc/edged/edged.toml
-/root/repo/deploy/pi/install --profile pi4-ws2812b-16x16 --wheel "$wheel" --no-apt
-[ -f /etc/systemd/system/edged.service.d/ws281x-root.conf ] || fail "no root drop-in for a PWM profile"
-systemd-analyze verify /etc/systemd/system/edged.service
-/root/repo/deploy/pi/install --uninstall --purge
-[ ! -e /opt/edged ] && [ ! -e /etc/edged ] && ! id edged >/dev/null 2>&1 || fail "uninstall left something behind"
+bash /root/check/tests/arm64/installer.sh "$wheel"
 
 [ "$tests_rc" -eq 0 ] || fail "tests failed (the table above)"
 step "arm64 check passed"

@@ -67,3 +67,38 @@ def test_unit_runs_as_edged_with_notify_watchdog_and_lgpio_in_the_state_dir() ->
     assert "MemoryDenyWriteExecute= is deliberately NOT set" in UNIT.read_text()
     d = settings(DROPIN)
     assert d["User"] == ["root"] and "/dev/mem rw" in d["DeviceAllow"]
+
+
+def test_an_unattended_device_never_stops_retrying() -> None:
+    """Review finding 8: StartLimitBurst=5 in 120 s with RestartSec=2 gave up after ten seconds of a boot race
+    (spidev appearing late) and left the device dead until someone logged in."""
+    s = settings(UNIT)
+    assert s["Restart"] == ["on-failure"]
+    restart_s = float(s["RestartSec"][0])
+    interval = s.get("StartLimitIntervalSec", ["10"])[0]
+    burst = int(s.get("StartLimitBurst", ["5"])[0])
+    # either no start limit at all, or restarts spaced so widely that the burst never fits in the interval
+    assert interval == "0" or restart_s * burst > float(interval)
+    assert restart_s >= 10, "a crash loop every 2 s floods the journal and the SD card"
+
+
+def test_state_and_cache_are_the_services_alone() -> None:
+    """Review finding 5: StateDirectoryMode/CacheDirectoryMode say what the installer creates (0750), so systemd
+    does not open them up to 0755 at the next start."""
+    s = settings(UNIT)
+    assert s["StateDirectoryMode"] == ["0750"] and s["CacheDirectoryMode"] == ["0750"]
+    install = (ROOT / "deploy" / "pi" / "install").read_text()
+    assert 'install -d -m 0750 -o "$user" -g "$user" "$state"' in install
+
+
+def test_the_leds0_rule_gives_the_device_to_a_group_the_service_is_in() -> None:
+    """Review finding 9: the ws2812-pio driver's /dev/leds0 is root's alone; the rule the installer ships matches the
+    driver's device class (ws2812-pio-rp1) and hands it to a group of the unit's SupplementaryGroups."""
+    rule = next(
+        line for line in (ROOT / "systemd" / "60-edged-leds.rules").read_text().splitlines() if line.startswith("KERNEL")
+    )
+    fields = dict(re.findall(r'(\w+)=?="?([^",]*)"?', rule))
+    assert fields["KERNEL"] == "leds[0-9]*" and fields["SUBSYSTEM"] == "ws2812-pio-rp1"
+    assert fields["GROUP"] in settings(UNIT)["SupplementaryGroups"][0].split()
+    assert fields["MODE"] == "0660"
+    assert "/dev/leds0 rw" in settings(UNIT)["DeviceAllow"]
