@@ -94,9 +94,8 @@ def test_state_and_cache_are_the_services_alone() -> None:
 def test_the_leds0_rule_gives_the_device_to_a_group_the_service_is_in() -> None:
     """Review finding 9: the ws2812-pio driver's /dev/leds0 is root's alone; the rule the installer ships matches the
     driver's device class (ws2812-pio-rp1) and hands it to a group of the unit's SupplementaryGroups."""
-    rule = next(
-        line for line in (ROOT / "systemd" / "60-edged-leds.rules").read_text().splitlines() if line.startswith("KERNEL")
-    )
+    lines = (ROOT / "systemd" / "60-edged-leds.rules").read_text().splitlines()
+    rule = next(line for line in lines if line.startswith("KERNEL"))
     fields = dict(re.findall(r'(\w+)=?="?([^",]*)"?', rule))
     assert fields["KERNEL"] == "leds[0-9]*" and fields["SUBSYSTEM"] == "ws2812-pio-rp1"
     assert fields["GROUP"] in settings(UNIT)["SupplementaryGroups"][0].split()
