@@ -51,6 +51,16 @@ class DisplayProfile(BaseModel):
             and self.display.color_order not in ("RGB", "RGBW")
         ):
             raise ValueError("the leds0 device takes RGB(W) and orders the wire itself; set color_order to RGB or RGBW")
+        if (
+            isinstance(self.backend, SpiBackendConfig)
+            and self.backend.mode == "leds0"
+            and (self.display.gamma != 1.0 or self.display.gamma_table is not None)
+        ):
+            # ws2812-pio-rp1 runs every byte through its own gamma table (1/0.45, about 2.2) unless brightness is 0
+            raise ValueError(
+                "the leds0 device applies its own gamma curve (about 2.2) to every value, so a gamma here would be "
+                "applied twice; leave gamma and gamma_table out (or set gamma = 1.0)"
+            )
         return self
 
 

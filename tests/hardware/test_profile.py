@@ -108,6 +108,17 @@ def test_leds0_needs_rgb_order(tmp_path: Path) -> None:
         load_profile(path)
 
 
+@pytest.mark.parametrize("line", ["gamma = 2.8\n", "gamma_table = [" + ", ".join(map(str, range(256))) + "]\n"])
+def test_leds0_refuses_a_second_gamma_curve(tmp_path: Path, line: str) -> None:
+    """The ws2812-pio driver gammas every byte itself (its ws2812_gamma table); the bundled Pi 5 profile used to add
+    gamma = 2.8 on top, so mid-range colours came out far too dark."""
+    path = tmp_path / "twice.toml"
+    path.write_text(LEDS0.replace('color_order = "RGB"\n', f'color_order = "RGB"\n{line}'))
+    with pytest.raises(ConfigError, match="applies its own gamma curve"):
+        load_profile(path)
+    assert load_profile("pi5-leds0-strip-60").displays["strip"].display.gamma == 1.0
+
+
 def test_invalid_toml(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text("name = \n")
