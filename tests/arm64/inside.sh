@@ -78,7 +78,7 @@ fi
 # grew past 3 GiB (23 GiB without the cgroup cap in tests/arm64/run).
 
 step "the installer (deploy/pi/install) as far as it runs without a booted systemd"
-bash /root/check/tests/arm64/installer.sh "$wheel"
+bash /root/check/tests/arm64/installer.sh "$wheel" basic
 
 [ "$tests_rc" -eq 0 ] || fail "tests failed (the table above)"
 step "arm64 check passed"
