@@ -14,6 +14,8 @@
 set -euo pipefail
 wheel=${1:?the wheel to install}
 scope=${2:-all}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180
+[ -f /root/host-ca.crt ] && export PIP_CERT=/root/host-ca.crt
 step() { printf '\n== installer check (%s): %s\n' "$(date +%T)" "$*" >&2; }
 fail() { printf 'installer check FAILED: %s\n' "$*" >&2; exit 1; }
 as_service() { # the service's own command line, as its user from its working directory (as systemd starts it)
