@@ -38,11 +38,11 @@ def missing_dependency(out: str) -> None:
     write(out, files, dist)
 
 
-def variant_of(wheel: str, out: str) -> None:
+def variant_of(wheel: str, out: str, tag: str = "") -> None:
     with zipfile.ZipFile(wheel) as z:
         record = next(n for n in z.namelist() if n.endswith(".dist-info/RECORD"))
         files = {n: z.read(n) for n in z.namelist() if n != record}
-    files["edged/_installer_check_variant.txt"] = b"a variant of the wheel, for the installer's upgrade checks\n"
+    files["edged/_installer_check_variant.txt"] = f"a variant of the wheel for the installer's checks {tag}\n".encode()
     write(out, files, record.rsplit("/", 1)[0])
 
 
@@ -50,6 +50,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "missing-dependency":
         missing_dependency(sys.argv[2])
     elif sys.argv[1] == "variant-of":
-        variant_of(sys.argv[2], sys.argv[3])
+        variant_of(*sys.argv[2:5])
     else:
         raise SystemExit(__doc__)

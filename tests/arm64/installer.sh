@@ -107,10 +107,18 @@ if [ "$scope" = all ]; then
   (cd /root/mine && $inst --profile ./my-strip.toml --wheel "$wheel" --no-apt)
   grep -qs '# edited on the Pi' /etc/edged/hardware/my-strip.toml.*.bak || fail "re-running --profile FILE lost the edit made in /etc/edged/hardware"
 
-  step "a damaged venv is rebuilt, not trusted for its marker"
+  step "a damaged venv is rebuilt beside it, never in place (the service may run from it)"
+  damaged=$(readlink /opt/edged/venv)
   rm -rf /opt/edged/venv/lib/python3*/site-packages/pydantic
   $inst --wheel "$wheel" --no-apt
-  /opt/edged/venv/bin/edged --version >/dev/null || fail "a re-run did not repair a damaged venv"
+  [ "$(readlink /opt/edged/venv)" != "$damaged" ] || fail "the damaged venv was rebuilt in place"
+  /opt/edged/venv/bin/python -I -c 'import edged.service' || fail "a re-run did not repair a damaged venv"
+
+  step "a config from an earlier installer (demo plugins inside the venv) is pointed at /opt/edged/demo-plugins"
+  sed -i 's#"/opt/edged/demo-plugins"#"/opt/edged/venv/lib/python3.11/site-packages/edged/_bundled/plugins"#' /etc/edged/edged.toml
+  $inst --wheel "$wheel" --no-apt
+  grep -q '^plugins_dir = \["/opt/edged/demo-plugins", ' /etc/edged/edged.toml || fail "the old plugins path was kept"
+  grep -qs 'python3.11/site-packages/edged/_bundled/plugins' /etc/edged/edged.toml.*.bak || fail "no .bak of the old config"
 
   step "a fresh install from inside a checkout, as the docs say (cd edged && sudo deploy/pi/install ...)"
   rm /etc/edged/edged.toml
@@ -125,43 +133,95 @@ if [ "$scope" = all ]; then
   mkdir -p /run/systemd/system /root/stub
   cat >/usr/local/sbin/systemctl <<'EOF'
 #!/bin/sh
+# stands in for systemd: restart and is-active answer what the test put in /root/stub, show gives MainPID
 echo "$*" >>/root/stub/calls
 case "$1" in
-  restart | is-active) exit "$(cat /root/stub/start-rc 2>/dev/null || echo 0)" ;;
-  show) echo 0 ;;
+  restart) exit "$(cat /root/stub/restart-rc 2>/dev/null || echo 0)" ;;
+  is-active) exit "$(cat /root/stub/active-rc 2>/dev/null || echo 0)" ;;
+  show) case "$*" in *MainPID*) cat /root/stub/mainpid 2>/dev/null || echo 0 ;; *) echo "stand-in status" ;; esac ;;
 esac
 exit 0
 EOF
   chmod +x /usr/local/sbin/systemctl
   calls() { cat /root/stub/calls 2>/dev/null || true; }
+  demo_ok() { [ -f /opt/edged/demo-plugins/fire/manifest.json ]; }
   : >/root/stub/calls
   $inst --wheel "$wheel" --no-apt --no-start
   calls | grep -qx daemon-reload || fail "--no-start on a booted system skipped daemon-reload"
   ! calls | grep -q '^restart' || fail "--no-start started the service"
   venv_a=$(readlink /opt/edged/venv)
-  # a new edged that does not start: the service goes back to the venv it had
-  mkdir -p /root/variant
-  python3 /root/check/tests/arm64/bad_wheel.py variant-of "$wheel" /root/variant/edged-0.1.0-py3-none-any.whl
+  previous_a=$(readlink /opt/edged/venv.previous || true)
+  # a new edged that does not start: the service goes back to the venv it had, with its links intact
+  mkdir -p /root/variant/b
+  python3 /root/check/tests/arm64/bad_wheel.py variant-of "$wheel" /root/variant/b/edged-0.1.0-py3-none-any.whl b
+  wheel_b=/root/variant/b/edged-0.1.0-py3-none-any.whl
   : >/root/stub/calls
-  echo 1 >/root/stub/start-rc
-  if $inst --wheel /root/variant/edged-0.1.0-py3-none-any.whl --no-apt; then fail "a start that failed was reported as installed"; fi
+  echo 1 >/root/stub/restart-rc
+  if $inst --wheel "$wheel_b" --no-apt; then fail "a start that failed was reported as installed"; fi
   [ "$(readlink /opt/edged/venv)" = "$venv_a" ] || fail "a failed start left the service on the new venv"
   [ "$(calls | grep -c '^restart')" -eq 2 ] || fail "no restart on the old venv after the failed start: $(calls)"
+  demo_ok || fail "after a failed start /opt/edged/demo-plugins leads nowhere"
+  [ "$(readlink /opt/edged/venv.previous || true)" = "$previous_a" ] || fail "a failed start changed venv.previous"
+  [ -z "$previous_a" ] || [ -d "/opt/edged/$previous_a" ] || fail "venv.previous points at a deleted venv"
+  # restart returns but the service is not active (it stopped right away): the same
+  echo 0 >/root/stub/restart-rc
+  echo 3 >/root/stub/active-rc
+  if $inst --wheel "$wheel_b" --no-apt 2>/root/inst.err; then fail "a service that stopped at once was reported as running"; fi
+  grep -q 'going back to' /root/inst.err && [ "$(readlink /opt/edged/venv)" = "$venv_a" ] || fail "no rollback when the service is not active"
+  echo 0 >/root/stub/active-rc
   # the same upgrade when it starts; then the same command again keeps the rollback venv
-  echo 0 >/root/stub/start-rc
-  $inst --wheel /root/variant/edged-0.1.0-py3-none-any.whl --no-apt
+  $inst --wheel "$wheel_b" --no-apt
   venv_b=$(readlink /opt/edged/venv)
   [ "$venv_b" != "$venv_a" ] && [ "$(readlink /opt/edged/venv.previous)" = "$venv_a" ] || fail "no rollback venv after an upgrade"
-  $inst --wheel /root/variant/edged-0.1.0-py3-none-any.whl --no-apt
+  $inst --wheel "$wheel_b" --no-apt
   [ "$(readlink /opt/edged/venv.previous)" = "$venv_a" ] && [ -d "/opt/edged/$venv_a" ] || fail "a re-run deleted the rollback venv"
+  # --rollback: back to A, with the demo plugins link; the same wheel A again afterwards leaves nothing dangling
+  : >/root/stub/calls
+  $inst --rollback
+  [ "$(readlink /opt/edged/venv)" = "$venv_a" ] && [ "$(readlink /opt/edged/venv.previous)" = "$venv_b" ] || fail "--rollback did not swap the venvs"
+  calls | grep -q '^restart' || fail "--rollback did not restart the service"
+  case "$(readlink /opt/edged/demo-plugins)" in "$venv_a"/*) ;; *) fail "--rollback left the demo plugins link on $venv_b" ;; esac
+  $inst --wheel "$wheel" --no-apt
+  demo_ok || fail "the demo plugins link dangles after a rollback and a re-run"
+  # the venv the running service started from is never pruned, even when it is neither current nor previous
+  /opt/edged/"$venv_b"/bin/python -c 'import time; time.sleep(600)' &
+  echo $! >/root/stub/mainpid
+  mkdir -p /root/variant/c
+  python3 /root/check/tests/arm64/bad_wheel.py variant-of "$wheel" /root/variant/c/edged-0.1.0-py3-none-any.whl c
+  $inst --wheel /root/variant/c/edged-0.1.0-py3-none-any.whl --no-apt
+  [ -d "/opt/edged/$venv_b" ] || fail "the venv of the running service was pruned"
+  kill "$(cat /root/stub/mainpid)"; rm /root/stub/mainpid
+  # two installers at once: the second stops at once
+  flock /opt/edged/.install.lock sleep 60 &
+  holder=$!
+  sleep 1
+  if $inst --wheel "$wheel" --no-apt 2>/root/inst.err; then fail "a second installer ran beside the first"; fi
+  grep -q 'another deploy/pi/install is running' /root/inst.err || fail "no word of the other installer"
+  kill "$holder"; wait "$holder" 2>/dev/null || true
+  # from the root drop-in back to the edged user without a restart (the root service still running): the tops go
+  # to root so that systemd chowns the whole tree at the next start, and a second run does not undo that
+  rm /etc/edged/edged.toml
+  $inst --profile pi4-ws2812b-16x16 --wheel "$wheel" --no-apt --no-start
+  $inst --no-ws281x-root --wheel "$wheel" --no-apt --no-start
+  [ "$(stat -c %U /var/lib/edged)" = root ] || fail "the state folder's top stayed edged's while a root service may still write"
+  $inst --no-ws281x-root --wheel "$wheel" --no-apt --no-start
+  [ "$(stat -c %U /var/lib/edged):$(stat -c %U /var/cache/edged)" = root:root ] || fail "a second run took the tops back before systemd chowned the tree"
+  chown edged:edged /var/lib/edged /var/cache/edged   # what systemd does at the next start
+  # leds0 without the ws2812-pio overlay: a reboot has to come first, so nothing starts, and it says why
+  rm /etc/edged/edged.toml
+  : >/root/stub/calls
+  $inst --profile pi5-leds0-strip-60 --wheel "$wheel" --no-apt 2>/root/inst.err
+  ! calls | grep -q '^restart' || fail "started the service although the ws2812-pio overlay is missing"
+  grep -q 'ws2812-pio overlay is not in /boot/firmware/config.txt yet, so reboot now' /root/inst.err || fail "no word why to reboot"
   # SPI switched on just now: a reboot is pending, so nothing starts; config.txt gets a line of its own under [all]
+  rm /etc/edged/edged.toml
   mkdir -p /boot/firmware
   printf '[pi4]\ndtoverlay=vc4-kms-v3d' >/boot/firmware/config.txt   # no newline at the end, a section open
   printf 'console=tty1 root=PARTUUID=x rootwait\n' >/boot/firmware/cmdline.txt
   : >/root/stub/calls
-  $inst --wheel "$wheel" --no-apt 2>/root/inst.err
+  $inst --profile pi5-spi-strip-60 --wheel "$wheel" --no-apt 2>/root/inst.err
   ! calls | grep -q '^restart' || fail "started the service while a reboot is pending (SPI just switched on)"
-  grep -q 'reboot now' /root/inst.err || fail "no word to reboot"
+  grep -q 'SPI was just switched on, so reboot now' /root/inst.err || fail "no word to reboot"
   [ "$(tail -n 3 /boot/firmware/config.txt)" = "$(printf 'dtoverlay=vc4-kms-v3d\n[all]\ndtparam=spi=on')" ] \
     || fail "config.txt was not appended on lines of their own under [all]: $(cat /boot/firmware/config.txt)"
   grep -q 'rootwait spidev.bufsiz=32768$' /boot/firmware/cmdline.txt || fail "no spidev.bufsiz on the kernel command line"
