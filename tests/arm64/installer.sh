@@ -197,7 +197,7 @@ EOF
   sleep 1
   if $inst --wheel "$wheel" --no-apt 2>/root/inst.err; then fail "a second installer ran beside the first"; fi
   grep -q 'another deploy/pi/install is running' /root/inst.err || fail "no word of the other installer"
-  kill "$holder"; wait "$holder" 2>/dev/null || true
+  kill $(pgrep -P "$holder") "$holder"; wait "$holder" 2>/dev/null || true   # flock and the sleep that holds the lock
   # from the root drop-in back to the edged user without a restart (the root service still running): the tops go
   # to root so that systemd chowns the whole tree at the next start, and a second run does not undo that
   rm /etc/edged/edged.toml
