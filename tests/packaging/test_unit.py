@@ -88,7 +88,9 @@ def test_state_and_cache_are_the_services_alone() -> None:
     s = settings(UNIT)
     assert s["StateDirectoryMode"] == ["0750"] and s["CacheDirectoryMode"] == ["0750"]
     install = (ROOT / "deploy" / "pi" / "install").read_text()
-    assert 'install -d -m 0750 -o "$user" -g "$user" "$state"' in install
+    assert 'for d in "$state" "$cache"; do' in install
+    assert '[ -d "$d" ] || install -d -m 0750 -o "$user" -g "$user" "$d"' in install
+    assert 'mkdir -p -m 0750 "$d"' in install  # the folders inside them
 
 
 def test_the_leds0_rule_gives_the_device_to_a_group_the_service_is_in() -> None:
