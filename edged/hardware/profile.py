@@ -45,22 +45,17 @@ class DisplayProfile(BaseModel):
                     f"{self.display.led_count} LEDs exceed the ~{limit} one ws281x DMA transfer can drive on GPIO "
                     f"{self.backend.gpio}; split the display or use another backend"
                 )
-        if (
-            isinstance(self.backend, SpiBackendConfig)
-            and self.backend.mode == "leds0"
-            and self.display.color_order not in ("RGB", "RGBW")
-        ):
-            raise ValueError("the leds0 device takes RGB(W) and orders the wire itself; set color_order to RGB or RGBW")
-        if (
-            isinstance(self.backend, SpiBackendConfig)
-            and self.backend.mode == "leds0"
-            and (self.display.gamma != 1.0 or self.display.gamma_table is not None)
-        ):
-            # ws2812-pio-rp1 runs every byte through its own gamma table (1/0.45, about 2.2) unless brightness is 0
-            raise ValueError(
-                "the leds0 device applies its own gamma curve (about 2.2) to every value, so a gamma here would be "
-                "applied twice; leave gamma and gamma_table out (or set gamma = 1.0)"
-            )
+        if isinstance(self.backend, SpiBackendConfig) and self.backend.mode == "leds0":
+            if self.display.color_order not in ("RGB", "RGBW"):
+                raise ValueError(
+                    "the leds0 device takes RGB(W) and orders the wire itself; set color_order to RGB or RGBW"
+                )
+            if self.display.gamma != 1.0 or self.display.gamma_table is not None:
+                # ws2812-pio-rp1 runs every byte through its own gamma table (1/0.45, about 2.2) unless brightness is 0
+                raise ValueError(
+                    "the leds0 device applies its own gamma curve (about 2.2) to every value, so a gamma here would "
+                    "be applied twice; leave gamma and gamma_table out (or set gamma = 1.0)"
+                )
         return self
 
 
